@@ -1,0 +1,105 @@
+"""The HTTP application: the partner portal now, the routing endpoints later, one error format."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.ingest.endpoints import router as deliveries_router
+from services.middleware import RequestGuard
+from shared.context import Context, build_context
+from shared.errors import AppError, AuthenticationError
+from shared.logs import exception_summary
+
+log = logging.getLogger("vroegsignaal.api")
+PROBLEM = "application/problem+json"
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def _problem(
+    doc: dict[str, object], status: int, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(doc, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def create_app(ctx: Context | None = None) -> FastAPI:
+    """The FastAPI application for a context (default: built from the environment)."""
+    ctx = ctx or build_context()
+    app = FastAPI(
+        title="vroegsignaal",
+        version="0.1.0",
+        description="Early warning of payment arrears (Wgs vroegsignalering): partner portal "
+        "and case routing for Dutch municipalities.",
+    )
+    app.state.context = ctx
+    settings = ctx.settings
+    app.add_middleware(
+        RequestGuard, max_body=lambda: settings.max_upload_bytes + MULTIPART_OVERHEAD
+    )
+    app.include_router(deliveries_router)
+
+    @app.exception_handler(AppError)
+    async def app_error(request: Request, exc: AppError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
+        if exc.status >= 500:
+            log.error("app_error", extra={"error": type(exc).__name__})
+        return _problem(exc.problem(instance=request.url.path), exc.status, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "row": None,
+                "column": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
+                "message": err.get("msg", "invalid"),
+            }
+            for err in exc.errors()
+        ]
+        doc = {
+            "type": "https://vroegsignaal.nl/problems/validation-failed",
+            "title": "Invalid input",
+            "status": 422,
+            "detail": "the request is not valid",
+            "instance": request.url.path,
+            "errors": errors,
+            "error_count": len(errors),
+        }
+        return _problem(doc, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        doc = {
+            "type": "about:blank",
+            "title": str(exc.detail) if exc.status_code < 500 else "Internal error",
+            "status": exc.status_code,
+            "instance": request.url.path,
+        }
+        return _problem(doc, exc.status_code, dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error(
+            "unhandled_error",
+            extra={
+                "request_id": request.scope.get("state", {}).get("request_id"),
+                "exception": exception_summary(exc),
+            },
+        )
+        doc = {
+            "type": "https://vroegsignaal.nl/problems/internal-error",
+            "title": "Internal error",
+            "status": 500,
+            "detail": "something went wrong on our side; nothing was stored",
+            "instance": request.url.path,
+        }
+        return _problem(doc, 500)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

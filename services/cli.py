@@ -1,0 +1,390 @@
+"""The ``vroegsignaal`` command: one entry point with subcommands; ``--json`` for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from shared.errors import AppError
+
+app = typer.Typer(
+    help="vroegsignaal: early warning of payment arrears for Dutch municipalities.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+partners_app = typer.Typer(help="Partners and their API keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(partners_app, name="partners")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def emit(data: Any, as_json: bool, human: Callable[[], None] | None = None) -> None:
+    """JSON on stdout for scripts, or the human rendering."""
+    if as_json or human is None:
+        typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    else:
+        human()
+
+
+def fail(exc: AppError, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(exc.problem(), ensure_ascii=False), err=True)
+    else:
+        typer.echo(f"error: {exc.detail}", err=True)
+    raise typer.Exit(1)
+
+
+def _context() -> Any:
+    from shared.context import build_context
+
+    return build_context()
+
+
+# --- db ---------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+    as_json: JsonOption = False,
+) -> None:
+    """Create or upgrade the schema (run this first, and before every new release)."""
+    from shared import migrate
+
+    ctx = _context()
+    migrate.upgrade(ctx.settings.resolved_database_url, revision)
+    current = migrate.current_revision(ctx.engine)
+    emit({"revision": current}, as_json, lambda: typer.echo(f"database at revision {current}"))
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str, as_json: JsonOption = False) -> None:
+    """Step the schema back to REVISION (e.g. -1, or base)."""
+    from shared import migrate
+
+    ctx = _context()
+    migrate.downgrade(ctx.settings.resolved_database_url, revision)
+    current = migrate.current_revision(ctx.engine)
+    emit({"revision": current}, as_json, lambda: typer.echo(f"database at revision {current}"))
+
+
+@db_app.command("current")
+def db_current(as_json: JsonOption = False) -> None:
+    """Show the schema revision and whether it is the newest."""
+    from shared import migrate
+
+    ctx = _context()
+    current = migrate.current_revision(ctx.engine)
+    head = migrate.head_revision(ctx.settings.resolved_database_url)
+    data = {"revision": current, "head": head, "up_to_date": current == head}
+    emit(data, as_json, lambda: typer.echo(f"revision {current} (head {head})"))
+
+
+# --- partners ---------------------------------------------------------------------------------
+
+
+def _key_dict(new: Any) -> dict[str, Any]:
+    return {
+        "partner": {"id": str(new.partner.id), "name": new.partner.name, "kind": new.partner.kind},
+        "key_id": new.key.key_id,
+        "api_key": new.secret,
+        "note": "the API key is shown once; store it now",
+    }
+
+
+@partners_app.command("add")
+def partners_add(
+    name: Annotated[str, typer.Option(help="The partner's name, e.g. 'Pré Wonen'.")],
+    kind: Annotated[str, typer.Option(help="huur, energie, water or zorg.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Register a partner and print its first API key (once)."""
+    from services.ingest.partners import add_partner
+    from shared.db import unit_of_work
+
+    ctx = _context()
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            new = add_partner(session, name=name, kind=kind, now=ctx.now())
+    except AppError as exc:
+        fail(exc, as_json)
+    data = _key_dict(new)
+    emit(
+        data,
+        as_json,
+        lambda: typer.echo(
+            f"partner {new.partner.name} ({new.partner.kind}) registered: {new.partner.id}\n"
+            f"API key (shown once, store it now): {new.secret}"
+        ),
+    )
+
+
+@partners_app.command("list")
+def partners_list(as_json: JsonOption = False) -> None:
+    """List partners with their keys (ids and status only)."""
+    from services.ingest import repository
+    from shared.db import unit_of_work
+
+    ctx = _context()
+    with unit_of_work(ctx.sessions) as session:
+        data: list[dict[str, Any]] = [
+            {
+                "id": str(p.id),
+                "name": p.name,
+                "kind": p.kind,
+                "active": p.active,
+                "keys": [
+                    {
+                        "key_id": k.key_id,
+                        "label": k.label,
+                        "created_at": k.created_at.isoformat(),
+                        "last_used_at": k.last_used_at.isoformat() if k.last_used_at else None,
+                        "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+                    }
+                    for k in repository.keys_of_partner(session, p.id)
+                ],
+            }
+            for p in repository.list_partners(session)
+        ]
+
+    def human() -> None:
+        for p in data:
+            live = sum(1 for k in p["keys"] if not k["revoked_at"])
+            typer.echo(f"{p['id']}  {p['kind']:<8} {p['name']}  ({live} active key(s))")
+
+    emit(data, as_json, human)
+
+
+@partners_app.command("new-key")
+def partners_new_key(
+    partner: Annotated[str, typer.Option(help="Partner id or name.")],
+    label: Annotated[str | None, typer.Option(help="A note on what the key is for.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Issue an extra key (rotation: issue, switch the partner over, revoke the old key)."""
+    from services.ingest.partners import find_partner, new_partner_key
+    from shared.db import unit_of_work
+
+    ctx = _context()
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            found = find_partner(session, partner)
+            new = new_partner_key(session, found, now=ctx.now(), label=label)
+    except AppError as exc:
+        fail(exc, as_json)
+    emit(_key_dict(new), as_json, lambda: typer.echo(f"API key (shown once): {new.secret}"))
+
+
+@partners_app.command("revoke-key")
+def partners_revoke_key(
+    key_id: Annotated[str, typer.Argument(help="The key's id (the part after 'vsp_').")],
+    as_json: JsonOption = False,
+) -> None:
+    """Revoke a key: it stops working at once."""
+    from services.ingest.partners import revoke_key
+    from shared.db import unit_of_work
+
+    ctx = _context()
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            key = revoke_key(session, key_id, now=ctx.now())
+            revoked_at = key.revoked_at
+    except AppError as exc:
+        fail(exc, as_json)
+    data = {"key_id": key_id, "revoked_at": revoked_at.isoformat() if revoked_at else None}
+    emit(data, as_json, lambda: typer.echo(f"key {key_id} revoked"))
+
+
+# --- the monthly run --------------------------------------------------------------------------
+
+EXIT_RUN_IN_PROGRESS = 3
+
+
+def run_summary_lines(report: Any) -> list[str]:
+    """The human summary of a run (figures only, no personal data)."""
+    f = report.figures
+    run = report.run
+    lines = [
+        f"run {run.id} for {run.period} (run date {run.run_date}, {run.duration_ms} ms)",
+        "",
+        f"  signals in                  {f['signals_in']:>7}",
+        f"  stale (not matched)         {f['stale']:>7}",
+        f"  below the minimum amount    {f['below_minimum']:>7}",
+        f"  repeat signals              {f['repeat_signals']:>7}",
+        f"  addresses with 2+ partners  {f['addresses_matched']:>7}",
+        f"  cases                       {f['cases']:>7}",
+        f"    of which rent only        {f['rent_only']:>7}",
+        f"    with a crisis signal      {f['crisis']:>7}",
+        f"    recidive                  {f['recidive']:>7}",
+        f"  single signals (by letter)  {f['singles']:>7}",
+    ]
+    classes = f.get("classification", {})
+    lines.append(
+        "  enkelvoudig / meervoudig / opeenvolgend: "
+        f"{classes.get('enkelvoudig', 0)} / {classes.get('meervoudig', 0)} / "
+        f"{classes.get('opeenvolgend', 0)}"
+    )
+    if f.get("stale_per_partner"):
+        lines.append(f"  stale per partner: {f['stale_per_partner']}")
+    missing = f.get("partners_without_delivery") or []
+    lines.append("  partners without a delivery: " + (", ".join(missing) if missing else "none"))
+    return lines
+
+
+@app.command("run")
+def run_cmd(
+    period: Annotated[
+        str | None, typer.Option(help="YYYY-MM; default the period whose window closed last.")
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="Run date YYYY-MM-DD for freshness (default today).")
+    ] = None,
+    rerun: Annotated[
+        bool, typer.Option(help="Refresh a completed period's cases, keeping recorded work.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Match a closed period: addresses with two or more arrears, rent and crisis become cases."""
+    from datetime import date
+
+    from services.matcher.service import RunInProgress, run_period
+
+    ctx = _context()
+
+    def progress(message: str) -> None:
+        if not as_json:
+            typer.echo(f"... {message}", err=True)
+
+    try:
+        run_date = date.fromisoformat(as_of) if as_of else None
+    except ValueError:
+        typer.echo("error: --as-of must be YYYY-MM-DD", err=True)
+        raise typer.Exit(2) from None
+    try:
+        report = run_period(ctx, period=period, as_of=run_date, rerun=rerun, progress=progress)
+    except RunInProgress as exc:
+        if as_json:
+            typer.echo(json.dumps(exc.problem()), err=True)
+        else:
+            typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(EXIT_RUN_IN_PROGRESS) from None
+    except AppError as exc:
+        fail(exc, as_json)
+    data = {
+        "status": "already_done" if report.already_done else "completed",
+        "run_id": str(report.run.id),
+        "period": report.run.period,
+        "run_date": report.run.run_date.isoformat(),
+        "rerun": report.run.rerun,
+        "duration_ms": report.run.duration_ms,
+        "figures": report.figures,
+    }
+
+    def human() -> None:
+        if report.already_done:
+            typer.echo(
+                f"period {report.run.period} is done (run {report.run.id}); "
+                "use --rerun to refresh its cases"
+            )
+            return
+        for line in run_summary_lines(report):
+            typer.echo(line)
+
+    emit(data, as_json, human)
+
+
+# --- serving, data, demo ------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Run the HTTP API (partner portal) with uvicorn."""
+    import uvicorn
+
+    from services.app import create_app
+    from shared.logs import configure_logging
+
+    configure_logging()
+    uvicorn.run(create_app(), host=host, port=port, log_config=None, access_log=False)
+
+
+@app.command("generate")
+def generate_cmd(
+    out: Annotated[Path, typer.Option(help="Folder to write the files to.")],
+    households: Annotated[int, typer.Option(help="Households in the population.")] = 2000,
+    months: Annotated[int, typer.Option(help="Number of monthly periods.")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 1,
+    first_period: Annotated[
+        str | None, typer.Option(help="First period YYYY-MM (default: ends at the open period).")
+    ] = None,
+    invalid_rows: Annotated[int, typer.Option(help="Broken rows per file.")] = 0,
+    per_kind: Annotated[
+        int, typer.Option(help="Partners per kind (0: the demo municipality's five).")
+    ] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Write realistic, messy synthetic partner files (deterministic for a seed)."""
+    from services.ingest.generate import demo_partners, generate, national_partners
+    from shared.periods import open_period
+
+    ctx = _context()
+    if first_period is None:
+        first_period = str(
+            open_period(ctx.now(), ctx.settings.delivery_deadline_day, ctx.tz).shift(1 - months)
+        )
+    partners = national_partners(per_kind) if per_kind > 0 else demo_partners()
+    files = generate(
+        out,
+        households=households,
+        months=months,
+        seed=seed,
+        partners=partners,
+        first_period=first_period,
+        invalid_rows=invalid_rows,
+    )
+    data = [
+        {
+            "partner": f.partner.name,
+            "kind": f.partner.kind,
+            "period": f.period,
+            "path": str(f.path),
+            "rows": f.rows,
+            "invalid_rows": f.invalid_rows,
+        }
+        for f in files
+    ]
+
+    def human() -> None:
+        for f in data:
+            typer.echo(f"{f['period']}  {f['rows']:>8} rows  {f['path']}")
+
+    emit(data, as_json, human)
+
+
+@app.command("demo")
+def demo_cmd(
+    fresh: Annotated[bool, typer.Option(help="Start from an empty demo database.")] = True,
+) -> None:
+    """Run a whole monthly cycle on the embedded SQLite default and show the result."""
+    from services.demo import run_demo
+
+    sys.exit(run_demo(fresh=fresh))
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except AppError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        sys.exit(1)

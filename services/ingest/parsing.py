@@ -1,0 +1,347 @@
+"""Reading partner files: CSV or JSON, as real ERP and spreadsheet exports produce them.
+
+* Encoding: UTF-8 with or without BOM; otherwise Windows-1252 (what Dutch Excel writes).
+* CSV: separator ``;``, ``,`` or tab, detected from the header line; header names case-insensitive,
+  with space, ``-`` and ``_`` equivalent (``Achterstand sinds`` = ``achterstand_sinds``).
+* JSON: ``{"signalen": [...]}`` or a bare list of objects with the same field names. Duplicate keys,
+  ``NaN``/``Infinity`` and numbers out of range are refused, not guessed at.
+* Rows are numbered as a spreadsheet shows them (header = row 1); for JSON the 1-based position.
+
+The result is a Polars frame of text columns (canonical names, absent optional columns as nulls)
+plus a ``row`` column; :mod:`services.ingest.validation` turns the text into values.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import polars as pl
+
+from shared.errors import RowProblem, UnsupportedMediaType, ValidationFailed
+
+FileFormat = Literal["csv", "json"]
+
+REQUIRED_FIELDS = (
+    "referentie",
+    "achternaam",
+    "huisnummer",
+    "postcode",
+    "bedrag",
+    "achterstand_sinds",
+)
+OPTIONAL_FIELDS = (
+    "tussenvoegsel",
+    "voorletters",
+    "geboortedatum",
+    "bsn",
+    "straat",
+    "huisletter",
+    "huisnummertoevoeging",
+    "woonplaats",
+    "telefoon",
+    "email",
+    "signaaldatum",
+    "crisis",
+    "warme_overdracht",
+    "eindelevering",
+)
+ALL_FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
+MAX_COLUMNS = 200
+# Magic numbers of formats people upload by mistake (zip/xlsx, pdf, xls, gzip, png, jpeg).
+BINARY_MAGIC = (
+    b"PK\x03\x04",
+    b"%PDF",
+    b"\xd0\xcf\x11\xe0",
+    b"\x1f\x8b",
+    b"\x89PNG",
+    b"\xff\xd8\xff",
+)
+_SEPARATOR_CANDIDATES = (";", ",", "\t")
+
+
+def squash(name: str) -> str:
+    """A header name compared case-insensitively, with space, '-' and '_' ignored."""
+    return re.sub(r"[\s_\-]+", "", name.strip().lower())
+
+
+FIELD_BY_SQUASHED = {squash(name): name for name in ALL_FIELDS}
+
+
+@dataclass
+class ParsedFile:
+    """The rows of an upload as text, with file-level warnings (such as ignored columns)."""
+
+    frame: pl.DataFrame
+    file_format: FileFormat
+    warnings: list[RowProblem] = field(default_factory=list)
+
+
+def decode(content: bytes) -> str:
+    """The file as text: UTF-8 (BOM stripped) or else Windows-1252."""
+    if content.startswith(b"\xef\xbb\xbf"):
+        content = content[3:]
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return content.decode("cp1252")
+    except UnicodeDecodeError as exc:
+        raise ValidationFailed(
+            "the file is neither UTF-8 nor Windows-1252 text",
+            [RowProblem(1, "", "unreadable text encoding")],
+        ) from exc
+
+
+def sniff_format(content: bytes, filename: str | None, content_type: str | None) -> FileFormat:
+    """CSV or JSON, from the content first; 415 for anything that is not text."""
+    if not content.strip(b" \t\r\n\xef\xbb\xbf"):
+        raise ValidationFailed("the file is empty", [RowProblem(1, "", "empty file")])
+    if content.startswith(BINARY_MAGIC) or b"\x00" in content[:65536]:
+        raise UnsupportedMediaType("the file is not CSV or JSON text (it looks like a binary file)")
+    head = content.lstrip(b" \t\r\n\xef\xbb\xbf")[:1]
+    if head in (b"{", b"["):
+        return "json"
+    return "csv"
+
+
+def parse_upload(content: bytes, filename: str | None, content_type: str | None) -> ParsedFile:
+    """Read an uploaded file into text columns, or raise a problem report."""
+    file_format = sniff_format(content, filename, content_type)
+    if b"\x00" in content:
+        raise UnsupportedMediaType("the file contains NUL bytes: not a CSV or JSON text file")
+    text = decode(content)
+    if file_format == "json":
+        return _parse_json(text)
+    return _parse_csv(text)
+
+
+def _map_headers(raw: list[str]) -> tuple[list[str | None], list[RowProblem], list[RowProblem]]:
+    """Canonical name per column (None: ignored), problems, warnings."""
+    problems: list[RowProblem] = []
+    warnings: list[RowProblem] = []
+    if len(raw) > MAX_COLUMNS:
+        raise ValidationFailed(
+            f"the file has {len(raw)} columns; at most {MAX_COLUMNS} are read",
+            [RowProblem(1, "", "too many columns")],
+        )
+    mapped: list[str | None] = []
+    seen: set[str] = set()
+    for position, name in enumerate(raw, start=1):
+        canonical = FIELD_BY_SQUASHED.get(squash(name))
+        label = _safe_label(name, position)
+        if canonical is None:
+            if name.strip():
+                warnings.append(RowProblem(1, label, "unknown column, ignored"))
+            mapped.append(None)
+        elif canonical in seen:
+            problems.append(RowProblem(1, canonical, "column appears twice"))
+            mapped.append(None)
+        else:
+            seen.add(canonical)
+            mapped.append(canonical)
+    for required in REQUIRED_FIELDS:
+        if required not in seen:
+            problems.append(RowProblem(1, required, "required column is missing"))
+    return mapped, problems, warnings
+
+
+def _safe_label(name: str, position: int) -> str:
+    """A header name fit to echo back: short and printable, else its position."""
+    cleaned = name.strip()
+    if cleaned and len(cleaned) <= 40 and cleaned.isprintable():
+        return cleaned
+    return f"column {position}"
+
+
+def _detect_separator(header_line: str) -> str:
+    counts = {sep: header_line.count(sep) for sep in _SEPARATOR_CANDIDATES}
+    best = max(_SEPARATOR_CANDIDATES, key=lambda sep: counts[sep])
+    return best if counts[best] > 0 else ";"
+
+
+def _parse_csv(text: str) -> ParsedFile:
+    # Old Mac and some Excel exports end lines with a bare CR.
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    first_line_end = text.find("\n")
+    header_line = text if first_line_end < 0 else text[:first_line_end]
+    if len(header_line) > 64 * 1024:
+        raise ValidationFailed(
+            "the header line is longer than 64 KiB", [RowProblem(1, "", "header line too long")]
+        )
+    separator = _detect_separator(header_line)
+    header = next(csv.reader([header_line], delimiter=separator))
+    mapped, problems, warnings = _map_headers(header)
+    if problems:
+        raise ValidationFailed("the header row is not usable", problems)
+    names = [name if name else f"_ignored_{i}" for i, name in enumerate(mapped)]
+    body = text[first_line_end + 1 :] if first_line_end >= 0 else ""
+    if not body.strip():
+        raise ValidationFailed("the file has a header but no rows", [RowProblem(2, "", "no rows")])
+    try:
+        frame = pl.read_csv(
+            io.BytesIO(body.encode("utf-8")),
+            has_header=False,
+            new_columns=names,
+            schema={name: pl.String for name in names},
+            separator=separator,
+            quote_char='"',
+            extra_columns="raise",
+            missing_columns="raise",
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise ValidationFailed(
+            "the file is not well-formed CSV", _locate_csv_problems(body, separator, len(names))
+        ) from exc
+    frame = frame.select([n for n in names if not n.startswith("_ignored_")])
+    frame = _blank_rows_dropped(frame.with_row_index("row", offset=2))
+    return ParsedFile(_with_all_fields(frame), "csv", warnings)
+
+
+def _blank_rows_dropped(frame: pl.DataFrame) -> pl.DataFrame:
+    """Exports often end with empty lines or rows of separators only: they are not rows."""
+    fields = [c for c in frame.columns if c != "row"]
+    if not fields:
+        return frame
+    blank = pl.all_horizontal(
+        [pl.col(c).is_null() | (pl.col(c).str.strip_chars() == "") for c in fields]
+    )
+    return frame.filter(~blank)
+
+
+def _locate_csv_problems(body: str, separator: str, width: int) -> list[RowProblem]:
+    """Row-level reasons why the CSV reader gave up (only run when it did)."""
+    problems: list[RowProblem] = []
+    reader = csv.reader(io.StringIO(body), delimiter=separator, strict=True)
+    try:
+        for index, record in enumerate(reader, start=2):
+            if record and len(record) != width and any(cell.strip() for cell in record):
+                problems.append(
+                    RowProblem(index, "", f"{len(record)} fields where the header has {width}")
+                )
+    except csv.Error:
+        problems.append(RowProblem(reader.line_num + 1, "", "unbalanced quotes"))
+    return problems or [RowProblem(2, "", "the file could not be read as CSV")]
+
+
+def _with_all_fields(frame: pl.DataFrame) -> pl.DataFrame:
+    missing = [pl.lit(None, dtype=pl.String).alias(f) for f in ALL_FIELDS if f not in frame.columns]
+    return (
+        frame.with_columns(missing)
+        .select("row", *ALL_FIELDS)
+        .with_columns(pl.col("row").cast(pl.Int64))
+    )
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _DuplicateKey
+    return dict(pairs)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number")
+
+
+def _parse_json(text: str) -> ParsedFile:
+    try:
+        data = json.loads(
+            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+        )
+    except _DuplicateKey as exc:
+        raise ValidationFailed(
+            "the JSON has an object with the same key twice", [RowProblem(1, "", "duplicate key")]
+        ) from exc
+    except RecursionError as exc:
+        raise ValidationFailed(
+            "the JSON is nested too deeply", [RowProblem(1, "", "nesting too deep")]
+        ) from exc
+    except ValueError as exc:
+        raise ValidationFailed(
+            "the file is not valid JSON", [RowProblem(1, "", "not valid JSON")]
+        ) from exc
+    if isinstance(data, dict):
+        if set(data) != {"signalen"} or not isinstance(data["signalen"], list):
+            raise ValidationFailed(
+                'a JSON object must be {"signalen": [...]}',
+                [RowProblem(1, "signalen", 'expected one key "signalen" holding a list')],
+            )
+        data = data["signalen"]
+    if not isinstance(data, list):
+        raise ValidationFailed("expected a list of signals", [RowProblem(1, "", "not a list")])
+    if not data:
+        raise ValidationFailed("the file holds no signals", [RowProblem(1, "", "no rows")])
+    return _json_rows_to_frame(data)
+
+
+def _json_scalar(value: Any) -> tuple[str | None, str | None]:
+    """(text, problem) for a JSON value in a field."""
+    if value is None:
+        return None, None
+    if isinstance(value, bool):
+        return ("true" if value else "false"), None
+    if isinstance(value, int):
+        return str(value), None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None, "number out of range"
+        return repr(value), None
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return None, "not valid text (a lone surrogate escape)"
+        return value, None
+    return None, "must be text, a number or true/false"
+
+
+def _json_rows_to_frame(rows: Iterable[Any]) -> ParsedFile:
+    columns: dict[str, list[str | None]] = {name: [] for name in ALL_FIELDS}
+    problems: list[RowProblem] = []
+    warnings: list[RowProblem] = []
+    unknown_seen: set[str] = set()
+    count = 0
+    for position, item in enumerate(rows, start=1):
+        count = position
+        if not isinstance(item, dict):
+            problems.append(RowProblem(position, "", "each signal must be an object"))
+            for values in columns.values():
+                values.append(None)
+            continue
+        record: dict[str, str | None] = {}
+        for key, value in item.items():
+            canonical = FIELD_BY_SQUASHED.get(squash(key))
+            if canonical is None:
+                label = _safe_label(key, 0)
+                if label not in unknown_seen and len(unknown_seen) < 50:
+                    unknown_seen.add(label)
+                    warnings.append(RowProblem(position, label, "unknown field, ignored"))
+                continue
+            if canonical in record:
+                problems.append(RowProblem(position, canonical, "field appears twice"))
+                continue
+            text, problem = _json_scalar(value)
+            if problem:
+                problems.append(RowProblem(position, canonical, problem))
+            record[canonical] = text
+        for name, values in columns.items():
+            values.append(record.get(name))
+    if problems:
+        raise ValidationFailed(f"{len(problems)} problem(s) in the file", problems)
+    frame = pl.DataFrame(columns, schema={name: pl.String for name in ALL_FIELDS})
+    frame = frame.with_columns(pl.int_range(1, count + 1, dtype=pl.Int64).alias("row"))
+    return ParsedFile(frame.select("row", *ALL_FIELDS), "json", warnings)

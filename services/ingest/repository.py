@@ -1,0 +1,120 @@
+"""SQL for partners, keys, deliveries and signals. Object-level access lives in these queries."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import cast
+
+import polars as pl
+from sqlalchemy import Table, select, update
+from sqlalchemy.orm import Session
+
+from shared.bulk import insert_frame
+from shared.models import ApiKey, Delivery, DeliveryStatus, Partner, Signal
+
+SIGNAL_COLUMNS = (
+    "delivery_id",
+    "partner_id",
+    "period",
+    "row_number",
+    "kind",
+    "address_hash",
+    "person_hash",
+    "pc4",
+    "bedrag_cent",
+    "achterstand_sinds",
+    "signaaldatum",
+    "crisis",
+    "warme_overdracht",
+    "eindelevering",
+    "status",
+    "pii",
+    "pii_key_id",
+    "created_at",
+)
+
+
+def partner_by_id(session: Session, partner_id: uuid.UUID) -> Partner | None:
+    return session.get(Partner, partner_id)
+
+
+def partner_by_name(session: Session, name: str) -> Partner | None:
+    return session.scalars(select(Partner).where(Partner.name == name)).first()
+
+
+def list_partners(session: Session) -> Sequence[Partner]:
+    return session.scalars(select(Partner).order_by(Partner.name)).all()
+
+
+def api_key_by_key_id(session: Session, key_id: str) -> ApiKey | None:
+    return session.scalars(select(ApiKey).where(ApiKey.key_id == key_id)).first()
+
+
+def keys_of_partner(session: Session, partner_id: uuid.UUID) -> Sequence[ApiKey]:
+    return session.scalars(
+        select(ApiKey).where(ApiKey.partner_id == partner_id).order_by(ApiKey.created_at)
+    ).all()
+
+
+def current_delivery(session: Session, partner_id: uuid.UUID, period: str) -> Delivery | None:
+    """The partner's delivery that counts for the period, if any."""
+    return session.scalars(
+        select(Delivery).where(
+            Delivery.partner_id == partner_id,
+            Delivery.period == period,
+            Delivery.status == DeliveryStatus.accepted,
+        )
+    ).first()
+
+
+def supersede(session: Session, delivery: Delivery, at: datetime) -> bool:
+    """Mark a current delivery superseded; False when another writer got there first."""
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery.id, Delivery.status == DeliveryStatus.accepted)
+        .values(status=DeliveryStatus.superseded, superseded_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def link_successor(session: Session, old_id: uuid.UUID, new_id: uuid.UUID) -> None:
+    """Record which delivery replaced an older one (after the new one is flushed)."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == old_id)
+        .values(superseded_by_id=new_id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def deliveries_of_partner(
+    session: Session, partner_id: uuid.UUID, *, period: str | None, limit: int, offset: int
+) -> Sequence[Delivery]:
+    query = select(Delivery).where(Delivery.partner_id == partner_id)
+    if period:
+        query = query.where(Delivery.period == period)
+    query = query.order_by(Delivery.received_at.desc(), Delivery.status, Delivery.id)
+    query = query.limit(limit).offset(offset)
+    return session.scalars(query).all()
+
+
+def delivery_of_partner(
+    session: Session, partner_id: uuid.UUID, delivery_id: uuid.UUID
+) -> Delivery | None:
+    """A delivery only if it belongs to the partner: another partner's id is simply not found."""
+    return session.scalars(
+        select(Delivery).where(Delivery.id == delivery_id, Delivery.partner_id == partner_id)
+    ).first()
+
+
+def insert_signals(session: Session, frame: pl.DataFrame) -> None:
+    """Bulk insert of signals (COPY on PostgreSQL); never one ORM object per row."""
+    insert_frame(
+        session,
+        cast(Table, Signal.__table__),
+        frame.select(SIGNAL_COLUMNS),
+        uuid_columns=("delivery_id", "partner_id"),
+    )

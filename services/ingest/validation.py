@@ -1,0 +1,338 @@
+"""Validation and normalisation of signal rows, vectorised in Polars.
+
+Three levels, as the national platforms' batch checks have them:
+
+* **error** – the row cannot be used (no valid postcode, amount not above 0, a future date, a BSN
+  that fails the elfproef, …). One error anywhere rejects the whole delivery.
+* **warning** – valid but doubtful (no phone and no e-mail, a birth date that makes the person older
+  than 110, an amount above the configured ceiling): accepted, and reported.
+
+Messages name the row and the column, never the value: error reports must not leak personal data.
+
+Values are read as partners write them:
+
+* dates ``2026-09-15``, ``15-09-2026``, ``15/09/2026``, ``5-9-2026`` (a time part after an ISO date
+  is ignored);
+* amounts ``1234.56``, ``1234,56``, ``1.234,56``, ``1,234.56``, ``€ 1.234,56``; more than two digits
+  after the last separator (``1.234``) is ambiguous and an error; stored in integer cents;
+* booleans ``ja/nee``, ``j/n``, ``true/false``, ``1/0``, ``yes/no``; empty means no.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import polars as pl
+
+from shared.address import (
+    MAX_SUFFIX_LENGTH,
+    address_key_expr,
+    house_number_parts,
+    normalised_postcode,
+    valid_postcode,
+)
+from shared.errors import RowProblem
+from shared.person import person_key_expr
+
+TEXT_LIMITS = {
+    "referentie": 100,
+    "achternaam": 200,
+    "tussenvoegsel": 20,
+    "voorletters": 30,
+    "straat": 200,
+    "woonplaats": 100,
+    "telefoon": 40,
+    "email": 254,
+    "huisletter": 4,
+    "huisnummertoevoeging": 8,
+}
+TRUE_WORDS = ["ja", "j", "true", "1", "yes", "y", "waar"]
+FALSE_WORDS = ["nee", "n", "false", "0", "no", "onwaar"]
+BOOLEAN_FIELDS = ("crisis", "warme_overdracht", "eindelevering")
+CONTROL_CHARS = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F]"
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+PHONE_PATTERN = r"^\+?[0-9]{8,15}$"
+BSN_WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2, -1)
+
+# Columns of the validated frame, in order.
+OUTPUT_COLUMNS = (
+    "row",
+    "referentie",
+    "achternaam",
+    "tussenvoegsel",
+    "voorletters",
+    "geboortedatum",
+    "bsn",
+    "straat",
+    "huisnummer",
+    "huisnummer_suffix",
+    "postcode",
+    "woonplaats",
+    "telefoon",
+    "email",
+    "bedrag_cent",
+    "achterstand_sinds",
+    "signaaldatum",
+    "crisis",
+    "warme_overdracht",
+    "eindelevering",
+    "address_key",
+    "person_key",
+)
+
+
+@dataclass(frozen=True)
+class ValidationRules:
+    """What the checks compare against: today (Europe/Amsterdam) and configured limits."""
+
+    today: date
+    amount_warning_ceiling_cents: int = 2_500_000
+    max_age_years: int = 110
+
+
+@dataclass
+class ValidationResult:
+    rows: pl.DataFrame  # OUTPUT_COLUMNS, only meaningful when ``errors`` is empty
+    errors: list[RowProblem]
+    warnings: list[RowProblem]
+    error_count: int
+
+
+def _trimmed(name: str) -> pl.Expr:
+    value = pl.col(name).str.strip_chars()
+    return pl.when(value.str.len_chars() > 0).then(value).otherwise(None)
+
+
+def parse_date(col: pl.Expr) -> pl.Expr:
+    """A Date from the spellings partners use; null when unreadable or not a real date."""
+    iso = col.str.extract_groups(r"^([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})(?:[ T].*)?$")
+    dmy = col.str.extract_groups(r"^([0-9]{1,2})[-/.]([0-9]{1,2})[-/.]([0-9]{4})$")
+    year = pl.coalesce(iso.struct.field("1"), dmy.struct.field("3"))
+    month = pl.coalesce(iso.struct.field("2"), dmy.struct.field("2"))
+    day = pl.coalesce(iso.struct.field("3"), dmy.struct.field("1"))
+    text = pl.concat_str([year, month.str.zfill(2), day.str.zfill(2)], separator="-")
+    parsed = text.str.to_date("%Y-%m-%d", strict=False)
+    return pl.when(year.cast(pl.Int32, strict=False) >= 1900).then(parsed)
+
+
+_AMOUNT_OK = (
+    r"^(?:[0-9]+(?:[.,][0-9]{1,2})?"
+    r"|[0-9]{1,3}(?:\.[0-9]{3})+,[0-9]{1,2}"
+    r"|[0-9]{1,3}(?:,[0-9]{3})+\.[0-9]{1,2})$"
+)
+
+
+def parse_amount(col: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """(cents as Int64 or null, error message or null) for an amount as partners write it."""
+    text = (
+        col.str.replace_all(r"\s", "")
+        .str.replace(r"(?i)^(?:€|eur)", "")
+        .str.replace(r"(?i)(?:€|eur)$", "")
+    )
+    fraction = text.str.extract(r"[.,]([0-9]{1,2})$", 1)
+    whole = (
+        pl.when(fraction.is_not_null())
+        .then(text.str.replace(r"[.,][0-9]{1,2}$", ""))
+        .otherwise(text)
+        .str.replace_all(r"[.,]", "")
+    )
+    cents = whole.cast(pl.Int64, strict=False) * 100 + fraction.fill_null("0").str.pad_end(
+        2, "0"
+    ).cast(pl.Int64, strict=False)
+    # At most 13 digits of whole euros: no overflow of the cents, and no absurd sums.
+    ok = text.str.contains(_AMOUNT_OK) & (whole.str.len_chars() <= 13) & cents.is_not_null()
+    error = (
+        pl.when(col.is_null())
+        .then(pl.lit("required"))
+        .when(text.str.starts_with("-"))
+        .then(pl.lit("must be more than 0"))
+        .when(text.str.contains(r"[.,][0-9]{3,}$") & ~text.str.contains(_AMOUNT_OK))
+        .then(pl.lit("ambiguous amount: more than two digits after the last separator"))
+        .when(text.str.contains(_AMOUNT_OK) & (whole.str.len_chars() > 13))
+        .then(pl.lit("amount too large"))
+        .when(~ok)
+        .then(pl.lit("not an amount"))
+        .when(cents <= 0)
+        .then(pl.lit("must be more than 0"))
+    )
+    return pl.when(ok).then(cents).otherwise(None), error
+
+
+def parse_boolean(col: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """(bool with default False, error message or null)."""
+    word = col.str.strip_chars().str.to_lowercase()
+    value = (
+        pl.when(word.is_null() | (word == ""))
+        .then(pl.lit(False))
+        .when(word.is_in(TRUE_WORDS))
+        .then(pl.lit(True))
+        .when(word.is_in(FALSE_WORDS))
+        .then(pl.lit(False))
+    )
+    return value, pl.when(value.is_null()).then(pl.lit("expected ja or nee"))
+
+
+def bsn_valid(bsn: pl.Expr) -> pl.Expr:
+    """The elfproef: nine digits whose weighted sum (9..2, then -1) is a multiple of 11."""
+    total = pl.sum_horizontal(
+        [bsn.str.slice(i, 1).cast(pl.Int32, strict=False) * w for i, w in enumerate(BSN_WEIGHTS)]
+    )
+    return bsn.str.contains(r"^[0-9]{9}$") & (total % 11 == 0) & (total != 0)
+
+
+def validate(
+    frame: pl.DataFrame, rules: ValidationRules, max_problems: int = 1000
+) -> ValidationResult:
+    """Normalise every column and list every problem; see the module docstring for the rules."""
+    today = pl.lit(rules.today)
+    text = frame.select(
+        "row",
+        *[_trimmed(c).alias(c) for c in frame.columns if c != "row"],
+    )
+    postcode = normalised_postcode(pl.col("postcode"))
+    number, suffix = house_number_parts(
+        pl.col("huisnummer"), pl.col("huisletter"), pl.col("huisnummertoevoeging")
+    )
+    bedrag, bedrag_error = parse_amount(pl.col("bedrag"))
+    booleans = {name: parse_boolean(pl.col(name)) for name in BOOLEAN_FIELDS}
+    bsn_digits = pl.col("bsn").str.replace_all(r"[\s.\-]", "")
+    phone = pl.col("telefoon").str.replace_all(r"[\s\-().]", "")
+
+    values = text.with_columns(
+        postcode=postcode,
+        huisnummer_n=number,
+        huisnummer_suffix=suffix,
+        bedrag_cent=bedrag,
+        bedrag_error=bedrag_error,
+        geboortedatum_d=parse_date(pl.col("geboortedatum")),
+        achterstand_sinds_d=parse_date(pl.col("achterstand_sinds")),
+        signaaldatum_d=pl.coalesce(parse_date(pl.col("signaaldatum")), pl.lit(rules.today)).alias(
+            "signaaldatum_d"
+        ),
+        bsn_n=bsn_digits,
+        telefoon_n=phone,
+        **{f"{name}_b": expr for name, (expr, _) in booleans.items()},
+        **{f"{name}_error": err for name, (_, err) in booleans.items()},
+        referentie_count=pl.col("row").count().over("referentie"),
+        referentie_first=pl.col("row").min().over("referentie"),
+    )
+
+    def date_error(name: str, required: bool, allow_future: bool = False) -> Any:
+        raw, parsed = pl.col(name), pl.col(f"{name}_d")
+        expr: Any = pl.when(raw.is_null() & pl.lit(required)).then(pl.lit("required"))
+        expr = expr.when(raw.is_not_null() & parsed.is_null()).then(
+            pl.lit("not a date from 1900 on (use 2026-09-15 or 15-09-2026)")
+        )
+        if not allow_future:
+            expr = expr.when(parsed > today).then(pl.lit("lies in the future"))
+        return expr
+
+    errors: dict[str, Any] = {
+        "referentie": pl.when(pl.col("referentie").is_null())
+        .then(pl.lit("required"))
+        .when((pl.col("referentie_count") > 1) & (pl.col("row") > pl.col("referentie_first")))
+        .then(
+            pl.lit("duplicate reference: also on row ") + pl.col("referentie_first").cast(pl.String)
+        ),
+        "achternaam": pl.when(pl.col("achternaam").is_null()).then(pl.lit("required")),
+        "postcode": pl.when(pl.col("postcode").is_null())
+        .then(pl.lit("required"))
+        .when(~valid_postcode(pl.col("postcode")))
+        .then(pl.lit("not a Dutch postcode")),
+        "huisnummer": pl.when(pl.col("huisnummer").is_null())
+        .then(pl.lit("required"))
+        .when(pl.col("huisnummer_n").is_null())
+        .then(pl.lit("not a house number"))
+        .when(pl.col("huisnummer_suffix").str.len_chars() > MAX_SUFFIX_LENGTH)
+        .then(pl.lit(f"house letter and addition longer than {MAX_SUFFIX_LENGTH} characters")),
+        "bedrag": pl.col("bedrag_error"),
+        "achterstand_sinds": date_error("achterstand_sinds", required=True),
+        "signaaldatum": date_error("signaaldatum", required=False)
+        .when(
+            (pl.col("achterstand_sinds_d") <= today)
+            & (pl.col("signaaldatum_d") < pl.col("achterstand_sinds_d"))
+        )
+        .then(pl.lit("lies before achterstand_sinds")),
+        "geboortedatum": date_error("geboortedatum", required=False),
+        "bsn": pl.when(pl.col("bsn").is_not_null() & ~bsn_valid(pl.col("bsn_n"))).then(
+            pl.lit("not a valid BSN (9 digits passing the elfproef)")
+        ),
+        **{name: pl.col(f"{name}_error") for name in BOOLEAN_FIELDS},
+    }
+    for name, limit in TEXT_LIMITS.items():
+        too_long = pl.when(pl.col(name).str.len_chars() > limit).then(
+            pl.lit(f"longer than {limit} characters")
+        )
+        errors[name] = pl.coalesce(errors[name], too_long) if name in errors else too_long
+    for name in frame.columns:
+        if name == "row":
+            continue
+        control = pl.when(pl.col(name).str.contains(CONTROL_CHARS)).then(
+            pl.lit("contains control characters")
+        )
+        errors[name] = pl.coalesce(control, errors[name]) if name in errors else control
+
+    age_limit = date(rules.today.year - rules.max_age_years, rules.today.month, 1)
+    warnings: dict[str, pl.Expr] = {
+        "telefoon": pl.when(pl.col("telefoon").is_null() & pl.col("email").is_null())
+        .then(pl.lit("no phone number and no e-mail address"))
+        .when(pl.col("telefoon").is_not_null() & ~pl.col("telefoon_n").str.contains(PHONE_PATTERN))
+        .then(pl.lit("not a usable phone number")),
+        "email": pl.when(
+            pl.col("email").is_not_null() & ~pl.col("email").str.contains(EMAIL_PATTERN)
+        ).then(pl.lit("not a valid e-mail address")),
+        "geboortedatum": pl.when(pl.col("geboortedatum_d") < pl.lit(age_limit)).then(
+            pl.lit(f"makes the person older than {rules.max_age_years}")
+        ),
+        "bedrag": pl.when(pl.col("bedrag_cent") > rules.amount_warning_ceiling_cents).then(
+            pl.lit(f"above the ceiling of € {rules.amount_warning_ceiling_cents // 100}")
+        ),
+    }
+
+    checked = values.with_columns(
+        [expr.alias(f"err:{name}") for name, expr in errors.items()]
+        + [expr.alias(f"warn:{name}") for name, expr in warnings.items()]
+    )
+    error_list, error_count = _problems(checked, "err:", max_problems)
+    warning_list, _ = _problems(checked, "warn:", max_problems)
+    rows = checked.select(
+        "row",
+        "referentie",
+        "achternaam",
+        "tussenvoegsel",
+        "voorletters",
+        pl.col("geboortedatum_d").alias("geboortedatum"),
+        pl.col("bsn_n").alias("bsn"),
+        "straat",
+        pl.col("huisnummer_n").alias("huisnummer"),
+        "huisnummer_suffix",
+        "postcode",
+        "woonplaats",
+        pl.col("telefoon_n").alias("telefoon"),
+        pl.col("email").str.to_lowercase().alias("email"),
+        "bedrag_cent",
+        pl.col("achterstand_sinds_d").alias("achterstand_sinds"),
+        pl.col("signaaldatum_d").alias("signaaldatum"),
+        *[pl.col(f"{name}_b").alias(name) for name in BOOLEAN_FIELDS],
+        address_key_expr(
+            pl.col("postcode"), pl.col("huisnummer_n"), pl.col("huisnummer_suffix")
+        ).alias("address_key"),
+        person_key_expr(pl.col("achternaam"), pl.col("geboortedatum_d")).alias("person_key"),
+    )
+    return ValidationResult(rows, error_list, warning_list, error_count)
+
+
+def _problems(checked: pl.DataFrame, prefix: str, limit: int) -> tuple[list[RowProblem], int]:
+    """Messages as (row, column, message) in row order, at most ``limit``; and the total."""
+    columns = [c for c in checked.columns if c.startswith(prefix)]
+    long = (
+        checked.select("row", *columns)
+        .unpivot(index="row", variable_name="column", value_name="message")
+        .drop_nulls("message")
+        .with_columns(pl.col("column").str.strip_prefix(prefix))
+        .sort("row", maintain_order=True)
+    )
+    problems = [RowProblem(r, c, m) for r, c, m in long.head(limit).iter_rows()]
+    return problems, long.height

@@ -1,0 +1,173 @@
+"""SQL of the matching run: read a period's signals and the history as frames, write the results."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import cast
+
+import polars as pl
+from sqlalchemy import Table, delete, select, text, update
+from sqlalchemy.orm import Session
+
+from services.matcher.rules import HISTORY_SCHEMA, SIGNAL_SCHEMA
+from shared.bulk import copy_into, insert_frame, is_postgres, read_frame
+from shared.models import (
+    Case,
+    CaseLink,
+    CaseSignal,
+    Delivery,
+    DeliveryStatus,
+    Partner,
+    Run,
+    RunStatus,
+    Signal,
+)
+
+
+def _uuid_text(session: Session, column: str) -> str:
+    """A UUID column as text that compares equal across queries on the same backend."""
+    return f"CAST({column} AS TEXT)" if is_postgres(session) else column
+
+
+def period_signals(session: Session, period: str) -> pl.DataFrame:
+    """The signals of every partner's current delivery for the period (purged ones excluded)."""
+    query = f"""
+        SELECT s.id AS signal_id, {_uuid_text(session, "s.partner_id")} AS partner_id, s.kind,
+               s.address_hash, s.pc4, s.bedrag_cent, s.signaaldatum, s.crisis, s.warme_overdracht
+        FROM signals s JOIN deliveries d ON d.id = s.delivery_id
+        WHERE d.period = :period AND d.status = 'accepted' AND s.address_hash IS NOT NULL
+    """  # noqa: S608 (no user input in the text)
+    return read_frame(session, query, {"period": period}, SIGNAL_SCHEMA)
+
+
+def history(session: Session, first_period: str, before_period: str) -> pl.DataFrame:
+    """Earlier cases (periods in [first, before)) with their signals' partner and amount."""
+    query = f"""
+        SELECT {_uuid_text(session, "c.id")} AS case_id, c.period, c.address_hash,
+               {_uuid_text(session, "s.partner_id")} AS partner_id, s.bedrag_cent,
+               CASE WHEN c.status = 'open' THEN 1 ELSE 0 END AS case_open,
+               CAST(c.closed_at AS DATE) AS closed_on
+        FROM cases c
+        JOIN case_signals cs ON cs.case_id = c.id
+        JOIN signals s ON s.id = cs.signal_id
+        WHERE c.period >= :first AND c.period < :before
+    """  # noqa: S608 (no user input in the text)
+    schema = dict(HISTORY_SCHEMA)
+    schema["case_open"] = pl.Int8
+    frame = read_frame(session, query, {"first": first_period, "before": before_period}, schema)
+    return frame.with_columns(pl.col("case_open").cast(pl.Boolean))
+
+
+def completed_run(session: Session, period: str) -> Run | None:
+    return session.scalars(
+        select(Run)
+        .where(Run.period == period, Run.status == RunStatus.completed)
+        .order_by(Run.started_at.desc())
+    ).first()
+
+
+def partners_without_delivery(session: Session, period: str) -> list[str]:
+    """Names of active partners with no current delivery for the period."""
+    delivered = select(Delivery.partner_id).where(
+        Delivery.period == period, Delivery.status == DeliveryStatus.accepted
+    )
+    return list(
+        session.scalars(
+            select(Partner.name)
+            .where(Partner.active.is_(True), Partner.id.not_in(delivered))
+            .order_by(Partner.name)
+        )
+    )
+
+
+def existing_cases(session: Session, period: str) -> pl.DataFrame:
+    """The period's cases: id, address hash, and whether work was recorded on them."""
+    rows = session.execute(
+        select(Case.id, Case.address_hash, Case.status).where(Case.period == period)
+    ).all()
+    return pl.DataFrame(
+        {
+            "case_id": [str(r.id) for r in rows],
+            "address_hash": [r.address_hash for r in rows],
+            "worked": [r.status != "open" for r in rows],
+        },
+        schema={"case_id": pl.String, "address_hash": pl.String, "worked": pl.Boolean},
+    )
+
+
+def delete_cases(session: Session, case_ids: Sequence[str]) -> None:
+    ids = [uuid.UUID(c) for c in case_ids]
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        session.execute(delete(CaseSignal).where(CaseSignal.case_id.in_(chunk)))
+        session.execute(delete(CaseLink).where(CaseLink.case_id.in_(chunk)))
+        session.execute(delete(Case).where(Case.id.in_(chunk)))
+
+
+def insert_cases(session: Session, frame: pl.DataFrame) -> None:
+    insert_frame(session, cast(Table, Case.__table__), frame, uuid_columns=("id", "run_id"))
+
+
+def update_cases(
+    session: Session, frame: pl.DataFrame, *, run_id: uuid.UUID, now: datetime
+) -> None:
+    """Refresh the matched figures of existing cases (rerun), leaving recorded work alone."""
+    for row in frame.to_dicts():
+        case_id = uuid.UUID(row.pop("case_id"))
+        session.execute(
+            update(Case).where(Case.id == case_id).values(run_id=run_id, updated_at=now, **row)
+        )
+
+
+def insert_case_signals(session: Session, frame: pl.DataFrame) -> None:
+    insert_frame(session, cast(Table, CaseSignal.__table__), frame, uuid_columns=("case_id",))
+
+
+def insert_case_links(session: Session, frame: pl.DataFrame) -> None:
+    insert_frame(
+        session, cast(Table, CaseLink.__table__), frame, uuid_columns=("case_id", "earlier_case_id")
+    )
+
+
+def set_signal_outcomes(session: Session, frame: pl.DataFrame) -> None:
+    """Write ``run_outcome`` and ``status`` for many signals (frame: signal_id, outcome, status)."""
+    if frame.is_empty():
+        return
+    if is_postgres(session):
+        session.execute(
+            text(
+                "CREATE TEMP TABLE tmp_signal_outcomes "
+                "(signal_id BIGINT, outcome VARCHAR(16), status VARCHAR(64)) ON COMMIT DROP"
+            )
+        )
+        copy_into(session, "tmp_signal_outcomes", frame.select("signal_id", "outcome", "status"))
+        session.execute(
+            text(
+                "UPDATE signals SET run_outcome = t.outcome, status = t.status "
+                "FROM tmp_signal_outcomes t WHERE signals.id = t.signal_id"
+            )
+        )
+        session.execute(text("DROP TABLE tmp_signal_outcomes"))
+        return
+    session.connection().execute(
+        update(cast(Table, Signal.__table__))
+        .where(Signal.__table__.c.id == _bind("b_id"))
+        .values(run_outcome=_bind("b_outcome"), status=_bind("b_status")),
+        [
+            {"b_id": i, "b_outcome": o, "b_status": s}
+            for i, o, s in frame.select("signal_id", "outcome", "status").iter_rows()
+        ],
+    )
+
+
+def _bind(name: str) -> object:
+    from sqlalchemy import bindparam
+
+    return bindparam(name)
+
+
+def add_run(session: Session, run: Run) -> None:
+    session.add(run)
+    session.flush()

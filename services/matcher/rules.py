@@ -1,0 +1,283 @@
+"""The matching rules: plain functions over Polars frames, no database in sight.
+
+Where each rule comes from:
+
+* **Freshness** – the Haarlem pilot's lesson: "check that a signal is still current before it goes
+  to a wijkteam". A signal whose ``signaaldatum`` lies more than ``freshness_days`` before the run
+  date is stale and kept out of matching.
+* **Minimum amount** – six in ten municipalities ignore small arrears (half of them below €75);
+  ``min_amount_cents`` per partner kind, default 0. Signals below it are counted, not matched.
+* **Repeat signal** – the national model (and the covenant): a new signal from the same partner
+  about the same arrears, while an earlier case for that address is open or was closed within
+  ``recidive_months``, is not picked up again ("Niet opgepakt: herhaalde melding") unless the amount
+  has gone up.
+* **Match** – the pilot: "the portal matches whether there are several arrears on one address". An
+  address with fresh signals from two or more different partners becomes a case; rent arrears
+  become a case on their own (the pilot: rent has the highest priority, with or without another
+  arrear), and so does a crisis signal (Wgs: threatened eviction or disconnection). Which kinds
+  make a case alone is configuration. Other single signals are listed as ``single``: the
+  municipality still owes them an offer (by letter), but no team visits.
+* **Recidive** – the pilot recognised repeat addresses (30%) and gave them to a budget coach; the
+  national monitor calls a case "opeenvolgend" when the address had a signal within the previous
+  six months. An address with a case in any of the previous ``recidive_months`` periods is
+  recidive, linked to those earlier cases.
+* **Classification** – the national monitor: "enkelvoudig" (one signal), "meervoudig" (several
+  signals on one address in the month), "opeenvolgend" (recurrent; takes precedence).
+* **Priority** – crisis first, then rent, then more partners, then a higher total amount; ties
+  broken by the address hash, so the order never depends on input order.
+
+Every function is deterministic and independent of the row order of its input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import polars as pl
+
+from shared.periods import Period
+
+SIGNAL_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "signal_id": pl.Int64,
+    "partner_id": pl.String,
+    "kind": pl.String,
+    "address_hash": pl.String,
+    "pc4": pl.String,
+    "bedrag_cent": pl.Int64,
+    "signaaldatum": pl.Date,
+    "crisis": pl.Boolean,
+    "warme_overdracht": pl.Boolean,
+}
+# Earlier cases' signals, one row per (case, signal), for repeat and recidive checks.
+HISTORY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "case_id": pl.String,
+    "period": pl.String,
+    "address_hash": pl.String,
+    "partner_id": pl.String,
+    "bedrag_cent": pl.Int64,
+    "case_open": pl.Boolean,
+    "closed_on": pl.Date,
+}
+
+OUTCOME_MATCHED = "matched"
+OUTCOME_SINGLE = "single"
+OUTCOME_STALE = "stale"
+OUTCOME_BELOW_MINIMUM = "below_minimum"
+OUTCOME_REPEAT = "repeat"
+
+ENKELVOUDIG = "enkelvoudig"
+MEERVOUDIG = "meervoudig"
+OPEENVOLGEND = "opeenvolgend"
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """The parameters of one run (kept with the run record)."""
+
+    period: Period
+    run_date: date
+    freshness_days: int = 45
+    recidive_months: int = 6
+    min_amount_cents: dict[str, int] = field(default_factory=dict)
+    standalone_kinds: frozenset[str] = frozenset({"huur"})
+    crisis_standalone: bool = True
+
+    @property
+    def stale_before(self) -> date:
+        return self.run_date - timedelta(days=self.freshness_days)
+
+    @property
+    def earliest_history_period(self) -> Period:
+        return self.period.shift(-self.recidive_months)
+
+    @property
+    def repeat_closed_since(self) -> date:
+        """Cases closed on or after this day still make a repeat signal a repeat."""
+        return self.earliest_history_period.first_day
+
+
+@dataclass
+class MatchResult:
+    cases: pl.DataFrame  # one row per case, in priority order
+    outcomes: pl.DataFrame  # one row per input signal: signal_id, outcome, case_key
+    figures: dict[str, object]
+
+
+def empty_signals() -> pl.DataFrame:
+    return pl.DataFrame(schema=SIGNAL_SCHEMA)
+
+
+def empty_history() -> pl.DataFrame:
+    return pl.DataFrame(schema=HISTORY_SCHEMA)
+
+
+def mark_stale(config: MatchConfig) -> pl.Expr:
+    """True for signals older than the freshness limit."""
+    return pl.col("signaaldatum") < pl.lit(config.stale_before)
+
+
+def mark_below_minimum(config: MatchConfig) -> pl.Expr:
+    """True for signals under their kind's minimum amount."""
+    minimum = pl.col("kind").replace_strict(
+        config.min_amount_cents, default=0, return_dtype=pl.Int64
+    )
+    return pl.col("bedrag_cent") < minimum
+
+
+def mark_repeats(signals: pl.DataFrame, history: pl.DataFrame, config: MatchConfig) -> pl.Series:
+    """True for a partner's repeat report of arrears already handled (see module docstring)."""
+    live = history.filter(
+        pl.col("case_open") | (pl.col("closed_on") >= pl.lit(config.repeat_closed_since))
+    )
+    latest = (
+        live.sort("period", "case_id", "bedrag_cent")
+        .group_by("address_hash", "partner_id")
+        .agg(pl.col("bedrag_cent").last().alias("earlier_cent"))
+    )
+    joined = signals.select("signal_id", "address_hash", "partner_id", "bedrag_cent").join(
+        latest, on=["address_hash", "partner_id"], how="left"
+    )
+    repeat = joined.select(
+        "signal_id",
+        (
+            pl.col("earlier_cent").is_not_null() & (pl.col("bedrag_cent") <= pl.col("earlier_cent"))
+        ).alias("repeat"),
+    )
+    return signals.select("signal_id").join(repeat, on="signal_id", how="left")["repeat"]
+
+
+def group_addresses(eligible: pl.DataFrame, config: MatchConfig) -> pl.DataFrame:
+    """One row per address with its eligible signals and whether it becomes a case."""
+    standalone = pl.col("kind").is_in(sorted(config.standalone_kinds))
+    crisis_makes_case = pl.col("crisis") & pl.lit(config.crisis_standalone)
+    grouped = eligible.group_by("address_hash").agg(
+        pl.col("signal_id").sort().alias("signal_ids"),
+        pl.col("partner_id").n_unique().alias("partner_count"),
+        pl.len().alias("signal_count"),
+        pl.col("bedrag_cent").sum().alias("total_cent"),
+        pl.col("kind").is_in(["huur"]).any().alias("has_rent"),
+        pl.col("crisis").any().alias("has_crisis"),
+        pl.col("warme_overdracht").any().alias("has_warm_handover"),
+        (standalone | crisis_makes_case).any().alias("standalone"),
+        pl.col("kind").unique().sort().alias("kinds"),
+        pl.col("pc4").drop_nulls().min().alias("pc4"),
+    )
+    return grouped.with_columns(
+        ((pl.col("partner_count") >= 2) | pl.col("standalone")).alias("is_case")
+    )
+
+
+def link_recidive(cases: pl.DataFrame, history: pl.DataFrame, config: MatchConfig) -> pl.DataFrame:
+    """Add ``earlier_case_ids`` and ``is_recidive`` (a case in the previous periods)."""
+    window = history.filter(
+        (pl.col("period") >= str(config.earliest_history_period))
+        & (pl.col("period") < str(config.period))
+    )
+    earlier = window.group_by("address_hash").agg(
+        pl.col("case_id").unique().sort().alias("earlier_case_ids")
+    )
+    linked = cases.join(earlier, on="address_hash", how="left")
+    return linked.with_columns(
+        pl.col("earlier_case_ids").fill_null(pl.lit([], dtype=pl.List(pl.String))),
+        pl.col("earlier_case_ids").is_not_null().alias("is_recidive"),
+    )
+
+
+def classify(cases: pl.DataFrame) -> pl.DataFrame:
+    """The national monitor's classification; recurrent takes precedence."""
+    return cases.with_columns(
+        pl.when(pl.col("is_recidive"))
+        .then(pl.lit(OPEENVOLGEND))
+        .when(pl.col("signal_count") >= 2)
+        .then(pl.lit(MEERVOUDIG))
+        .otherwise(pl.lit(ENKELVOUDIG))
+        .alias("classification")
+    )
+
+
+def prioritise(cases: pl.DataFrame) -> pl.DataFrame:
+    """Sort by priority and number the cases 1..n (1 is the most urgent)."""
+    ordered = cases.sort(
+        ["has_crisis", "has_rent", "partner_count", "total_cent", "address_hash"],
+        descending=[True, True, True, True, False],
+    )
+    return ordered.with_row_index("priority", offset=1).with_columns(
+        pl.col("priority").cast(pl.Int32)
+    )
+
+
+def match(signals: pl.DataFrame, history: pl.DataFrame, config: MatchConfig) -> MatchResult:
+    """Run every rule over one period's signals; see the module docstring."""
+    signals = signals.select(list(SIGNAL_SCHEMA)).sort("signal_id")
+    history = history.select(list(HISTORY_SCHEMA))
+    stale = signals.select(mark_stale(config).alias("x"))["x"]
+    below = signals.select(mark_below_minimum(config).alias("x"))["x"]
+    repeat = mark_repeats(signals, history, config)
+    screened = signals.with_columns(
+        pl.when(stale)
+        .then(pl.lit(OUTCOME_STALE))
+        .when(below)
+        .then(pl.lit(OUTCOME_BELOW_MINIMUM))
+        .when(repeat)
+        .then(pl.lit(OUTCOME_REPEAT))
+        .alias("excluded")
+    )
+    eligible = screened.filter(pl.col("excluded").is_null())
+    addresses = group_addresses(eligible, config)
+    cases = prioritise(classify(link_recidive(addresses.filter("is_case"), history, config)))
+    singles = addresses.filter(~pl.col("is_case"))
+
+    in_case = cases.select("address_hash", pl.lit(OUTCOME_MATCHED).alias("match_outcome"))
+    in_single = singles.select("address_hash", pl.lit(OUTCOME_SINGLE).alias("match_outcome"))
+    outcomes = (
+        screened.join(pl.concat([in_case, in_single]), on="address_hash", how="left")
+        .select(
+            "signal_id",
+            "partner_id",
+            pl.coalesce("excluded", "match_outcome").alias("outcome"),
+            pl.when(pl.col("excluded").is_null())
+            .then(pl.col("address_hash"))
+            .alias("address_hash"),
+        )
+        .sort("signal_id")
+    )
+    figures = _figures(signals, outcomes, cases, singles)
+    return MatchResult(
+        cases=cases.drop("is_case", "standalone"), outcomes=outcomes, figures=figures
+    )
+
+
+def _figures(
+    signals: pl.DataFrame, outcomes: pl.DataFrame, cases: pl.DataFrame, singles: pl.DataFrame
+) -> dict[str, object]:
+    def count(outcome: str) -> int:
+        return outcomes.filter(pl.col("outcome") == outcome).height
+
+    stale_per_partner = (
+        outcomes.filter(pl.col("outcome") == OUTCOME_STALE)
+        .group_by("partner_id")
+        .len()
+        .sort("partner_id")
+    )
+    rent_only = cases.filter(
+        pl.col("has_rent") & (pl.col("partner_count") == 1) & ~pl.col("has_crisis")
+    ).height
+    return {
+        "signals_in": signals.height,
+        "stale": count(OUTCOME_STALE),
+        "stale_per_partner": dict(stale_per_partner.iter_rows()),
+        "below_minimum": count(OUTCOME_BELOW_MINIMUM),
+        "repeat_signals": count(OUTCOME_REPEAT),
+        "addresses_matched": cases.filter(pl.col("partner_count") >= 2).height,
+        "cases": cases.height,
+        "rent_only": rent_only,
+        "crisis": cases.filter("has_crisis").height,
+        "recidive": cases.filter("is_recidive").height,
+        "singles": singles.height,
+        "signals_in_cases": count(OUTCOME_MATCHED),
+        "classification": {
+            name: cases.filter(pl.col("classification") == name).height
+            for name in (ENKELVOUDIG, MEERVOUDIG, OPEENVOLGEND)
+        },
+    }

@@ -1,0 +1,269 @@
+"""The monthly run: read a closed period's signals, apply the rules, write cases; one transaction.
+
+* **Exactly once.** On PostgreSQL the run takes a transaction-level advisory lock for its period
+  (released when the transaction ends, also when the process dies); on SQLite an exclusive file
+  lock beside the database. A second run of the same period at the same moment fails at once with
+  :class:`RunInProgress`. A period that already has a completed run is reported as done, unless
+  ``rerun`` is asked for.
+* **All or nothing.** Matching, writing cases and (later) routing happen in one transaction: a run
+  completes or leaves no trace.
+* **Rerun** refreshes the period's cases from the current deliveries. A case for an address that is
+  still a case keeps its id and the work recorded on it; a case for an address that no longer
+  qualifies is removed if nobody has worked on it, and kept (unchanged) if somebody has.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import polars as pl
+from sqlalchemy import delete, text
+from sqlalchemy.orm import Session
+
+from services.matcher import repository
+from services.matcher.rules import (
+    OUTCOME_BELOW_MINIMUM,
+    OUTCOME_MATCHED,
+    OUTCOME_REPEAT,
+    OUTCOME_SINGLE,
+    OUTCOME_STALE,
+    MatchConfig,
+    match,
+)
+from shared.bulk import is_postgres
+from shared.context import Context
+from shared.errors import Conflict
+from shared.models import CaseLink, CaseSignal, Run, RunStatus, Signaalstatus
+from shared.periods import Period, last_closed_period, local_today, open_period
+
+# What a partner's signal status becomes after the run (DDAS EnumSignaalstatus).
+STATUS_AFTER_RUN = {
+    OUTCOME_MATCHED: Signaalstatus.nog_niet_opgepakt.value,
+    OUTCOME_SINGLE: Signaalstatus.nog_niet_opgepakt.value,
+    OUTCOME_REPEAT: Signaalstatus.herhaalde_melding.value,
+    OUTCOME_STALE: Signaalstatus.andere_reden.value,
+    OUTCOME_BELOW_MINIMUM: Signaalstatus.andere_reden.value,
+}
+
+
+class RunInProgress(Conflict):
+    slug = "run-in-progress"
+    title = "Another run is in progress"
+
+
+@dataclass
+class RunReport:
+    """What a run did; ``already_done``: the period had a completed run and no rerun was asked."""
+
+    run: Run
+    figures: dict[str, Any]
+    cases: pl.DataFrame = field(default_factory=pl.DataFrame)
+    already_done: bool = False
+
+
+def match_config(ctx: Context, period: Period, run_date: date) -> MatchConfig:
+    s = ctx.settings
+    return MatchConfig(
+        period=period,
+        run_date=run_date,
+        freshness_days=s.freshness_days,
+        recidive_months=s.recidive_months,
+        min_amount_cents=dict(s.min_amount_cents),
+        standalone_kinds=frozenset(s.standalone_kinds),
+        crisis_standalone=s.crisis_standalone,
+    )
+
+
+def _advisory_key(period: Period) -> int:
+    # A fixed namespace in the high bits keeps clear of other users of advisory locks.
+    return (0x5653 << 32) | (period.year * 100 + period.month)
+
+
+@contextmanager
+def _file_lock(ctx: Context, period: Period) -> Iterator[None]:
+    """SQLite: an exclusive lock file per period beside the database (one host by nature)."""
+    if ctx.engine.dialect.name != "sqlite":
+        yield
+        return
+    lock_dir = ctx.settings.data_dir / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with (lock_dir / f"run-{period}.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunInProgress(f"another run for {period} is in progress") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_period(
+    ctx: Context,
+    *,
+    period: str | None = None,
+    as_of: date | None = None,
+    rerun: bool = False,
+    progress: Callable[[str], None] = lambda _: None,
+) -> RunReport:
+    """Match one closed period and store its cases; see the module docstring."""
+    now = ctx.now()
+    deadline_day, tz = ctx.settings.delivery_deadline_day, ctx.tz
+    target = Period.parse(period) if period else last_closed_period(now, deadline_day, tz)
+    current = open_period(now, deadline_day, tz)
+    if target >= current:
+        closes = target.deadline(deadline_day, tz).astimezone(tz)
+        raise Conflict(
+            f"the delivery window for {target} is still open until {closes.isoformat()}; "
+            "run after it closes",
+            period=str(target),
+        )
+    run_date = as_of or local_today(now, tz)
+    config = match_config(ctx, target, run_date)
+    started = time.perf_counter()
+    with _file_lock(ctx, target):
+        session = ctx.sessions()
+        try:
+            if is_postgres(session):
+                locked = session.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _advisory_key(target)}
+                ).scalar()
+                if not locked:
+                    raise RunInProgress(f"another run for {target} is in progress")
+            done = repository.completed_run(session, str(target))
+            if done is not None and not rerun:
+                session.rollback()
+                return RunReport(run=done, figures=json.loads(done.figures), already_done=True)
+            progress(f"reading the signals of {target}")
+            signals = repository.period_signals(session, str(target))
+            earlier = repository.history(session, str(config.earliest_history_period), str(target))
+            progress(f"matching {signals.height} signals against {earlier.height} earlier ones")
+            result = match(signals, earlier, config)
+            figures = dict(result.figures)
+            missing = repository.partners_without_delivery(session, str(target))
+            figures["partners_without_delivery"] = missing
+            run = Run(
+                id=uuid.uuid4(),
+                period=str(target),
+                run_date=run_date,
+                status=RunStatus.completed,
+                rerun=done is not None,
+                parameters=json.dumps(_parameters(config), sort_keys=True),
+                figures="{}",
+                started_at=now,
+                finished_at=now,
+                duration_ms=0,
+            )
+            repository.add_run(session, run)
+            progress(f"writing {result.cases.height} cases")
+            cases = _write_cases(session, run, result.cases, rerun=done is not None, now=now)
+            outcomes = result.outcomes.select(
+                "signal_id",
+                "outcome",
+                pl.col("outcome").replace_strict(STATUS_AFTER_RUN).alias("status"),
+            )
+            repository.set_signal_outcomes(session, outcomes)
+            run.duration_ms = int((time.perf_counter() - started) * 1000)
+            run.finished_at = ctx.now()
+            run.figures = json.dumps(figures, sort_keys=True)
+            session.commit()
+            return RunReport(run=run, figures=figures, cases=cases)
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+
+def _parameters(config: MatchConfig) -> dict[str, Any]:
+    return {
+        "period": str(config.period),
+        "run_date": config.run_date.isoformat(),
+        "freshness_days": config.freshness_days,
+        "recidive_months": config.recidive_months,
+        "min_amount_cents": config.min_amount_cents,
+        "standalone_kinds": sorted(config.standalone_kinds),
+        "crisis_standalone": config.crisis_standalone,
+    }
+
+
+CASE_FIELDS = (
+    "pc4",
+    "priority",
+    "classification",
+    "is_recidive",
+    "has_rent",
+    "has_crisis",
+    "has_warm_handover",
+    "partner_count",
+    "signal_count",
+    "total_cent",
+    "kinds",
+)
+
+
+def _write_cases(
+    session: Session, run: Run, matched: pl.DataFrame, *, rerun: bool, now: datetime
+) -> pl.DataFrame:
+    """Insert (or, on a rerun, reconcile) the period's cases and their links; returns the cases."""
+    cases = matched.with_columns(
+        pl.col("kinds").list.join(",").alias("kinds"),
+        pl.col("partner_count").cast(pl.Int32),
+        pl.col("signal_count").cast(pl.Int32),
+    )
+    existing = repository.existing_cases(session, run.period) if rerun else None
+    if existing is not None and not existing.is_empty():
+        cases = cases.join(
+            existing.select("address_hash", "case_id"), on="address_hash", how="left"
+        )
+        gone = existing.join(cases.select("address_hash"), on="address_hash", how="anti")
+        repository.delete_cases(session, gone.filter(~pl.col("worked"))["case_id"].to_list())
+        kept = cases.filter(pl.col("case_id").is_not_null())
+        kept_ids = [uuid.UUID(c) for c in kept["case_id"]]
+        for start in range(0, len(kept_ids), 1000):
+            chunk = kept_ids[start : start + 1000]
+            session.execute(delete(CaseSignal).where(CaseSignal.case_id.in_(chunk)))
+            session.execute(delete(CaseLink).where(CaseLink.case_id.in_(chunk)))
+        repository.update_cases(
+            session, kept.select("case_id", *CASE_FIELDS), run_id=run.id, now=now
+        )
+    else:
+        cases = cases.with_columns(pl.lit(None, dtype=pl.String).alias("case_id"))
+
+    fresh = cases.filter(pl.col("case_id").is_null())
+    fresh = fresh.with_columns(
+        pl.Series("case_id", [str(uuid.uuid4()) for _ in range(fresh.height)], dtype=pl.String)
+    )
+    cases = pl.concat([cases.filter(pl.col("case_id").is_not_null()), fresh])
+    repository.insert_cases(
+        session,
+        fresh.select(
+            pl.col("case_id").alias("id"),
+            pl.lit(str(run.id)).alias("run_id"),
+            pl.lit(run.period).alias("period"),
+            "address_hash",
+            *CASE_FIELDS,
+            pl.lit("open").alias("status"),
+            pl.lit(now).alias("created_at"),
+            pl.lit(now).alias("updated_at"),
+        ),
+    )
+    repository.insert_case_signals(
+        session,
+        cases.select("case_id", pl.col("signal_ids").alias("signal_id")).explode("signal_id"),
+    )
+    repository.insert_case_links(
+        session,
+        cases.select("case_id", pl.col("earlier_case_ids").alias("earlier_case_id"))
+        .explode("earlier_case_id")
+        .drop_nulls("earlier_case_id"),
+    )
+    return cases.sort("priority")

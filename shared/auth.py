@@ -1,0 +1,52 @@
+"""Who is calling: API keys resolved to a principal, in constant time.
+
+A key is ``<prefix>_<key id>_<secret>``. The key id finds the stored row; the SHA-256 of the whole
+presented key is then compared with the stored hash in constant time. Unknown, malformed and revoked
+keys all get the same answer, so the response tells an attacker nothing about which part was wrong.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from services.ingest import repository
+from shared.crypto import api_key_matches, split_api_key
+from shared.errors import AuthenticationError
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+PARTNER_ROLE = "partner"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: a partner (role ``partner``) or, later, a staff member."""
+
+    credential_id: uuid.UUID
+    key_id: str
+    role: str
+    partner_id: uuid.UUID | None = None
+
+
+def authenticate(session: Session, presented: str | None, now: datetime) -> Principal:
+    """The principal behind a bearer key, or AuthenticationError (401)."""
+    if not presented:
+        raise AuthenticationError("an API key is required: Authorization: Bearer <key>")
+    parts = split_api_key(presented)
+    record = repository.api_key_by_key_id(session, parts[1]) if parts else None
+    # Compare even when nothing was found, so timing does not tell unknown from wrong keys.
+    stored_hash = record.key_hash if record is not None else "0" * 64
+    valid = api_key_matches(presented, stored_hash)
+    if record is None or not valid or record.revoked_at is not None:
+        raise AuthenticationError("the API key is not valid")
+    if record.partner_id is None:
+        raise AuthenticationError("the API key is not valid")
+    partner = repository.partner_by_id(session, record.partner_id)
+    if partner is None or not partner.active:
+        raise AuthenticationError("the API key is not valid")
+    if record.last_used_at is None or now - record.last_used_at > LAST_USED_RESOLUTION:
+        record.last_used_at = now
+    return Principal(record.id, record.key_id, PARTNER_ROLE, partner_id=record.partner_id)

@@ -1,0 +1,120 @@
+"""Bulk reads and writes between Polars frames and the database, never row by row through the ORM.
+
+PostgreSQL moves data with ``COPY`` (CSV); SQLite, the embedded default for small
+municipalities, with ``executemany``.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Table, insert, text
+from sqlalchemy.orm import Session
+
+
+def is_postgres(session: Session) -> bool:
+    return session.connection().dialect.name == "postgresql"
+
+
+def _csv_ready(frame: pl.DataFrame) -> pl.DataFrame:
+    """Columns written the way PostgreSQL's CSV COPY reads them."""
+    exprs = []
+    for name, dtype in frame.schema.items():
+        col = pl.col(name)
+        if dtype == pl.Binary:
+            exprs.append((pl.lit("\\x") + col.bin.encode("hex")).alias(name))
+        elif isinstance(dtype, pl.Datetime):
+            exprs.append(col.dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.f+00:00"))
+        elif isinstance(dtype, pl.List):
+            raise TypeError(f"column {name}: lists cannot be copied")
+        else:
+            exprs.append(col)
+    return frame.select(exprs)
+
+
+def copy_into(session: Session, table: str, frame: pl.DataFrame) -> None:
+    """COPY a frame into a PostgreSQL table (columns by name)."""
+    if frame.is_empty():
+        return
+    payload = _csv_ready(frame).write_csv(include_header=False)
+    dbapi = session.connection().connection.driver_connection
+    assert dbapi is not None
+    columns = ", ".join(frame.columns)
+    with (
+        dbapi.cursor() as cursor,
+        cursor.copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy,
+    ):
+        copy.write(payload)
+
+
+def insert_frame(
+    session: Session, table: Table, frame: pl.DataFrame, uuid_columns: Sequence[str] = ()
+) -> None:
+    """Insert every row of ``frame`` into ``table``: COPY on PostgreSQL, executemany on SQLite.
+
+    ``uuid_columns`` hold UUIDs as text in the frame (Polars has no UUID type).
+    """
+    if frame.is_empty():
+        return
+    if is_postgres(session):
+        copy_into(session, table.name, frame)
+        return
+    rows = frame.to_dicts()
+    for column in uuid_columns:
+        for row in rows:
+            if row[column] is not None:
+                row[column] = uuid.UUID(row[column])
+    session.connection().execute(insert(table), rows)
+
+
+def read_frame(
+    session: Session,
+    query: str,
+    params: dict[str, Any],
+    schema: dict[str, Any],
+) -> pl.DataFrame:
+    """The result of a SELECT as a typed frame (COPY on PostgreSQL, a cursor on SQLite).
+
+    ``query`` uses ``:name`` parameters; on PostgreSQL they are bound by the server first.
+    """
+    if is_postgres(session):
+        literal = str(
+            text(query)
+            .bindparams(**params)
+            .compile(dialect=session.connection().dialect, compile_kwargs={"literal_binds": True})
+        )
+        buffer = io.BytesIO()
+        dbapi = session.connection().connection.driver_connection
+        assert dbapi is not None
+        with (
+            dbapi.cursor() as cursor,
+            cursor.copy(f"COPY ({literal}) TO STDOUT WITH (FORMAT csv, HEADER true)") as copy,
+        ):
+            for chunk in copy:
+                buffer.write(chunk)
+        if buffer.tell() == 0:
+            return pl.DataFrame(schema=schema)
+        buffer.seek(0)
+        return pl.read_csv(buffer, schema=schema, has_header=True)
+    result = session.connection().execute(text(query), params)
+    rows = result.fetchall()
+    raw = pl.DataFrame(
+        [tuple(r) for r in rows],
+        schema={name: _sqlite_raw(dtype) for name, dtype in schema.items()},
+        orient="row",
+    )
+    return raw.with_columns([_sqlite_cast(name, dtype) for name, dtype in schema.items()])
+
+
+def _sqlite_raw(dtype: Any) -> Any:
+    return pl.String if dtype in (pl.Date, pl.String) else dtype
+
+
+def _sqlite_cast(name: str, dtype: Any) -> pl.Expr:
+    if dtype == pl.Date:
+        return pl.col(name).str.to_date("%Y-%m-%d")
+    return pl.col(name).cast(dtype)

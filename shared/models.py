@@ -1,0 +1,287 @@
+"""The data model.
+
+Partners deliver, per period, a snapshot of their arrears (a *delivery* of *signals*). A newer
+delivery for the same partner and period supersedes the older one, which is kept but no longer
+counts. Signals keep their personal data only in an encrypted envelope (``pii``) and are matched on
+``address_hash``, an HMAC of the normalised address key.
+
+Later capabilities hang off these tables without reshaping them: a matching *run* per period turns
+signals into *cases* (linking signals), cases get *contact attempts* and a route (SDV, a wijkteam,
+the budget coach), staff authenticate with the same ``api_keys`` table, and an audit trail records
+who did what.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    Uuid,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from shared.db import Base, BigIntId, UTCDateTime, new_uuid, utcnow
+
+
+class PartnerKind(StrEnum):
+    """The kinds of vaste-lasten partner, as written in the CLI and the API."""
+
+    huur = "huur"
+    energie = "energie"
+    water = "water"
+    zorg = "zorg"
+
+    @property
+    def ddas(self) -> str:
+        """The DDAS ``EnumSignaalpartner`` value."""
+        return {"huur": "Huur", "energie": "Energie", "water": "Water", "zorg": "Zorg"}[self.value]
+
+
+class DeliveryStatus(StrEnum):
+    accepted = "accepted"
+    superseded = "superseded"
+
+
+class Signaalstatus(StrEnum):
+    """DDAS ``EnumSignaalstatus``: the status of one signal, as fed back to its partner."""
+
+    nog_niet_opgepakt = "Nog niet opgepakt"
+    opgepakt = "Opgepakt"
+    bekend_bij_shv = "Inwoner al bekend bij schuldhulpverlening"
+    overleden = "Inwoner is overleden"
+    andere_reden = "Niet opgepakt: andere reden"
+    herhaalde_melding = "Niet opgepakt: herhaalde melding"
+    onterecht = "Niet opgepakt: onterecht signaal"
+    geen_inwoner = "Persoon is geen inwoner (meer) in de gemeente"
+
+
+def _enum_check(column: str, enum: type[StrEnum]) -> CheckConstraint:
+    values = ", ".join(f"'{member.value}'" for member in enum)
+    return CheckConstraint(f"{column} IN ({values})", name=f"{column}_valid")
+
+
+class Partner(Base):
+    """A vaste-lasten partner that reports arrears."""
+
+    __tablename__ = "partners"
+    __table_args__ = (_enum_check("kind", PartnerKind),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    api_keys: Mapped[list[ApiKey]] = relationship(back_populates="partner", lazy="raise")
+
+
+class ApiKey(Base):
+    """An API credential: only the SHA-256 of the key is stored; ``key_id`` is its public part."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_uuid)
+    key_id: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    partner_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("partners.id", ondelete="CASCADE"), index=True
+    )
+    label: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    partner: Mapped[Partner | None] = relationship(back_populates="api_keys", lazy="raise")
+
+
+class Delivery(Base):
+    """One partner's snapshot of arrears for one period, as uploaded (API or SFTP)."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        _enum_check("status", DeliveryStatus),
+        # At most one current delivery per partner and period.
+        Index(
+            "uq_deliveries_current",
+            "partner_id",
+            "period",
+            unique=True,
+            postgresql_where=text("status = 'accepted'"),
+            sqlite_where=text("status = 'accepted'"),
+        ),
+        Index("ix_deliveries_partner_period", "partner_id", "period"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_uuid)
+    partner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("partners.id", ondelete="RESTRICT"))
+    period: Mapped[str] = mapped_column(String(7))
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.accepted)
+    source: Mapped[str] = mapped_column(String(8), default="api")
+    file_format: Mapped[str] = mapped_column(String(8))
+    filename: Mapped[str | None] = mapped_column(String(255))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    row_count: Mapped[int] = mapped_column(Integer)
+    warning_count: Mapped[int] = mapped_column(Integer, default=0)
+    warnings: Mapped[str | None] = mapped_column(Text)  # JSON list of {row, column, message}
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    superseded_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL")
+    )
+
+    partner: Mapped[Partner] = relationship(lazy="raise")
+
+
+class Signal(Base):
+    """One reported arrear. Personal data only inside ``pii`` (AES-GCM, see ``shared.crypto``)."""
+
+    __tablename__ = "signals"
+    __table_args__ = (
+        _enum_check("kind", PartnerKind),
+        _enum_check("status", Signaalstatus),
+        CheckConstraint("bedrag_cent > 0", name="bedrag_positive"),
+        Index("ix_signals_period_address", "period", "address_hash"),
+        Index("ix_signals_delivery_row", "delivery_id", "row_number", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    partner_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("partners.id", ondelete="RESTRICT"), index=True
+    )
+    period: Mapped[str] = mapped_column(String(7))
+    row_number: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    # HMAC-SHA256 (hex) of the address key "POSTCODE|NUMBER|SUFFIX"; see shared.address.
+    address_hash: Mapped[str | None] = mapped_column(String(64))
+    # HMAC of surname + birth date, for the SDV client register; null without a birth date.
+    person_hash: Mapped[str | None] = mapped_column(String(64))
+    # The four digits of the postcode: an area of thousands of addresses, used for routing to a
+    # wijkteam and for anonymous reporting. Not identifying on its own.
+    pc4: Mapped[str | None] = mapped_column(String(4))
+    bedrag_cent: Mapped[int] = mapped_column(BigInteger)
+    achterstand_sinds: Mapped[date] = mapped_column(Date)
+    signaaldatum: Mapped[date] = mapped_column(Date)
+    crisis: Mapped[bool] = mapped_column(Boolean, default=False)
+    warme_overdracht: Mapped[bool] = mapped_column(Boolean, default=False)
+    eindelevering: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(64), default=Signaalstatus.nog_niet_opgepakt)
+    # What the last run of the period did with the signal (matched, single, stale, below_minimum,
+    # repeat); null until a run has seen it.
+    run_outcome: Mapped[str | None] = mapped_column(String(16))
+    pii: Mapped[bytes | None] = mapped_column(LargeBinary)
+    pii_key_id: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    delivery: Mapped[Delivery] = relationship(lazy="raise")
+
+
+class RunStatus(StrEnum):
+    completed = "completed"
+
+
+class CaseStatus(StrEnum):
+    open = "open"
+    closed = "closed"
+
+
+class Classification(StrEnum):
+    """The national monitor's classification of a case."""
+
+    enkelvoudig = "enkelvoudig"
+    meervoudig = "meervoudig"
+    opeenvolgend = "opeenvolgend"
+
+
+class Run(Base):
+    """One matching run for a period: its parameters and figures. A run that failed left no row."""
+
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_period", "period", "started_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_uuid)
+    period: Mapped[str] = mapped_column(String(7))
+    run_date: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.completed)
+    rerun: Mapped[bool] = mapped_column(Boolean, default=False)
+    parameters: Mapped[str] = mapped_column(Text)  # JSON
+    figures: Mapped[str] = mapped_column(Text)  # JSON
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+
+
+class Case(Base):
+    """A vroegsignaalzaak: one address in one period, built from its signals by a run."""
+
+    __tablename__ = "cases"
+    __table_args__ = (
+        _enum_check("status", CaseStatus),
+        _enum_check("classification", Classification),
+        Index("uq_cases_period_address", "period", "address_hash", unique=True),
+        Index("ix_cases_address", "address_hash"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_uuid)
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("runs.id", ondelete="RESTRICT"), index=True
+    )
+    period: Mapped[str] = mapped_column(String(7))
+    address_hash: Mapped[str] = mapped_column(String(64))
+    pc4: Mapped[str | None] = mapped_column(String(4))
+    priority: Mapped[int] = mapped_column(Integer)
+    classification: Mapped[str] = mapped_column(String(16))
+    is_recidive: Mapped[bool] = mapped_column(Boolean, default=False)
+    has_rent: Mapped[bool] = mapped_column(Boolean, default=False)
+    has_crisis: Mapped[bool] = mapped_column(Boolean, default=False)
+    has_warm_handover: Mapped[bool] = mapped_column(Boolean, default=False)
+    partner_count: Mapped[int] = mapped_column(Integer)
+    signal_count: Mapped[int] = mapped_column(Integer)
+    total_cent: Mapped[int] = mapped_column(BigInteger)
+    kinds: Mapped[str] = mapped_column(String(64))  # comma separated partner kinds
+    status: Mapped[str] = mapped_column(String(16), default=CaseStatus.open)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resultaat: Mapped[str | None] = mapped_column(String(80))
+
+
+class CaseSignal(Base):
+    """Which signals a case was built from; a signal belongs to at most one case."""
+
+    __tablename__ = "case_signals"
+
+    case_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True
+    )
+    signal_id: Mapped[int] = mapped_column(
+        ForeignKey("signals.id", ondelete="CASCADE"), primary_key=True, unique=True
+    )
+
+
+class CaseLink(Base):
+    """Recidive: a case linked to an earlier case of the same address."""
+
+    __tablename__ = "case_links"
+
+    case_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True
+    )
+    earlier_case_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True, index=True
+    )

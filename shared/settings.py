@@ -1,0 +1,199 @@
+"""Settings: one pydantic-settings class, environment variables with the prefix ``VS_``.
+
+Secrets (the encryption keys for personal data and the key for address hashes) come from an
+environment variable or from a file named by ``VS_<NAME>_FILE`` (the usual way to mount a secret
+in a container). Outside ``development`` and ``test`` the service refuses to start when a secret is
+missing or still a placeholder.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigurationError
+
+Environment = Literal["development", "test", "production"]
+
+DEFAULT_DATA_DIR = Path("data")
+PLACEHOLDER_MARKERS = ("changeme", "change-me", "placeholder", "example", "xxx")
+
+
+def _read_secret(value: SecretStr | None, file: Path | None, name: str) -> str | None:
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the secret file for {name}") from exc
+    return value.get_secret_value().strip() if value is not None else None
+
+
+def _decode_key(text: str, name: str) -> bytes:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigurationError(f"{name} is not base64") from exc
+    if len(raw) != 32:
+        raise ConfigurationError(f"{name} must be 32 bytes (base64 of 32 random bytes)")
+    return raw
+
+
+def parse_keyring(text: str, name: str) -> dict[str, bytes]:
+    """Parse ``id:base64key`` entries (comma or newline separated); the first is the active key."""
+    ring: dict[str, bytes] = {}
+    for entry in text.replace(",", "\n").splitlines():
+        entry = entry.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        key_id, sep, key = entry.partition(":")
+        if not sep or not key_id.isalnum() or len(key_id) > 16:
+            raise ConfigurationError(
+                f"{name}: each entry is 'id:base64key' with an alphanumeric id"
+            )
+        if key_id in ring:
+            raise ConfigurationError(f"{name}: key id {key_id!r} appears twice")
+        ring[key_id] = _decode_key(key, name)
+    if not ring:
+        raise ConfigurationError(f"{name} holds no key")
+    return ring
+
+
+class Settings(BaseSettings):
+    """Everything the services read from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="VS_", extra="ignore")
+
+    environment: Environment = "development"
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default an SQLite file in data_dir. "
+        "PostgreSQL: postgresql+psycopg://user@host/db",
+    )
+
+    encryption_keys: SecretStr | None = None
+    encryption_keys_file: Path | None = None
+    address_hash_key: SecretStr | None = None
+    address_hash_key_file: Path | None = None
+
+    # Delivery window: a period YYYY-MM closes at 00:00 Europe/Amsterdam on this day of the month.
+    delivery_deadline_day: int = Field(default=25, ge=2, le=28)
+    timezone: str = "Europe/Amsterdam"
+    max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+    max_reported_errors: int = Field(default=1000, ge=1)
+    amount_warning_ceiling_cents: int = Field(default=2_500_000, ge=1)
+    max_age_years_warning: int = 110
+    ingest_batch_rows: int = Field(default=100_000, ge=1)
+
+    # Matching (the monthly run).
+    freshness_days: int = Field(default=45, ge=1)
+    recidive_months: int = Field(default=6, ge=1, le=36)
+    min_amount_cents: dict[str, int] = Field(
+        default_factory=dict, description='per partner kind, e.g. {"zorg": 7500}'
+    )
+    standalone_kinds: list[str] = Field(
+        default_factory=lambda: ["huur"],
+        description="partner kinds whose signal makes a case on its own",
+    )
+    crisis_standalone: bool = True
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        if self.environment in ("development", "test"):
+            return self
+        for name, text in (
+            ("VS_ENCRYPTION_KEYS", self._encryption_text()),
+            ("VS_ADDRESS_HASH_KEY", self._hash_key_text()),
+        ):
+            if not text:
+                raise ConfigurationError(
+                    f"{name} (or {name}_FILE) must be set in {self.environment}"
+                )
+            if any(marker in text.lower() for marker in PLACEHOLDER_MARKERS):
+                raise ConfigurationError(f"{name} is a placeholder; generate a real key")
+        if self.database_url is None:
+            raise ConfigurationError(f"VS_DATABASE_URL must be set in {self.environment}")
+        return self
+
+    def _encryption_text(self) -> str | None:
+        return _read_secret(self.encryption_keys, self.encryption_keys_file, "VS_ENCRYPTION_KEYS")
+
+    def _hash_key_text(self) -> str | None:
+        return _read_secret(
+            self.address_hash_key, self.address_hash_key_file, "VS_ADDRESS_HASH_KEY"
+        )
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to an SQLite file under the data folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'vroegsignaal.sqlite').as_posix()}"
+
+    def encryption_keyring(self) -> dict[str, bytes]:
+        """The encryption keys by id; the first is the one new data is written with."""
+        text = self._encryption_text()
+        if not text:
+            text = self._development_secret("encryption.keys", "dev1:")
+        return parse_keyring(text, "VS_ENCRYPTION_KEYS")
+
+    def address_key(self) -> bytes:
+        """The HMAC key for address and person hashes."""
+        text = self._hash_key_text()
+        if not text:
+            text = self._development_secret("address-hash.key", "")
+        return _decode_key(text, "VS_ADDRESS_HASH_KEY")
+
+    def _development_secret(self, filename: str, prefix: str) -> str:
+        """Create (once) and read a local key file; only in development and test."""
+        if self.environment not in ("development", "test"):
+            raise ConfigurationError(f"no key configured for {filename} in {self.environment}")
+        path = self.data_dir / "secrets" / filename
+        if not path.exists():
+            write_new_key_file(path, prefix)
+        return path.read_text(encoding="utf-8").strip()
+
+
+def new_key_text() -> str:
+    """A fresh random 256-bit key, base64 encoded."""
+    import secrets
+
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+
+
+def write_new_key_file(path: Path, prefix: str = "") -> bool:
+    """Create a key file readable by the owner only; never overwrites one that exists.
+
+    Returns False when the file was already there (another process may have won the race).
+    """
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(prefix + new_key_text() + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(tmp)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (tests call ``get_settings.cache_clear()``)."""
+    return Settings()

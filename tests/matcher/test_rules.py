@@ -1,0 +1,335 @@
+"""The matching rules on hand-built frames, and their properties (hypothesis)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.matcher.rules import (
+    MatchConfig,
+    MatchResult,
+    empty_history,
+    match,
+)
+from shared.address import address_key
+from shared.crypto import KeyedHasher
+from shared.periods import Period
+
+RUN_DATE = date(2026, 11, 26)
+CONFIG = MatchConfig(period=Period(2026, 11), run_date=RUN_DATE)
+HASHER = KeyedHasher(b"k" * 32)
+
+
+def addr(postcode: str, number: str, letter: str | None = None) -> str:
+    key = address_key(postcode, number, letter)
+    assert key is not None
+    return HASHER.hash("address", key)
+
+
+def signals(*rows: dict[str, Any]) -> pl.DataFrame:
+    defaults: dict[str, Any] = {
+        "pc4": "2011",
+        "bedrag_cent": 10_000,
+        "signaaldatum": date(2026, 11, 10),
+        "crisis": False,
+        "warme_overdracht": False,
+    }
+    full = [{**defaults, "signal_id": i + 1, **r} for i, r in enumerate(rows)]
+    return pl.DataFrame(
+        full,
+        schema={
+            "signal_id": pl.Int64,
+            "partner_id": pl.String,
+            "kind": pl.String,
+            "address_hash": pl.String,
+            "pc4": pl.String,
+            "bedrag_cent": pl.Int64,
+            "signaaldatum": pl.Date,
+            "crisis": pl.Boolean,
+            "warme_overdracht": pl.Boolean,
+        },
+    )
+
+
+def outcome(result: MatchResult, signal_id: int) -> str:
+    return str(result.outcomes.filter(pl.col("signal_id") == signal_id)["outcome"].item())
+
+
+A = addr("2011AB", "12")
+
+
+def test_two_partners_on_one_address_make_a_case() -> None:
+    result = match(
+        signals(
+            {"partner_id": "zorg1", "kind": "zorg", "address_hash": A},
+            {"partner_id": "energie1", "kind": "energie", "address_hash": A},
+        ),
+        empty_history(),
+        CONFIG,
+    )
+    assert result.cases.height == 1
+    case = result.cases.row(0, named=True)
+    assert case["partner_count"] == 2
+    assert case["classification"] == "meervoudig"
+    assert case["signal_ids"] == [1, 2]
+
+
+def test_same_partner_twice_is_no_case_unless_rent() -> None:
+    two_zorg = signals(
+        {"partner_id": "zorg1", "kind": "zorg", "address_hash": A},
+        {"partner_id": "zorg1", "kind": "zorg", "address_hash": A},
+    )
+    result = match(two_zorg, empty_history(), CONFIG)
+    assert result.cases.is_empty()
+    assert outcome(result, 1) == "single"
+    assert result.figures["singles"] == 1
+    rent = two_zorg.with_columns(pl.lit("huur").alias("kind"))
+    assert match(rent, empty_history(), CONFIG).cases.height == 1
+
+
+def test_rent_alone_and_crisis_alone_make_cases() -> None:
+    result = match(
+        signals(
+            {"partner_id": "huur1", "kind": "huur", "address_hash": A},
+            {
+                "partner_id": "water1",
+                "kind": "water",
+                "address_hash": addr("2012CD", "1"),
+                "crisis": True,
+            },
+            {"partner_id": "zorg1", "kind": "zorg", "address_hash": addr("2013EF", "1")},
+        ),
+        empty_history(),
+        CONFIG,
+    )
+    assert result.cases.height == 2
+    assert result.cases["has_crisis"].to_list() == [True, False]  # crisis first
+    assert result.figures["rent_only"] == 1
+    assert result.figures["crisis"] == 1
+    assert outcome(result, 3) == "single"
+
+
+def test_which_kinds_stand_alone_is_configuration() -> None:
+    config = MatchConfig(
+        period=CONFIG.period, run_date=RUN_DATE, standalone_kinds=frozenset({"huur", "zorg"})
+    )
+    rows = signals({"partner_id": "zorg1", "kind": "zorg", "address_hash": A})
+    assert match(rows, empty_history(), config).cases.height == 1
+
+
+def test_stale_signal_is_kept_out_and_counted_per_partner() -> None:
+    old = RUN_DATE - timedelta(days=46)
+    result = match(
+        signals(
+            {"partner_id": "zorg1", "kind": "zorg", "address_hash": A, "signaaldatum": old},
+            {"partner_id": "energie1", "kind": "energie", "address_hash": A},
+        ),
+        empty_history(),
+        CONFIG,
+    )
+    assert result.cases.is_empty()
+    assert outcome(result, 1) == "stale"
+    assert result.figures["stale_per_partner"] == {"zorg1": 1}
+    edge = RUN_DATE - timedelta(days=45)
+    fresh = match(
+        signals(
+            {"partner_id": "zorg1", "kind": "zorg", "address_hash": A, "signaaldatum": edge},
+            {"partner_id": "energie1", "kind": "energie", "address_hash": A},
+        ),
+        empty_history(),
+        CONFIG,
+    )
+    assert fresh.cases.height == 1
+
+
+def test_minimum_amount_per_kind() -> None:
+    config = MatchConfig(period=CONFIG.period, run_date=RUN_DATE, min_amount_cents={"zorg": 7500})
+    result = match(
+        signals(
+            {"partner_id": "zorg1", "kind": "zorg", "address_hash": A, "bedrag_cent": 7499},
+            {"partner_id": "energie1", "kind": "energie", "address_hash": A, "bedrag_cent": 100},
+        ),
+        empty_history(),
+        config,
+    )
+    assert result.cases.is_empty()
+    assert outcome(result, 1) == "below_minimum"
+    assert result.figures["below_minimum"] == 1
+
+
+def test_spelling_variants_match_and_12_is_not_12a() -> None:
+    variants = [addr("2011 ab", "12A"), addr("2011AB", "12-a"), addr("2011ab", "12", "A")]
+    assert len(set(variants)) == 1
+    result = match(
+        signals(
+            {"partner_id": "zorg1", "kind": "zorg", "address_hash": variants[0]},
+            {"partner_id": "energie1", "kind": "energie", "address_hash": variants[1]},
+            {"partner_id": "water1", "kind": "water", "address_hash": addr("2011AB", "12")},
+        ),
+        empty_history(),
+        CONFIG,
+    )
+    assert result.cases.height == 1
+    assert result.cases["signal_ids"].to_list() == [[1, 2]]
+    assert outcome(result, 3) == "single"
+
+
+def history_row(case_id: str, period: str, partner: str, cents: int, **kw: Any) -> dict[str, Any]:
+    return {
+        "case_id": case_id,
+        "period": period,
+        "address_hash": A,
+        "partner_id": partner,
+        "bedrag_cent": cents,
+        "case_open": kw.get("case_open", True),
+        "closed_on": kw.get("closed_on"),
+    }
+
+
+def history(*rows: dict[str, Any]) -> pl.DataFrame:
+    return pl.DataFrame(list(rows), schema=empty_history().schema)
+
+
+def test_recidive_links_earlier_cases_within_the_window() -> None:
+    earlier = history(
+        history_row("c-sep", "2026-09", "x", 1, case_open=False, closed_on=date(2026, 10, 1)),
+        history_row("c-apr", "2026-04", "x", 1, case_open=False, closed_on=date(2026, 5, 1)),
+    )
+    result = match(
+        signals(
+            {"partner_id": "zorg1", "kind": "zorg", "address_hash": A},
+            {"partner_id": "energie1", "kind": "energie", "address_hash": A},
+        ),
+        earlier,
+        CONFIG,
+    )
+    case = result.cases.row(0, named=True)
+    assert case["is_recidive"] is True
+    assert case["earlier_case_ids"] == ["c-sep"]  # April is outside the six months
+    assert case["classification"] == "opeenvolgend"
+    assert result.figures["recidive"] == 1
+
+
+def test_repeat_signal_is_not_picked_up_unless_the_amount_went_up() -> None:
+    earlier = history(history_row("c1", "2026-10", "zorg1", 20_000))
+    rows = signals(
+        {"partner_id": "zorg1", "kind": "zorg", "address_hash": A, "bedrag_cent": 20_000},
+        {"partner_id": "energie1", "kind": "energie", "address_hash": A},
+    )
+    result = match(rows, earlier, CONFIG)
+    assert outcome(result, 1) == "repeat"
+    assert result.figures["repeat_signals"] == 1
+    assert result.cases.is_empty()
+    higher = rows.with_columns(
+        pl.when(pl.col("signal_id") == 1)
+        .then(20_001)
+        .otherwise(pl.col("bedrag_cent"))
+        .alias("bedrag_cent")
+    )
+    assert match(higher, earlier, CONFIG).cases.height == 1
+
+
+def test_priority_order() -> None:
+    rows = signals(
+        {"partner_id": "z", "kind": "zorg", "address_hash": "a1"},
+        {"partner_id": "e", "kind": "energie", "address_hash": "a1"},
+        {"partner_id": "h", "kind": "huur", "address_hash": "a2", "bedrag_cent": 1},
+        {"partner_id": "w", "kind": "water", "address_hash": "a3", "crisis": True},
+        {"partner_id": "z", "kind": "zorg", "address_hash": "a4", "bedrag_cent": 99_999},
+        {"partner_id": "e", "kind": "energie", "address_hash": "a4"},
+        {"partner_id": "w", "kind": "water", "address_hash": "a4"},
+    )
+    result = match(rows, empty_history(), CONFIG)
+    assert result.cases["address_hash"].to_list() == ["a3", "a2", "a4", "a1"]
+    assert result.cases["priority"].to_list() == [1, 2, 3, 4]
+
+
+# --- properties ----------------------------------------------------------------------------
+
+KINDS = ["huur", "energie", "water", "zorg"]
+
+
+@st.composite
+def signal_frames(draw: st.DrawFn) -> pl.DataFrame:
+    n = draw(st.integers(min_value=0, max_value=40))
+    rows = []
+    for i in range(n):
+        partner = draw(st.integers(0, 5))
+        rows.append(
+            {
+                "signal_id": i + 1,
+                "partner_id": f"p{partner}",
+                "kind": KINDS[partner % 4],
+                "address_hash": f"a{draw(st.integers(0, 12))}",
+                "pc4": "2011",
+                "bedrag_cent": draw(st.integers(1, 500_000)),
+                "signaaldatum": RUN_DATE - timedelta(days=draw(st.integers(0, 60))),
+                "crisis": draw(st.booleans()) and draw(st.booleans()) and draw(st.booleans()),
+                "warme_overdracht": False,
+            }
+        )
+    return pl.DataFrame(rows, schema=signals().schema)
+
+
+def canonical(result: MatchResult) -> tuple[object, object]:
+    return result.cases.to_dicts(), result.outcomes.sort("signal_id").to_dicts()
+
+
+@settings(max_examples=100, deadline=None)
+@given(signal_frames(), st.randoms(use_true_random=False))
+def test_row_order_does_not_change_the_result(frame: pl.DataFrame, rnd: Any) -> None:
+    order = list(range(frame.height))
+    rnd.shuffle(order)
+    shuffled = frame[order] if order else frame
+    assert canonical(match(frame, empty_history(), CONFIG)) == canonical(
+        match(shuffled, empty_history(), CONFIG)
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(signal_frames())
+def test_running_twice_gives_the_same_result(frame: pl.DataFrame) -> None:
+    assert canonical(match(frame, empty_history(), CONFIG)) == canonical(
+        match(frame, empty_history(), CONFIG)
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(signal_frames())
+def test_no_signal_in_two_cases_and_every_signal_accounted_for(frame: pl.DataFrame) -> None:
+    result = match(frame, empty_history(), CONFIG)
+    in_cases = result.cases["signal_ids"].explode().drop_nulls().to_list()
+    assert len(in_cases) == len(set(in_cases))
+    assert result.outcomes.height == frame.height
+    matched = result.outcomes.filter(pl.col("outcome") == "matched")["signal_id"].to_list()
+    assert sorted(in_cases) == sorted(matched)
+
+
+@settings(max_examples=100, deadline=None)
+@given(signal_frames(), st.integers(0, 12), st.integers(1, 500_000))
+def test_a_fresh_signal_from_a_new_partner_never_removes_a_case(
+    frame: pl.DataFrame, address: int, cents: int
+) -> None:
+    before = set(match(frame, empty_history(), CONFIG).cases["address_hash"].to_list())
+    extra = pl.DataFrame(
+        [
+            {
+                "signal_id": frame.height + 1,
+                "partner_id": "new-partner",
+                "kind": "water",
+                "address_hash": f"a{address}",
+                "pc4": "2011",
+                "bedrag_cent": cents,
+                "signaaldatum": RUN_DATE,
+                "crisis": False,
+                "warme_overdracht": False,
+            }
+        ],
+        schema=frame.schema,
+    )
+    after = match(pl.concat([frame, extra]), empty_history(), CONFIG)
+    assert before <= set(after.cases["address_hash"].to_list())

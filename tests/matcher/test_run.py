@@ -1,0 +1,169 @@
+"""The monthly run against a real database: figures, exactly-once, rerun, recidive, lock."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import fcntl
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from services.ingest.service import ingest_with_retry
+from services.matcher.service import RunInProgress, run_period
+from shared.context import Context
+from shared.errors import Conflict
+from shared.models import Case, CaseLink, CaseSignal, Partner, Run, Signal
+from tests.conftest import Clock
+from tests.helpers import csv_file, register, row
+
+
+def partner_id(ctx: Context, name: str):  # type: ignore[no-untyped-def]
+    with ctx.sessions() as session:
+        return session.scalars(sa.select(Partner.id).where(Partner.name == name)).one()
+
+
+def deliver(ctx: Context, name: str, *rows: str) -> None:
+    ingest_with_retry(
+        ctx, partner_id=partner_id(ctx, name), content=csv_file(*rows), filename="f.csv"
+    )
+
+
+@pytest.fixture
+def partners(ctx: Context) -> None:
+    register(ctx, "Huur BV", "huur")
+    register(ctx, "Energie NV", "energie")
+    register(ctx, "Zorg UA", "zorg")
+    register(ctx, "Water NV", "water")
+
+
+def november(ctx: Context, clock: Clock) -> None:
+    clock.set_local(2026, 11, 10, 9, 0)
+    deliver(ctx, "Zorg UA", row("Z1", nummer="1"), row("Z2", nummer="2"), row("Z3", nummer="3"))
+    deliver(ctx, "Energie NV", row("E1", nummer="1"), row("E9", nummer="9"))
+    deliver(ctx, "Huur BV", row("H5", nummer="5"))
+    clock.set_local(2026, 11, 26, 2, 0)
+
+
+def test_run_makes_cases_and_records_figures(ctx: Context, clock: Clock, partners: None) -> None:
+    november(ctx, clock)
+    report = run_period(ctx)
+    assert report.run.period == "2026-11"
+    f = report.figures
+    assert f["signals_in"] == 6
+    assert f["cases"] == 2  # number 1 (zorg + energie) and number 5 (rent alone)
+    assert f["addresses_matched"] == 1
+    assert f["rent_only"] == 1
+    assert f["singles"] == 3
+    assert f["partners_without_delivery"] == ["Water NV"]
+    with ctx.sessions() as session:
+        cases = session.scalars(sa.select(Case).order_by(Case.priority)).all()
+        assert [c.has_rent for c in cases] == [True, False]
+        assert session.scalar(sa.select(sa.func.count()).select_from(CaseSignal)) == 3
+        outcomes = dict(
+            session.execute(
+                sa.select(Signal.run_outcome, sa.func.count()).group_by(Signal.run_outcome)
+            ).all()
+        )
+        stored = session.scalars(sa.select(Run)).one()
+    assert outcomes == {"matched": 3, "single": 3}
+    assert json.loads(stored.figures)["cases"] == 2
+    assert json.loads(stored.parameters)["freshness_days"] == 45
+
+
+def test_second_run_reports_done_and_duplicates_nothing(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    november(ctx, clock)
+    first = run_period(ctx)
+    again = run_period(ctx)
+    assert again.already_done
+    assert again.run.id == first.run.id
+    with ctx.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Case)) == 2
+        assert session.scalar(sa.select(sa.func.count()).select_from(Run)) == 1
+
+
+def test_rerun_keeps_worked_cases_and_their_ids(ctx: Context, clock: Clock, partners: None) -> None:
+    november(ctx, clock)
+    run_period(ctx)
+    with ctx.sessions() as session, session.begin():
+        rent = session.scalars(sa.select(Case).where(Case.has_rent)).one()
+        other = session.scalars(sa.select(Case).where(~Case.has_rent)).one()
+        rent.status = "closed"
+        rent_id, other_id = rent.id, other.id
+    # A later run date makes every signal stale: nothing qualifies any more.
+    report = run_period(ctx, rerun=True, as_of=clock().date().replace(month=12, day=31))
+    assert report.figures["cases"] == 0
+    assert report.run.rerun
+    with ctx.sessions() as session:
+        remaining = session.scalars(sa.select(Case.id)).all()
+    assert remaining == [rent_id]  # worked on: kept; untouched: removed
+    assert other_id not in remaining
+    again = run_period(ctx, rerun=True)
+    assert again.figures["cases"] == 2
+    with ctx.sessions() as session:
+        ids = set(session.scalars(sa.select(Case.id)).all())
+    assert rent_id in ids
+
+
+def test_recidive_across_periods(ctx: Context, clock: Clock, partners: None) -> None:
+    clock.set_local(2026, 10, 5, 9, 0)
+    deliver(ctx, "Huur BV", row("H1", nummer="1", bedrag="400"))
+    clock.set_local(2026, 10, 26, 2, 0)
+    october = run_period(ctx)
+    assert october.figures["cases"] == 1
+    november(ctx, clock)
+    report = run_period(ctx)
+    with ctx.sessions() as session:
+        case = session.scalars(sa.select(Case).where(Case.period == "2026-11", Case.is_recidive))
+        recidive = case.one()
+        link = session.scalars(sa.select(CaseLink)).one()
+        earlier = session.get(Case, link.earlier_case_id)
+    assert recidive.classification == "opeenvolgend"
+    assert link.case_id == recidive.id
+    assert earlier is not None
+    assert earlier.period == "2026-10"
+    assert report.figures["recidive"] == 1
+
+
+def test_open_window_cannot_be_run(ctx: Context, clock: Clock) -> None:
+    clock.set_local(2026, 11, 24, 23, 0)
+    with pytest.raises(Conflict, match="still open"):
+        run_period(ctx, period="2026-11")
+
+
+def test_a_held_lock_stops_a_second_run(ctx: Context, clock: Clock, partners: None) -> None:
+    november(ctx, clock)
+    if ctx.engine.dialect.name == "postgresql":
+        with ctx.engine.connect() as other:
+            other.execute(sa.text("SELECT pg_advisory_lock((22099 :: bigint << 32) | 202611)"))
+            with pytest.raises(RunInProgress):
+                run_period(ctx)
+            other.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+    else:
+        lock = ctx.settings.data_dir / "locks" / "run-2026-11.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            with pytest.raises(RunInProgress):
+                run_period(ctx)
+    assert run_period(ctx).figures["cases"] == 2
+
+
+def test_concurrent_runs_one_proceeds(ctx: Context, clock: Clock, partners: None) -> None:
+    november(ctx, clock)
+
+    def attempt() -> str:
+        try:
+            report = run_period(ctx)
+        except RunInProgress:
+            return "in progress"
+        return "done before" if report.already_done else "completed"
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: attempt(), range(4)))
+    assert results.count("completed") == 1
+    with ctx.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Run)) == 1
+        assert session.scalar(sa.select(sa.func.count()).select_from(Case)) == 2

@@ -1,0 +1,86 @@
+"""Settings refuse unsafe secrets outside development; periods close on the 25th in Amsterdam."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from pydantic import SecretStr
+
+from shared.errors import ConfigurationError
+from shared.periods import Period, last_closed_period, open_period
+from shared.settings import Settings, new_key_text, parse_keyring
+
+AMS = ZoneInfo("Europe/Amsterdam")
+
+
+def test_production_refuses_missing_secrets() -> None:
+    with pytest.raises(ConfigurationError, match="VS_ENCRYPTION_KEYS"):
+        Settings(environment="production", database_url="postgresql+psycopg://x/y")
+
+
+def test_production_refuses_placeholder_secrets() -> None:
+    with pytest.raises(ConfigurationError, match="placeholder"):
+        Settings(
+            environment="production",
+            database_url="postgresql+psycopg://x/y",
+            encryption_keys=SecretStr("k1:changeme"),
+            address_hash_key=SecretStr(new_key_text()),
+        )
+
+
+def test_production_reads_secrets_from_files(tmp_path: Path) -> None:
+    enc, mac = tmp_path / "enc", tmp_path / "mac"
+    enc.write_text("k2:" + new_key_text() + "\nk1:" + new_key_text() + "\n")
+    mac.write_text(new_key_text())
+    settings = Settings(
+        environment="production",
+        database_url="postgresql+psycopg://x/y",
+        encryption_keys_file=enc,
+        address_hash_key_file=mac,
+    )
+    assert list(settings.encryption_keyring()) == ["k2", "k1"]
+    assert len(settings.address_key()) == 32
+
+
+def test_development_creates_local_keys_once(tmp_path: Path) -> None:
+    settings = Settings(environment="development", data_dir=tmp_path)
+    first = settings.encryption_keyring()
+    assert settings.encryption_keyring() == first
+    assert (tmp_path / "secrets" / "encryption.keys").stat().st_mode & 0o077 == 0
+
+
+def test_keyring_rejects_bad_entries() -> None:
+    with pytest.raises(ConfigurationError):
+        parse_keyring("k1:" + new_key_text() + ",k1:" + new_key_text(), "X")
+    with pytest.raises(ConfigurationError):
+        parse_keyring("k1:short", "X")
+    with pytest.raises(ConfigurationError):
+        parse_keyring("", "X")
+
+
+@pytest.mark.parametrize(
+    ("local", "expected_open"),
+    [
+        ((2026, 11, 24, 23, 59), "2026-11"),
+        ((2026, 11, 25, 0, 0), "2026-12"),
+        ((2026, 12, 31, 23, 0), "2027-01"),
+        ((2026, 3, 25, 0, 30), "2026-04"),  # the night summer time starts
+        ((2026, 10, 24, 23, 59), "2026-10"),
+    ],
+)
+def test_open_period_follows_the_amsterdam_deadline(
+    local: tuple[int, ...], expected_open: str
+) -> None:
+    now = datetime(*local, tzinfo=AMS).astimezone(UTC)  # type: ignore[misc]
+    assert str(open_period(now, 25, AMS)) == expected_open
+    assert last_closed_period(now, 25, AMS) == Period.parse(expected_open).shift(-1)
+
+
+def test_deadline_is_midnight_local_time() -> None:
+    assert Period(2026, 11).deadline(25, AMS) == datetime(2026, 11, 24, 23, 0, tzinfo=UTC)
+    assert Period(2026, 7).deadline(25, AMS) == datetime(2026, 7, 24, 22, 0, tzinfo=UTC)
+    assert Period(2026, 1).shift(-1) == Period(2025, 12)
+    assert Period(2024, 2).last_day.day == 29

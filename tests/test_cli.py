@@ -1,0 +1,80 @@
+"""The command line: partners and keys, schema, JSON output for scripts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from services.cli import app
+from shared.settings import get_settings, new_key_text
+from tests.conftest import LiveServer
+from tests.helpers import csv_file, row
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("VS_DATABASE_URL", database_url)
+    monkeypatch.setenv("VS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("VS_ENVIRONMENT", "test")
+    monkeypatch.setenv("VS_ENCRYPTION_KEYS", "c1:" + new_key_text())
+    monkeypatch.setenv("VS_ADDRESS_HASH_KEY", new_key_text())
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def invoke(*args: str) -> dict | list:  # type: ignore[type-arg]
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_partner_lifecycle_with_json_output(cli_env: None) -> None:
+    added = invoke("partners", "add", "--name", "Pré Wonen", "--kind", "huur", "--json")
+    assert isinstance(added, dict)
+    assert added["partner"]["kind"] == "huur"
+    key = added["api_key"]
+    assert key.startswith("vsp_")
+    listing = invoke("partners", "list", "--json")
+    assert isinstance(listing, list)
+    assert listing[0]["name"] == "Pré Wonen"
+    assert key not in json.dumps(listing)
+    revoked = invoke("partners", "revoke-key", added["key_id"], "--json")
+    assert isinstance(revoked, dict)
+    assert revoked["revoked_at"] is not None
+
+
+def test_duplicate_partner_and_bad_kind_fail_clearly(cli_env: None) -> None:
+    invoke("partners", "add", "--name", "Dup", "--kind", "water", "--json")
+    again = runner.invoke(app, ["partners", "add", "--name", "Dup", "--kind", "water"])
+    assert again.exit_code == 1
+    assert "exists already" in again.output
+    bad = runner.invoke(app, ["partners", "add", "--name", "X", "--kind", "gas", "--json"])
+    assert bad.exit_code == 1
+    assert json.loads(bad.stderr)["status"] == 422
+
+
+def test_db_current_reports_head(cli_env: None) -> None:
+    current = invoke("db", "current", "--json")
+    assert isinstance(current, dict)
+    assert current["up_to_date"] is True
+
+
+def test_revoked_key_stops_working_at_once(cli_env: None, live_server: LiveServer) -> None:
+    # The live server and the CLI share the test database.
+    added = invoke("partners", "add", "--name", "Energiek", "--kind", "energie", "--json")
+    assert isinstance(added, dict)
+    headers = {"Authorization": f"Bearer {added['api_key']}"}
+    files = {"file": ("a.csv", csv_file(row()))}
+    ok = httpx.post(f"{live_server.url}/api/v1/deliveries", files=files, headers=headers)
+    assert ok.status_code == 201
+    invoke("partners", "revoke-key", added["key_id"], "--json")
+    gone = httpx.get(f"{live_server.url}/api/v1/deliveries", headers=headers)
+    assert gone.status_code == 401
