@@ -41,10 +41,27 @@ def fail(exc: AppError, as_json: bool) -> None:
     raise typer.Exit(1)
 
 
+_open_contexts: list[Any] = []
+
+
+@app.callback()
+def _main(cli: typer.Context) -> None:
+    """Close the database connections a command opened when it ends."""
+    cli.call_on_close(_close_contexts)
+
+
+def _close_contexts() -> None:
+    while _open_contexts:
+        _open_contexts.pop().engine.dispose()
+
+
 def _context() -> Any:
+    """The application context for one command (closed by ``_main`` when the command ends)."""
     from shared.context import build_context
 
-    return build_context()
+    context = build_context()
+    _open_contexts.append(context)
+    return context
 
 
 # --- db ---------------------------------------------------------------------------------------

@@ -99,7 +99,11 @@ def read_frame(
         if buffer.tell() == 0:
             return pl.DataFrame(schema=schema)
         buffer.seek(0)
-        return pl.read_csv(buffer, schema=schema, has_header=True)
+        # PostgreSQL writes booleans as t/f in CSV: read them as text, then convert.
+        booleans = [name for name, dtype in schema.items() if dtype == pl.Boolean]
+        read_schema = {n: (pl.String if n in booleans else d) for n, d in schema.items()}
+        frame = pl.read_csv(buffer, schema=read_schema, has_header=True)
+        return frame.with_columns([(pl.col(n) == "t").alias(n) for n in booleans])
     result = session.connection().execute(text(query), params)
     rows = result.fetchall()
     raw = pl.DataFrame(
