@@ -92,12 +92,19 @@ class ApiKey(Base):
     """An API credential: only the SHA-256 of the key is stored; ``key_id`` is its public part."""
 
     __tablename__ = "api_keys"
+    __table_args__ = (
+        # A key belongs to exactly one partner or one staff member.
+        CheckConstraint("(partner_id IS NULL) <> (staff_id IS NULL)", name="api_keys_one_owner"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_uuid)
     key_id: Mapped[str] = mapped_column(String(16), unique=True)
     key_hash: Mapped[str] = mapped_column(String(64))
     partner_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("partners.id", ondelete="CASCADE"), index=True
+    )
+    staff_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("staff.id", ondelete="CASCADE"), index=True
     )
     label: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -173,6 +180,9 @@ class Signal(Base):
     # The four digits of the postcode: an area of thousands of addresses, used for routing to a
     # wijkteam and for anonymous reporting. Not identifying on its own.
     pc4: Mapped[str | None] = mapped_column(String(4))
+    # HMAC of the six-character postcode (a street's stretch: identifying enough to be hashed),
+    # for wijkteam areas drawn at PC6 level.
+    pc6_hash: Mapped[str | None] = mapped_column(String(64))
     bedrag_cent: Mapped[int] = mapped_column(BigInteger)
     achterstand_sinds: Mapped[date] = mapped_column(Date)
     signaaldatum: Mapped[date] = mapped_column(Date)
@@ -226,6 +236,147 @@ class Run(Base):
     duration_ms: Mapped[int] = mapped_column(Integer)
 
 
+class Route(StrEnum):
+    """Who acts on a case."""
+
+    sdv = "sdv"
+    wijkteam = "wijkteam"
+    budgetcoach = "budgetcoach"
+
+
+class Role(StrEnum):
+    """Staff roles; a partner's key has the role ``partner``."""
+
+    sdv = "sdv"
+    wijkteam = "wijkteam"
+    budgetcoach = "budgetcoach"
+    coordinator = "coordinator"
+    admin = "admin"
+
+
+class Contactsoort(StrEnum):
+    """DDAS ``EnumContactsoort``."""
+
+    administratief = "Administratief"
+    afspraak_op_locatie = "Afspraak op locatie"
+    brief = "Brief"
+    huisbezoek = "Huisbezoek"
+    kaartje = "Kaartje"
+    mail = "Mail"
+    onbekend = "Onbekend"
+    overige = "Overige"
+    sms_whatsapp = "SMS/Whatsapp"
+    telefoon = "Telefoon"
+
+
+class Dagdeel(StrEnum):
+    """DDAS ``EnumDagdeel``."""
+
+    ochtend = "Ochtend"
+    middag = "Middag"
+    avond = "Avond"
+
+
+class Eindresultaat(StrEnum):
+    """DDAS ``EnumEindresultaat``: how a case ended."""
+
+    advies_quick_fix = "(Budget)advies en/of quick fix"
+    geen_contact = "Definitief geen contact kunnen krijgen"
+    geen_reactie = "Geen reactie na eerder contact"
+    bekend_bij_shv = "Inwoner al bekend bij schuldhulpverlening"
+    ander_traject = "Inwoner heeft al een ander lopend traject"
+    zelf_betaald = "Inwoner heeft zelf al betaald/betalingsregeling getroffen"
+    overleden = "Inwoner is overleden"
+    regelt_zelf = "Inwoner regelt het zelf/hoeft geen hulp vanuit vroegsignalering"
+    andere_reden = "Niet opgepakt: andere reden"
+    herhaalde_melding = "Niet opgepakt: herhaalde melding"
+    onterecht = "Niet opgepakt: onterecht signaal"
+    geen_inwoner = "Persoon is geen inwoner (meer) in de gemeente"
+    vervolghulp = "Vervolghulp en/of verwijzing"
+    vervolghulp_financieel = "Vervolghulp en/of verwijzing financieel"
+    vervolghulp_niet_financieel = "Vervolghulp en/of verwijzing niet financieel"
+    verwijzing_zonder_inwoner = "Verwijzing zonder tussenkomst inwoner"
+
+
+class Team(Base):
+    """A wijkteam (neighbourhood team) and the area it covers (``TeamArea``)."""
+
+    __tablename__ = "teams"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # Addresses in no team's area go to the default team (at most one), flagged.
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    areas: Mapped[list[TeamArea]] = relationship(
+        back_populates="team", lazy="raise", cascade="all, delete-orphan"
+    )
+
+
+class TeamArea(Base):
+    """One piece of a team's area: a PC4 range (``pc4_from``..``pc4_to``) or one PC6."""
+
+    __tablename__ = "team_areas"
+    __table_args__ = (
+        CheckConstraint(
+            "(pc6 IS NULL AND pc4_from IS NOT NULL AND pc4_to IS NOT NULL AND pc4_from <= pc4_to)"
+            " OR (pc6 IS NOT NULL AND pc4_from IS NULL AND pc4_to IS NULL)",
+            name="team_areas_shape",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), index=True
+    )
+    pc4_from: Mapped[str | None] = mapped_column(String(4))
+    pc4_to: Mapped[str | None] = mapped_column(String(4))
+    pc6: Mapped[str | None] = mapped_column(String(6), unique=True)
+
+    team: Mapped[Team] = relationship(back_populates="areas", lazy="raise")
+
+
+class Staff(Base):
+    """A municipal staff member (or a team's shared account) with one role."""
+
+    __tablename__ = "staff"
+    __table_args__ = (
+        _enum_check("role", Role),
+        CheckConstraint(
+            "(role = 'wijkteam') = (team_id IS NOT NULL)", name="staff_team_only_for_wijkteam"
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    team_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="RESTRICT"), index=True
+    )
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SdvClient(Base):
+    """One household in the SDV client register, as keyed hashes only (it reveals nothing if read).
+
+    ``address_hash`` uses the same key and normalisation as signals; ``person_hash`` (surname and
+    birth date) is set when SDV gave them.
+    """
+
+    __tablename__ = "sdv_clients"
+    __table_args__ = (
+        Index("uq_sdv_clients_entry", "address_hash", "person_hash", unique=True),
+        Index("ix_sdv_clients_person", "person_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    address_hash: Mapped[str] = mapped_column(String(64))
+    person_hash: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Case(Base):
     """A vroegsignaalzaak: one address in one period, built from its signals by a run."""
 
@@ -254,7 +405,20 @@ class Case(Base):
     signal_count: Mapped[int] = mapped_column(Integer)
     total_cent: Mapped[int] = mapped_column(BigInteger)
     kinds: Mapped[str] = mapped_column(String(64))  # comma separated partner kinds
+    pc6_hash: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=CaseStatus.open)
+    # Routing (services.routing): who acts, by when.
+    route: Mapped[str | None] = mapped_column(String(16))
+    team_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="RESTRICT"), index=True
+    )
+    known_to_sdv: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # The address lies in no team's area: routed to the default team and flagged.
+    outside_areas: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    due_date: Mapped[date | None] = mapped_column(Date)
+    routed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -272,6 +436,72 @@ class CaseSignal(Base):
     signal_id: Mapped[int] = mapped_column(
         ForeignKey("signals.id", ondelete="CASCADE"), primary_key=True, unique=True
     )
+
+
+class ContactAttempt(Base):
+    """An attempt to reach the household (DDAS ``Contactpoging``); the note is encrypted."""
+
+    __tablename__ = "contact_attempts"
+    __table_args__ = (
+        _enum_check("soort", Contactsoort),
+        _enum_check("dagdeel", Dagdeel),
+        Index("ix_contact_attempts_case", "case_id", "datum"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_uuid)
+    case_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    soort: Mapped[str] = mapped_column(String(32))
+    datum: Mapped[date] = mapped_column(Date)
+    dagdeel: Mapped[str | None] = mapped_column(String(16))
+    bereikt: Mapped[bool] = mapped_column(Boolean, default=False)
+    notitie: Mapped[bytes | None] = mapped_column(LargeBinary)  # AES-GCM envelope
+    notitie_key_id: Mapped[str | None] = mapped_column(String(16))
+    staff_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CaseEvent(Base):
+    """The history of a case's routing: routed by a run, transferred, closed, reopened."""
+
+    __tablename__ = "case_events"
+    __table_args__ = (Index("ix_case_events_case", "case_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    case_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16))
+    from_route: Mapped[str | None] = mapped_column(String(16))
+    from_team_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    to_route: Mapped[str | None] = mapped_column(String(16))
+    to_team_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    reason: Mapped[bytes | None] = mapped_column(LargeBinary)  # AES-GCM envelope (free text)
+    reason_key_id: Mapped[str | None] = mapped_column(String(16))
+    staff_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
+
+
+class AuditEvent(Base):
+    """An entry of the append-only, hash-chained audit trail (``shared.audit``); no PII."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_object", "object_type", "object_id"),
+        Index("ix_audit_actor", "actor_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor_type: Mapped[str] = mapped_column(String(16))  # partner, staff, system
+    actor_id: Mapped[str | None] = mapped_column(String(64))
+    credential: Mapped[str | None] = mapped_column(String(16))  # the key id, never the key
+    role: Mapped[str | None] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(48))
+    object_type: Mapped[str | None] = mapped_column(String(32))
+    object_id: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    details: Mapped[str | None] = mapped_column(Text)  # JSON, counts and ids only
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
 
 
 class CaseLink(Base):

@@ -23,6 +23,7 @@ SIGNAL_COLUMNS = (
     "address_hash",
     "person_hash",
     "pc4",
+    "pc6_hash",
     "bedrag_cent",
     "achterstand_sinds",
     "signaaldatum",

@@ -227,6 +227,11 @@ def _store_signals(
                 dtype=pl.String,
             ),
             pl.col("postcode").str.slice(0, 4).alias("pc4"),
+            pl.Series(
+                "pc6_hash",
+                ctx.hasher.hash_many("pc6", chunk["postcode"].to_list()),
+                dtype=pl.String,
+            ),
             "bedrag_cent",
             "achterstand_sinds",
             "signaaldatum",

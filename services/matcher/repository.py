@@ -35,7 +35,8 @@ def period_signals(session: Session, period: str) -> pl.DataFrame:
     """The signals of every partner's current delivery for the period (purged ones excluded)."""
     query = f"""
         SELECT s.id AS signal_id, {_uuid_text(session, "s.partner_id")} AS partner_id, s.kind,
-               s.address_hash, s.pc4, s.bedrag_cent, s.signaaldatum, s.crisis, s.warme_overdracht
+               s.address_hash, s.pc4, s.pc6_hash, s.person_hash, s.bedrag_cent, s.signaaldatum,
+               s.crisis, s.warme_overdracht
         FROM signals s JOIN deliveries d ON d.id = s.delivery_id
         WHERE d.period = :period AND d.status = 'accepted' AND s.address_hash IS NOT NULL
     """  # noqa: S608 (no user input in the text)

@@ -44,6 +44,8 @@ SIGNAL_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "kind": pl.String,
     "address_hash": pl.String,
     "pc4": pl.String,
+    "pc6_hash": pl.String,
+    "person_hash": pl.String,
     "bedrag_cent": pl.Int64,
     "signaaldatum": pl.Date,
     "crisis": pl.Boolean,
@@ -162,6 +164,8 @@ def group_addresses(eligible: pl.DataFrame, config: MatchConfig) -> pl.DataFrame
         (standalone | crisis_makes_case).any().alias("standalone"),
         pl.col("kind").unique().sort().alias("kinds"),
         pl.col("pc4").drop_nulls().min().alias("pc4"),
+        pl.col("pc6_hash").drop_nulls().min().alias("pc6_hash"),
+        pl.col("person_hash").drop_nulls().unique().sort().alias("person_hashes"),
     )
     return grouped.with_columns(
         ((pl.col("partner_count") >= 2) | pl.col("standalone")).alias("is_case")

@@ -197,6 +197,7 @@ def _parameters(config: MatchConfig) -> dict[str, Any]:
 
 CASE_FIELDS = (
     "pc4",
+    "pc6_hash",
     "priority",
     "classification",
     "is_recidive",

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.matcher.rules import (
+    SIGNAL_SCHEMA,
     MatchConfig,
     MatchResult,
     empty_history,
@@ -33,6 +34,8 @@ def addr(postcode: str, number: str, letter: str | None = None) -> str:
 def signals(*rows: dict[str, Any]) -> pl.DataFrame:
     defaults: dict[str, Any] = {
         "pc4": "2011",
+        "pc6_hash": None,
+        "person_hash": None,
         "bedrag_cent": 10_000,
         "signaaldatum": date(2026, 11, 10),
         "crisis": False,
@@ -41,17 +44,7 @@ def signals(*rows: dict[str, Any]) -> pl.DataFrame:
     full = [{**defaults, "signal_id": i + 1, **r} for i, r in enumerate(rows)]
     return pl.DataFrame(
         full,
-        schema={
-            "signal_id": pl.Int64,
-            "partner_id": pl.String,
-            "kind": pl.String,
-            "address_hash": pl.String,
-            "pc4": pl.String,
-            "bedrag_cent": pl.Int64,
-            "signaaldatum": pl.Date,
-            "crisis": pl.Boolean,
-            "warme_overdracht": pl.Boolean,
-        },
+        schema=SIGNAL_SCHEMA,
     )
 
 
