@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.ingest.endpoints import router as deliveries_router
 from services.middleware import RequestGuard
+from services.routing.endpoints import router as routing_router
 from shared.context import Context, build_context
 from shared.errors import AppError, AuthenticationError
 from shared.logs import exception_summary
@@ -41,6 +42,7 @@ def create_app(ctx: Context | None = None) -> FastAPI:
         RequestGuard, max_body=lambda: settings.max_upload_bytes + MULTIPART_OVERHEAD
     )
     app.include_router(deliveries_router)
+    app.include_router(routing_router)
 
     @app.exception_handler(AppError)
     async def app_error(request: Request, exc: AppError) -> JSONResponse:

@@ -21,6 +21,14 @@ db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_he
 partners_app = typer.Typer(help="Partners and their API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(partners_app, name="partners")
+staff_app = typer.Typer(help="Municipal staff, their roles and API keys.", no_args_is_help=True)
+teams_app = typer.Typer(help="Wijkteams and the postcodes they cover.", no_args_is_help=True)
+export_app = typer.Typer(help="Exports in national formats.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+app.add_typer(staff_app, name="staff")
+app.add_typer(teams_app, name="teams")
+app.add_typer(export_app, name="export")
+app.add_typer(audit_app, name="audit")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -124,12 +132,22 @@ def partners_add(
 ) -> None:
     """Register a partner and print its first API key (once)."""
     from services.ingest.partners import add_partner
+    from shared import audit
     from shared.db import unit_of_work
 
     ctx = _context()
     try:
         with unit_of_work(ctx.sessions) as session:
             new = add_partner(session, name=name, kind=kind, now=ctx.now())
+            audit.record(
+                session,
+                action="partner.add",
+                now=ctx.now(),
+                object_type="partner",
+                object_id=new.partner.id,
+                details={"key_id": new.key.key_id},
+                system_actor="cli",
+            )
     except AppError as exc:
         fail(exc, as_json)
     data = _key_dict(new)
@@ -187,6 +205,7 @@ def partners_new_key(
 ) -> None:
     """Issue an extra key (rotation: issue, switch the partner over, revoke the old key)."""
     from services.ingest.partners import find_partner, new_partner_key
+    from shared import audit
     from shared.db import unit_of_work
 
     ctx = _context()
@@ -194,6 +213,14 @@ def partners_new_key(
         with unit_of_work(ctx.sessions) as session:
             found = find_partner(session, partner)
             new = new_partner_key(session, found, now=ctx.now(), label=label)
+            audit.record(
+                session,
+                action="key.issue",
+                now=ctx.now(),
+                object_type="api_key",
+                object_id=new.key.key_id,
+                system_actor="cli",
+            )
     except AppError as exc:
         fail(exc, as_json)
     emit(_key_dict(new), as_json, lambda: typer.echo(f"API key (shown once): {new.secret}"))
@@ -206,6 +233,7 @@ def partners_revoke_key(
 ) -> None:
     """Revoke a key: it stops working at once."""
     from services.ingest.partners import revoke_key
+    from shared import audit
     from shared.db import unit_of_work
 
     ctx = _context()
@@ -213,6 +241,14 @@ def partners_revoke_key(
         with unit_of_work(ctx.sessions) as session:
             key = revoke_key(session, key_id, now=ctx.now())
             revoked_at = key.revoked_at
+            audit.record(
+                session,
+                action="key.revoke",
+                now=ctx.now(),
+                object_type="api_key",
+                object_id=key_id,
+                system_actor="cli",
+            )
     except AppError as exc:
         fail(exc, as_json)
     data = {"key_id": key_id, "revoked_at": revoked_at.isoformat() if revoked_at else None}
@@ -396,6 +432,192 @@ def demo_cmd(
     from services.demo import run_demo
 
     sys.exit(run_demo(fresh=fresh))
+
+
+# --- teams and staff ----------------------------------------------------------------------------
+
+
+def _team_dict(session: Any, team: Any) -> dict[str, Any]:
+    from services.routing.admin import team_areas
+
+    return {
+        "id": str(team.id),
+        "name": team.name,
+        "default": team.is_default,
+        "postcodes": team_areas(session, team),
+    }
+
+
+@teams_app.command("add")
+def teams_add(
+    name: Annotated[str, typer.Option(help="The team's name, e.g. noord.")],
+    postcodes: Annotated[
+        str | None,
+        typer.Option(help="PC4 ranges, PC4s and PC6s, e.g. 2011-2015,2021,2024AB."),
+    ] = None,
+    default: Annotated[
+        bool, typer.Option("--default", help="Take the addresses in no team's area.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a wijkteam and the area it covers."""
+    from services.routing.admin import add_team
+    from shared import audit
+    from shared.db import unit_of_work
+
+    ctx = _context()
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            team = add_team(session, name=name, postcodes=postcodes, default=default, now=ctx.now())
+            data = _team_dict(session, team)
+            audit.record(
+                session,
+                action="team.add",
+                now=ctx.now(),
+                object_type="team",
+                object_id=team.id,
+                system_actor="cli",
+            )
+    except AppError as exc:
+        fail(exc, as_json)
+    emit(
+        data,
+        as_json,
+        lambda: typer.echo(
+            f"team {data['name']} ({data['id']}): {', '.join(data['postcodes']) or '-'}"
+            + (" [default]" if data["default"] else "")
+        ),
+    )
+
+
+@teams_app.command("list")
+def teams_list(as_json: JsonOption = False) -> None:
+    """List the teams and their areas."""
+    from services.routing.admin import list_teams
+    from shared.db import unit_of_work
+
+    ctx = _context()
+    with unit_of_work(ctx.sessions) as session:
+        data = [_team_dict(session, t) for t in list_teams(session)]
+
+    def human() -> None:
+        for t in data:
+            flag = " [default]" if t["default"] else ""
+            typer.echo(f"{t['name']:<16} {', '.join(t['postcodes']) or '-'}{flag}")
+
+    emit(data, as_json, human)
+
+
+@staff_app.command("add")
+def staff_add(
+    name: Annotated[str, typer.Option(help="Name of the person or shared team account.")],
+    role: Annotated[str, typer.Option(help="sdv, wijkteam, budgetcoach, coordinator or admin.")],
+    team: Annotated[str | None, typer.Option(help="The team (role wijkteam only).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a staff member and print the API key (once)."""
+    from services.routing.admin import add_staff
+    from shared import audit
+    from shared.db import unit_of_work
+
+    ctx = _context()
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            new = add_staff(session, name=name, role=role, team=team, now=ctx.now())
+            audit.record(
+                session,
+                action="staff.add",
+                now=ctx.now(),
+                object_type="staff",
+                object_id=new.staff.id,
+                details={"role": new.staff.role, "key_id": new.key.key_id},
+                system_actor="cli",
+            )
+    except AppError as exc:
+        fail(exc, as_json)
+    data = {
+        "staff": {
+            "id": str(new.staff.id),
+            "name": new.staff.name,
+            "role": new.staff.role,
+            "team_id": str(new.staff.team_id) if new.staff.team_id else None,
+        },
+        "key_id": new.key.key_id,
+        "api_key": new.secret,
+        "note": "the API key is shown once; store it now",
+    }
+    emit(
+        data,
+        as_json,
+        lambda: typer.echo(
+            f"{new.staff.name} ({new.staff.role}) registered: {new.staff.id}\n"
+            f"API key (shown once, store it now): {new.secret}"
+        ),
+    )
+
+
+@staff_app.command("list")
+def staff_list(as_json: JsonOption = False) -> None:
+    """List staff members (no keys)."""
+    from services.routing.admin import list_staff
+    from shared.db import unit_of_work
+
+    ctx = _context()
+    with unit_of_work(ctx.sessions) as session:
+        data = [
+            {
+                "id": str(s.id),
+                "name": s.name,
+                "role": s.role,
+                "team_id": str(s.team_id) if s.team_id else None,
+                "active": s.active,
+            }
+            for s in list_staff(session)
+        ]
+
+    def human() -> None:
+        for s in data:
+            typer.echo(f"{s['id']}  {s['role']:<12} {s['name']}")
+
+    emit(data, as_json, human)
+
+
+@staff_app.command("revoke-key")
+def staff_revoke_key(
+    key_id: Annotated[str, typer.Argument(help="The key's id (the part after 'vss_').")],
+    as_json: JsonOption = False,
+) -> None:
+    """Revoke a staff key: it stops working at once."""
+    partners_revoke_key(key_id, as_json)
+
+
+# --- audit --------------------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: JsonOption = False) -> None:
+    """Check the audit trail's hash chain: a changed, removed or reordered event is reported."""
+    from shared import audit
+
+    ctx = _context()
+    with ctx.sessions() as session:
+        checked, broken = audit.verify(session)
+    data = {
+        "events": checked,
+        "intact": broken is None,
+        "broken_at": broken.event_id if broken else None,
+        "problem": broken.problem if broken else None,
+    }
+
+    def human() -> None:
+        if broken is None:
+            typer.echo(f"audit trail intact: {checked} events")
+        else:
+            typer.echo(f"audit trail BROKEN at event {broken.event_id}: {broken.problem}")
+
+    emit(data, as_json, human)
+    if broken is not None:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ and rolls back on any error, before the response is sent. Functions below only `
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -66,3 +66,14 @@ def require_partner(principal: Annotated[Principal, Depends(current_principal)])
 
 
 PartnerPrincipal = Annotated[Principal, Depends(require_partner)]
+
+
+def require_roles(*roles: str) -> Callable[[Principal], Principal]:
+    """A dependency admitting staff of the given roles only (403 for any other caller)."""
+
+    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if principal.role not in roles:
+            raise PermissionDenied("your role may not do this")
+        return principal
+
+    return check

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from services.ingest import repository
 from shared.crypto import api_key_matches, split_api_key
 from shared.errors import AuthenticationError
+from shared.models import Staff
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 PARTNER_ROLE = "partner"
@@ -23,12 +24,22 @@ PARTNER_ROLE = "partner"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller: a partner (role ``partner``) or, later, a staff member."""
+    """An authenticated caller: a partner (role ``partner``) or a staff member (its role)."""
 
     credential_id: uuid.UUID
     key_id: str
     role: str
     partner_id: uuid.UUID | None = None
+    staff_id: uuid.UUID | None = None
+    team_id: uuid.UUID | None = None
+
+    @property
+    def actor_type(self) -> str:
+        return "partner" if self.partner_id is not None else "staff"
+
+    @property
+    def actor_id(self) -> str:
+        return str(self.partner_id or self.staff_id)
 
 
 def authenticate(session: Session, presented: str | None, now: datetime) -> Principal:
@@ -42,11 +53,16 @@ def authenticate(session: Session, presented: str | None, now: datetime) -> Prin
     valid = api_key_matches(presented, stored_hash)
     if record is None or not valid or record.revoked_at is not None:
         raise AuthenticationError("the API key is not valid")
-    if record.partner_id is None:
-        raise AuthenticationError("the API key is not valid")
-    partner = repository.partner_by_id(session, record.partner_id)
-    if partner is None or not partner.active:
-        raise AuthenticationError("the API key is not valid")
     if record.last_used_at is None or now - record.last_used_at > LAST_USED_RESOLUTION:
         record.last_used_at = now
-    return Principal(record.id, record.key_id, PARTNER_ROLE, partner_id=record.partner_id)
+    if record.staff_id is not None:
+        staff = session.get(Staff, record.staff_id)
+        if staff is None or not staff.active:
+            raise AuthenticationError("the API key is not valid")
+        return Principal(
+            record.id, record.key_id, staff.role, staff_id=staff.id, team_id=staff.team_id
+        )
+    partner = repository.partner_by_id(session, record.partner_id) if record.partner_id else None
+    if partner is None or not partner.active:
+        raise AuthenticationError("the API key is not valid")
+    return Principal(record.id, record.key_id, PARTNER_ROLE, partner_id=partner.id)

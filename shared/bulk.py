@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Table, insert, text
+from sqlalchemy import Table, Uuid, bindparam, insert, text, update
 from sqlalchemy.orm import Session
 
 
@@ -122,3 +122,48 @@ def _sqlite_cast(name: str, dtype: Any) -> pl.Expr:
     if dtype == pl.Date:
         return pl.col(name).str.to_date("%Y-%m-%d")
     return pl.col(name).cast(dtype)
+
+
+def update_from_frame(session: Session, table: Table, key: str, frame: pl.DataFrame) -> None:
+    """``UPDATE table SET <other columns> WHERE table.key = frame.key`` for every row of ``frame``.
+
+    PostgreSQL: COPY into a temporary table shaped like ``table``, then one ``UPDATE ... FROM``.
+    SQLite: ``executemany``. Columns holding UUIDs as text must be named in the table as ``Uuid``;
+    they are converted here.
+    """
+    if frame.is_empty():
+        return
+    columns = [c for c in frame.columns if c != key]
+    if is_postgres(session):
+        temp = f"tmp_update_{table.name}"
+        names = ", ".join(frame.columns)
+        session.execute(
+            text(
+                f"CREATE TEMP TABLE {temp} ON COMMIT DROP AS "  # noqa: S608 (names from the model)
+                f"SELECT {names} FROM {table.name} WITH NO DATA"
+            )
+        )
+        copy_into(session, temp, frame)
+        assignments = ", ".join(f"{c} = t.{c}" for c in columns)
+        session.execute(
+            text(
+                f"UPDATE {table.name} SET {assignments} FROM {temp} t "  # noqa: S608
+                f"WHERE {table.name}.{key} = t.{key}"
+            )
+        )
+        session.execute(text(f"DROP TABLE {temp}"))
+        return
+    uuid_columns = [c for c in frame.columns if isinstance(table.c[c].type, Uuid)]
+    rows = frame.to_dicts()
+    for row in rows:
+        for column in uuid_columns:
+            if row[column] is not None:
+                row[column] = uuid.UUID(row[column])
+    statement = (
+        update(table)
+        .where(table.c[key] == bindparam(f"b_{key}"))
+        .values({c: bindparam(f"b_{c}") for c in columns})
+    )
+    session.connection().execute(
+        statement, [{f"b_{name}": value for name, value in row.items()} for row in rows]
+    )

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     )
     crisis_standalone: bool = True
 
+    # Routing (services.routing): deadlines from the run date.
+    due_days: int = Field(default=28, ge=1, le=365)
+    crisis_due_working_days: int = Field(default=3, ge=1, le=30)
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 

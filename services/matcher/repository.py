@@ -8,15 +8,17 @@ from datetime import datetime
 from typing import cast
 
 import polars as pl
-from sqlalchemy import Table, delete, select, text, update
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.orm import Session
 
 from services.matcher.rules import HISTORY_SCHEMA, SIGNAL_SCHEMA
-from shared.bulk import copy_into, insert_frame, is_postgres, read_frame
+from shared.bulk import insert_frame, is_postgres, read_frame, update_from_frame
 from shared.models import (
     Case,
+    CaseEvent,
     CaseLink,
     CaseSignal,
+    ContactAttempt,
     Delivery,
     DeliveryStatus,
     Partner,
@@ -84,15 +86,24 @@ def partners_without_delivery(session: Session, period: str) -> list[str]:
 
 
 def existing_cases(session: Session, period: str) -> pl.DataFrame:
-    """The period's cases: id, address hash, and whether work was recorded on them."""
+    """The period's cases: id, address hash, and whether work was recorded on them (closed, a
+    contact attempt, a transfer)."""
+    attempts = select(ContactAttempt.case_id).where(ContactAttempt.case_id == Case.id).exists()
+    moved = (
+        select(CaseEvent.case_id)
+        .where(CaseEvent.case_id == Case.id, CaseEvent.kind != "routed")
+        .exists()
+    )
     rows = session.execute(
-        select(Case.id, Case.address_hash, Case.status).where(Case.period == period)
+        select(Case.id, Case.address_hash, Case.status, attempts, moved).where(
+            Case.period == period
+        )
     ).all()
     return pl.DataFrame(
         {
-            "case_id": [str(r.id) for r in rows],
-            "address_hash": [r.address_hash for r in rows],
-            "worked": [r.status != "open" for r in rows],
+            "case_id": [str(r[0]) for r in rows],
+            "address_hash": [r[1] for r in rows],
+            "worked": [r[2] != "open" or bool(r[3]) or bool(r[4]) for r in rows],
         },
         schema={"case_id": pl.String, "address_hash": pl.String, "worked": pl.Boolean},
     )
@@ -104,6 +115,7 @@ def delete_cases(session: Session, case_ids: Sequence[str]) -> None:
         chunk = ids[start : start + 1000]
         session.execute(delete(CaseSignal).where(CaseSignal.case_id.in_(chunk)))
         session.execute(delete(CaseLink).where(CaseLink.case_id.in_(chunk)))
+        session.execute(delete(CaseEvent).where(CaseEvent.case_id.in_(chunk)))
         session.execute(delete(Case).where(Case.id.in_(chunk)))
 
 
@@ -134,39 +146,14 @@ def insert_case_links(session: Session, frame: pl.DataFrame) -> None:
 
 def set_signal_outcomes(session: Session, frame: pl.DataFrame) -> None:
     """Write ``run_outcome`` and ``status`` for many signals (frame: signal_id, outcome, status)."""
-    if frame.is_empty():
-        return
-    if is_postgres(session):
-        session.execute(
-            text(
-                "CREATE TEMP TABLE tmp_signal_outcomes "
-                "(signal_id BIGINT, outcome VARCHAR(16), status VARCHAR(64)) ON COMMIT DROP"
-            )
-        )
-        copy_into(session, "tmp_signal_outcomes", frame.select("signal_id", "outcome", "status"))
-        session.execute(
-            text(
-                "UPDATE signals SET run_outcome = t.outcome, status = t.status "
-                "FROM tmp_signal_outcomes t WHERE signals.id = t.signal_id"
-            )
-        )
-        session.execute(text("DROP TABLE tmp_signal_outcomes"))
-        return
-    session.connection().execute(
-        update(cast(Table, Signal.__table__))
-        .where(Signal.__table__.c.id == _bind("b_id"))
-        .values(run_outcome=_bind("b_outcome"), status=_bind("b_status")),
-        [
-            {"b_id": i, "b_outcome": o, "b_status": s}
-            for i, o, s in frame.select("signal_id", "outcome", "status").iter_rows()
-        ],
+    update_from_frame(
+        session,
+        cast(Table, Signal.__table__),
+        "id",
+        frame.select(
+            pl.col("signal_id").alias("id"), pl.col("outcome").alias("run_outcome"), "status"
+        ),
     )
-
-
-def _bind(name: str) -> object:
-    from sqlalchemy import bindparam
-
-    return bindparam(name)
 
 
 def add_run(session: Session, run: Run) -> None:

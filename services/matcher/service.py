@@ -5,8 +5,8 @@
   lock beside the database. A second run of the same period at the same moment fails at once with
   :class:`RunInProgress`. A period that already has a completed run is reported as done, unless
   ``rerun`` is asked for.
-* **All or nothing.** Matching, writing cases and (later) routing happen in one transaction: a run
-  completes or leaves no trace.
+* **All or nothing.** Matching, writing cases and routing them (``services.routing``) happen in one
+  transaction: a run completes or leaves no trace.
 * **Rerun** refreshes the period's cases from the current deliveries. A case for an address that is
   still a case keeps its id and the work recorded on it; a case for an address that no longer
   qualifies is removed if nobody has worked on it, and kept (unchanged) if somebody has.
@@ -38,6 +38,7 @@ from services.matcher.rules import (
     MatchConfig,
     match,
 )
+from services.routing.service import route_new_cases
 from shared.bulk import is_postgres
 from shared.context import Context
 from shared.errors import Conflict
@@ -165,6 +166,12 @@ def run_period(
             repository.add_run(session, run)
             progress(f"writing {result.cases.height} cases")
             cases = _write_cases(session, run, result.cases, rerun=done is not None, now=now)
+            progress("routing the new cases to SDV, the budget coach and the wijkteams")
+            routed = route_new_cases(session, ctx, run, cases.filter("is_new"), now)
+            figures["routes"] = _route_counts(routed)
+            figures["outside_areas"] = (
+                int(routed["outside_areas"].sum()) if not routed.is_empty() else 0
+            )
             outcomes = result.outcomes.select(
                 "signal_id",
                 "outcome",
@@ -181,6 +188,13 @@ def run_period(
             raise
         finally:
             session.close()
+
+
+def _route_counts(routed: pl.DataFrame) -> dict[str, int]:
+    if routed.is_empty():
+        return {}
+    counts = routed.group_by("route").len().sort("route")
+    return {str(r): int(n) for r, n in counts.iter_rows()}
 
 
 def _parameters(config: MatchConfig) -> dict[str, Any]:
@@ -241,9 +255,11 @@ def _write_cases(
 
     fresh = cases.filter(pl.col("case_id").is_null())
     fresh = fresh.with_columns(
-        pl.Series("case_id", [str(uuid.uuid4()) for _ in range(fresh.height)], dtype=pl.String)
+        pl.Series("case_id", [str(uuid.uuid4()) for _ in range(fresh.height)], dtype=pl.String),
+        pl.lit(True).alias("is_new"),
     )
-    cases = pl.concat([cases.filter(pl.col("case_id").is_not_null()), fresh])
+    kept = cases.filter(pl.col("case_id").is_not_null()).with_columns(pl.lit(False).alias("is_new"))
+    cases = pl.concat([kept, fresh])
     repository.insert_cases(
         session,
         fresh.select(

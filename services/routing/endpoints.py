@@ -1,0 +1,445 @@
+"""The teams' JSON endpoints: cases, contact attempts, transfers, closures; the SDV register; runs;
+and the partners' feedback on their own signals.
+
+Who may call what (least privilege):
+
+============================  ==========================================================
+``GET /api/v1/cases[/{id}]``   sdv, wijkteam (own team), budgetcoach, coordinator (all)
+case actions (POST)            sdv, wijkteam, budgetcoach on their own cases; coordinator
+``/api/v1/sdv/clients``        sdv
+``GET /api/v1/runs[/{id}]``    coordinator
+``GET .../{id}/feedback``      the partner that made the delivery
+============================  ==========================================================
+
+A case outside the caller's reach answers 404, as an unknown id does. Reading a case in full and
+every change are audit events.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+
+from services.deps import AppContext, DbSession, PartnerPrincipal, require_roles
+from services.routing import service
+from shared import audit
+from shared.auth import Principal
+from shared.crypto import signal_aad
+from shared.errors import NotFound
+from shared.models import (
+    CaseStatus,
+    Contactsoort,
+    Dagdeel,
+    Delivery,
+    Eindresultaat,
+    Role,
+    Route,
+    Run,
+    Signaalstatus,
+    Signal,
+)
+from shared.periods import local_today
+
+router = APIRouter(prefix="/api/v1", tags=["cases"])
+
+CaseReader = Annotated[Principal, Depends(require_roles(*service.CASE_READERS))]
+SdvStaff = Annotated[Principal, Depends(require_roles(Role.sdv))]
+Coordinator = Annotated[Principal, Depends(require_roles(Role.coordinator))]
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {"content": {"application/problem+json": {}}, "description": text}
+    for status, text in (
+        (401, "no valid API key"),
+        (403, "the role may not do this"),
+        (404, "no such object within the caller's reach"),
+    )
+}
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def _audit(
+    request: Request,
+    ctx: AppContext,
+    session: DbSession,
+    principal: Principal,
+    action: str,
+    object_type: str,
+    object_id: object,
+    **details: Any,
+) -> None:
+    audit.record(
+        session,
+        action=action,
+        now=ctx.now(),
+        actor=principal,
+        object_type=object_type,
+        object_id=object_id,
+        request_id=_request_id(request),
+        details=details or None,
+    )
+
+
+# --- cases ---------------------------------------------------------------------------------------
+
+
+@router.get("/cases", responses=PROBLEMS, summary="The caller's cases, most urgent first")
+def list_cases(
+    ctx: AppContext,
+    session: DbSession,
+    principal: CaseReader,
+    status: CaseStatus | None = None,
+    route: Route | None = None,
+    team: Annotated[str | None, Query(description="team name or id")] = None,
+    overdue: bool | None = None,
+    period: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """Sorted by priority (1 is the most urgent), then due date. No personal data in the list."""
+    today = local_today(ctx.now(), ctx.tz)
+    filters = service.CaseFilter(
+        status=status.value if status else None,
+        route=route.value if route else None,
+        team=team,
+        overdue=overdue,
+        period=period,
+    )
+    rows, total, teams = service.list_cases(
+        session, principal, filters, today=today, page=page, page_size=page_size
+    )
+    return {
+        "items": [service.case_summary(c, teams, today) for c in rows],
+        "total": total,
+        "page": page,
+        "page_size": page_size,
+    }
+
+
+@router.get("/cases/{case_id}", responses=PROBLEMS, summary="One case in full (audited)")
+def get_case(
+    case_id: uuid.UUID,
+    request: Request,
+    ctx: AppContext,
+    session: DbSession,
+    principal: CaseReader,
+) -> dict[str, Any]:
+    case = service.case_for(session, principal, case_id)
+    detail = service.case_detail(session, ctx, case)
+    _audit(request, ctx, session, principal, "case.read", "case", case.id)
+    return detail
+
+
+class ContactAttemptIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    soort: Contactsoort
+    datum: date
+    dagdeel: Dagdeel | None = None
+    bereikt: bool = False
+    notitie: str | None = Field(default=None, max_length=4000)
+
+
+@router.post(
+    "/cases/{case_id}/contact-attempts",
+    status_code=201,
+    responses={**PROBLEMS, 409: PROBLEMS[404] | {"description": "the case is closed"}},
+    summary="Record a contact attempt (DDAS soort and dagdeel)",
+)
+def add_contact_attempt(
+    case_id: uuid.UUID,
+    body: ContactAttemptIn,
+    request: Request,
+    ctx: AppContext,
+    session: DbSession,
+    principal: CaseReader,
+) -> dict[str, Any]:
+    case = service.case_for(session, principal, case_id)
+    attempt = service.add_contact_attempt(
+        session,
+        ctx,
+        principal,
+        case,
+        soort=body.soort,
+        datum=body.datum,
+        dagdeel=body.dagdeel,
+        bereikt=body.bereikt,
+        notitie=body.notitie,
+    )
+    _audit(
+        request,
+        ctx,
+        session,
+        principal,
+        "case.contact_attempt",
+        "case",
+        case.id,
+        attempt=str(attempt.id),
+        soort=attempt.soort,
+    )
+    return service.attempt_dict(ctx, attempt)
+
+
+class TransferIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    route: Route
+    team: str | None = Field(default=None, description="team name or id (route wijkteam)")
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+@router.post(
+    "/cases/{case_id}/transfer",
+    responses={**PROBLEMS, 409: PROBLEMS[404] | {"description": "closed, or there already"}},
+    summary="Hand the case to another route or team (warm handover)",
+)
+def transfer_case(
+    case_id: uuid.UUID,
+    body: TransferIn,
+    request: Request,
+    ctx: AppContext,
+    session: DbSession,
+    principal: CaseReader,
+) -> dict[str, Any]:
+    case = service.case_for(session, principal, case_id)
+    from_route, from_team = case.route, case.team_id
+    service.transfer(
+        session, ctx, principal, case, to_route=body.route, team=body.team, reason=body.reason
+    )
+    _audit(
+        request,
+        ctx,
+        session,
+        principal,
+        "case.transfer",
+        "case",
+        case.id,
+        from_route=from_route,
+        from_team=str(from_team) if from_team else None,
+        to_route=case.route,
+        to_team=str(case.team_id) if case.team_id else None,
+    )
+    teams = service.team_names(session)
+    return service.case_summary(case, teams, local_today(ctx.now(), ctx.tz))
+
+
+class CloseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resultaat: Eindresultaat
+
+
+@router.post(
+    "/cases/{case_id}/close",
+    responses={
+        **PROBLEMS,
+        409: PROBLEMS[404] | {"description": "closed already, or the protocol is not complete"},
+    },
+    summary="Close the case with a DDAS Eindresultaat",
+)
+def close_case(
+    case_id: uuid.UUID,
+    body: CloseIn,
+    request: Request,
+    ctx: AppContext,
+    session: DbSession,
+    principal: CaseReader,
+) -> dict[str, Any]:
+    case = service.case_for(session, principal, case_id)
+    service.close_case(session, ctx, principal, case, body.resultaat)
+    _audit(
+        request,
+        ctx,
+        session,
+        principal,
+        "case.close",
+        "case",
+        case.id,
+        resultaat=body.resultaat.value,
+    )
+    teams = service.team_names(session)
+    return service.case_summary(case, teams, local_today(ctx.now(), ctx.tz))
+
+
+# --- the SDV client register ---------------------------------------------------------------------
+
+
+class SdvClientIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    postcode: str = Field(max_length=16)
+    huisnummer: str = Field(max_length=16)
+    huisletter: str | None = Field(default=None, max_length=8)
+    huisnummertoevoeging: str | None = Field(default=None, max_length=16)
+    achternaam: str | None = Field(default=None, max_length=200)
+    geboortedatum: date | None = None
+
+
+class SdvRegisterIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    clients: list[SdvClientIn] = Field(max_length=1_000_000)
+
+
+def _entries(clients: list[SdvClientIn]) -> list[dict[str, Any]]:
+    return [c.model_dump(mode="json") for c in clients]
+
+
+@router.put("/sdv/clients", responses=PROBLEMS, tags=["sdv"], summary="Replace the register")
+def replace_register(
+    body: SdvRegisterIn,
+    request: Request,
+    ctx: AppContext,
+    session: DbSession,
+    principal: SdvStaff,
+) -> dict[str, Any]:
+    """The whole list as SDV's own system exports it; stored as keyed hashes only."""
+    count = service.replace_register(session, ctx, _entries(body.clients), ctx.now())
+    _audit(request, ctx, session, principal, "sdv.replace", "sdv_register", None, count=count)
+    return {"count": count}
+
+
+@router.post(
+    "/sdv/clients", status_code=201, responses=PROBLEMS, tags=["sdv"], summary="Add a household"
+)
+def add_client(
+    body: SdvClientIn,
+    request: Request,
+    ctx: AppContext,
+    session: DbSession,
+    principal: SdvStaff,
+) -> dict[str, Any]:
+    added = service.add_to_register(session, ctx, body.model_dump(mode="json"), ctx.now())
+    _audit(request, ctx, session, principal, "sdv.add", "sdv_register", None, added=added)
+    return {"added": added, "count": service.register_size(session)}
+
+
+@router.delete("/sdv/clients", responses=PROBLEMS, tags=["sdv"], summary="Remove a household")
+def remove_client(
+    body: SdvClientIn,
+    request: Request,
+    ctx: AppContext,
+    session: DbSession,
+    principal: SdvStaff,
+) -> dict[str, Any]:
+    removed = service.remove_from_register(session, ctx, body.model_dump(mode="json"))
+    _audit(request, ctx, session, principal, "sdv.remove", "sdv_register", None, removed=removed)
+    return {"removed": removed, "count": service.register_size(session)}
+
+
+@router.get("/sdv/clients", responses=PROBLEMS, tags=["sdv"], summary="The register's size")
+def register_size(session: DbSession, principal: SdvStaff) -> dict[str, Any]:
+    """Only the count: the register holds keyed hashes, which mean nothing outside matching."""
+    return {"count": service.register_size(session)}
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+def run_dict(run: Run) -> dict[str, Any]:
+    return {
+        "id": str(run.id),
+        "period": run.period,
+        "run_date": run.run_date.isoformat(),
+        "status": run.status,
+        "rerun": run.rerun,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat(),
+        "duration_ms": run.duration_ms,
+        "parameters": json.loads(run.parameters),
+        "figures": json.loads(run.figures),
+    }
+
+
+@router.get("/runs", responses=PROBLEMS, tags=["runs"], summary="The matching runs, newest first")
+def list_runs(
+    ctx: AppContext,
+    session: DbSession,
+    principal: Coordinator,
+    period: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    query = select(Run)
+    if period:
+        query = query.where(Run.period == period)
+    total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+    runs = session.scalars(
+        query.order_by(Run.started_at.desc()).offset((page - 1) * page_size).limit(page_size)
+    )
+    today = local_today(ctx.now(), ctx.tz)
+    return {
+        "items": [run_dict(r) for r in runs],
+        "total": total,
+        "page": page,
+        "page_size": page_size,
+        "open_cases": service.open_and_overdue(session, today),
+    }
+
+
+@router.get("/runs/{run_id}", responses=PROBLEMS, tags=["runs"], summary="One run's figures")
+def get_run(
+    run_id: uuid.UUID, ctx: AppContext, session: DbSession, principal: Coordinator
+) -> dict[str, Any]:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound("no such run")
+    return run_dict(run)
+
+
+# --- feedback to partners ------------------------------------------------------------------------
+
+# The national model: for "Niet opgepakt: andere reden" the partner learns only that the signal
+# was not picked up, not why; every other status is passed on as it is.
+NOT_PICKED_UP = "Niet opgepakt"
+
+
+def partner_status(status: str) -> str:
+    return NOT_PICKED_UP if status == Signaalstatus.andere_reden.value else status
+
+
+@router.get(
+    "/deliveries/{delivery_id}/feedback",
+    responses=PROBLEMS,
+    tags=["deliveries"],
+    summary="What became of each of the delivery's signals",
+)
+def delivery_feedback(
+    delivery_id: uuid.UUID, ctx: AppContext, session: DbSession, principal: PartnerPrincipal
+) -> dict[str, Any]:
+    """Per signal (by row and the partner's own reference) its status in the national vocabulary;
+    nothing about other partners' signals, amounts, contact details or the household."""
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None or delivery.partner_id != principal.partner_id:
+        raise NotFound("no such delivery")
+    rows = session.execute(
+        select(Signal.row_number, Signal.status, Signal.pii, Signal.pii_key_id)
+        .where(Signal.delivery_id == delivery.id)
+        .order_by(Signal.row_number)
+    ).all()
+    counts: dict[str, int] = {}
+    items = []
+    for row_number, status, pii, key_id in rows:
+        shown = partner_status(status)
+        counts[shown] = counts.get(shown, 0) + 1
+        # The partner's own reference, so it can find the signal in its own system.
+        reference = None
+        if pii is not None and key_id is not None:
+            aad = signal_aad(str(delivery.id), row_number)
+            reference = ctx.cipher.decrypt_json(pii, aad, key_id).get("referentie")
+        items.append({"row": row_number, "referentie": reference, "status": shown})
+    return {
+        "delivery_id": str(delivery.id),
+        "period": delivery.period,
+        "delivery_status": delivery.status,
+        "counts": counts,
+        "signals": items,
+    }

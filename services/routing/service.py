@@ -1,0 +1,692 @@
+"""Routing at run time, and the work on a case: who sees it, contact attempts, transfer, closure.
+
+* :func:`route_new_cases` is called by the monthly run, inside the run's transaction, for the cases
+  it created: it applies :mod:`services.routing.rules` and records a ``routed`` event per case.
+* Visibility: the coordinator sees every case; SDV the cases routed to SDV; the budget coach its
+  own; a wijkteam member only its own team's. Any other case id answers 404 (never "forbidden",
+  which would confirm that the case exists).
+* The outreach protocol of the pilot: a case may close as "Definitief geen contact kunnen krijgen"
+  only after at least two home visits on different days or day-parts **and** two phone calls.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, cast
+
+import polars as pl
+from sqlalchemy import Select, Table, delete, false, func, select
+from sqlalchemy.orm import Session
+
+from services.routing.rules import AreaMap, RoutingConfig, route
+from shared.address import address_key_expr, house_number_parts, normalised_postcode, valid_postcode
+from shared.auth import Principal
+from shared.bulk import insert_frame, update_from_frame
+from shared.context import Context
+from shared.crypto import signal_aad
+from shared.errors import Conflict, NotFound, RowProblem, ValidationFailed
+from shared.models import (
+    Case,
+    CaseEvent,
+    CaseLink,
+    CaseSignal,
+    CaseStatus,
+    ContactAttempt,
+    Contactsoort,
+    Dagdeel,
+    Eindresultaat,
+    Partner,
+    Role,
+    Route,
+    Run,
+    SdvClient,
+    Signaalstatus,
+    Signal,
+    Team,
+    TeamArea,
+)
+from shared.periods import local_today
+from shared.person import person_key_expr
+
+CASE_READERS = (Role.sdv, Role.wijkteam, Role.budgetcoach, Role.coordinator)
+NO_CONTACT = Eindresultaat.geen_contact.value
+SIGNAL_STATUS_VALUES = {s.value for s in Signaalstatus}
+
+
+# --- routing a run's new cases ----------------------------------------------------------------- -
+
+
+def area_map(session: Session, ctx: Context) -> AreaMap:
+    """The teams' areas; PC6 entries are hashed with the address key, like the signals' PC6."""
+    areas = session.execute(
+        select(TeamArea.team_id, TeamArea.pc4_from, TeamArea.pc4_to, TeamArea.pc6)
+    )
+    ranges: list[tuple[str, str, str]] = []
+    pc6s: list[tuple[str, str]] = []
+    for team_id, low, high, pc6 in areas:
+        if pc6:
+            pc6s.append((str(team_id), ctx.hasher.hash("pc6", pc6)))
+        elif low and high:
+            ranges.append((str(team_id), low, high))
+    default = session.scalar(select(Team.id).where(Team.is_default.is_(True)))
+    return AreaMap.build(ranges, pc6s, str(default) if default else None)
+
+
+def sdv_register(session: Session) -> tuple[pl.Series, pl.Series]:
+    rows = session.execute(select(SdvClient.address_hash, SdvClient.person_hash)).all()
+    addresses = pl.Series("address_hash", [r.address_hash for r in rows], dtype=pl.String)
+    persons = pl.Series(
+        "person_hash", [r.person_hash for r in rows if r.person_hash], dtype=pl.String
+    )
+    return addresses, persons
+
+
+def route_new_cases(
+    session: Session, ctx: Context, run: Run, cases: pl.DataFrame, now: datetime
+) -> pl.DataFrame:
+    """Route ``cases`` (new cases of ``run``) and store the result; returns the routing frame."""
+    if cases.is_empty():
+        return pl.DataFrame()
+    addresses, persons = sdv_register(session)
+    config = RoutingConfig(
+        run_date=run.run_date,
+        due_days=ctx.settings.due_days,
+        crisis_due_working_days=ctx.settings.crisis_due_working_days,
+    )
+    routed = route(
+        cases,
+        sdv_addresses=addresses,
+        sdv_persons=persons,
+        areas=area_map(session, ctx),
+        config=config,
+    )
+    update_from_frame(
+        session,
+        cast(Table, Case.__table__),
+        "id",
+        routed.select(
+            pl.col("case_id").alias("id"),
+            "route",
+            "team_id",
+            "known_to_sdv",
+            "outside_areas",
+            "due_date",
+            pl.lit(now).alias("routed_at"),
+        ),
+    )
+    insert_frame(
+        session,
+        cast(Table, CaseEvent.__table__),
+        routed.select(
+            "case_id",
+            pl.lit(now).alias("at"),
+            pl.lit("routed").alias("kind"),
+            pl.col("route").alias("to_route"),
+            pl.col("team_id").alias("to_team_id"),
+        ),
+        uuid_columns=("case_id", "to_team_id"),
+    )
+    known = routed.filter("known_to_sdv")["case_id"].to_list()
+    if known:
+        _set_signal_status(
+            session,
+            [uuid.UUID(c) for c in known],
+            Signaalstatus.bekend_bij_shv.value,
+        )
+    return routed
+
+
+def _set_signal_status(session: Session, case_ids: Sequence[uuid.UUID], status: str) -> None:
+    for start in range(0, len(case_ids), 1000):
+        chunk = list(case_ids[start : start + 1000])
+        signal_ids = select(CaseSignal.signal_id).where(CaseSignal.case_id.in_(chunk))
+        session.query(Signal).filter(Signal.id.in_(signal_ids)).update(
+            {Signal.status: status}, synchronize_session=False
+        )
+
+
+# --- the SDV client register ---------------------------------------------------------------------
+
+
+def register_hashes(
+    ctx: Context, entries: Sequence[dict[str, Any]]
+) -> tuple[pl.DataFrame, list[RowProblem]]:
+    """Keyed hashes (address_hash, person_hash) for register entries, and the entries' problems."""
+    frame = pl.DataFrame(
+        [
+            {
+                "postcode": _text(e.get("postcode")),
+                "huisnummer": _text(e.get("huisnummer")),
+                "huisletter": _text(e.get("huisletter")),
+                "toevoeging": _text(e.get("huisnummertoevoeging")),
+                "achternaam": _text(e.get("achternaam")),
+                "geboortedatum": _text(e.get("geboortedatum")),
+            }
+            for e in entries
+        ],
+        schema=dict.fromkeys(
+            ("postcode", "huisnummer", "huisletter", "toevoeging", "achternaam", "geboortedatum"),
+            pl.String,
+        ),
+    )
+    number, suffix = house_number_parts(
+        pl.col("huisnummer"), pl.col("huisletter"), pl.col("toevoeging")
+    )
+    birth = pl.col("geboortedatum").str.to_date("%Y-%m-%d", strict=False)
+    keyed = frame.with_row_index("row", offset=1).select(
+        "row",
+        normalised_postcode(pl.col("postcode")).alias("pc"),
+        number.alias("number"),
+        suffix.alias("suffix"),
+        birth.alias("birth"),
+        pl.col("geboortedatum").is_not_null().alias("birth_given"),
+        person_key_expr(pl.col("achternaam"), birth).alias("person_key"),
+    )
+    keyed = keyed.with_columns(
+        address_key_expr(pl.col("pc"), pl.col("number"), pl.col("suffix")).alias("address_key"),
+        valid_postcode(pl.col("pc")).fill_null(False).alias("pc_ok"),
+    )
+    problems: list[RowProblem] = []
+    for row, pc_ok, number_value, birth_value, birth_given in keyed.select(
+        "row", "pc_ok", "number", "birth", "birth_given"
+    ).iter_rows():
+        if not pc_ok:
+            problems.append(RowProblem(row, "postcode", "not a Dutch postcode"))
+        if number_value is None:
+            problems.append(RowProblem(row, "huisnummer", "not a house number"))
+        if birth_given and birth_value is None:
+            problems.append(RowProblem(row, "geboortedatum", "not a date (use 1980-05-31)"))
+    hashes = pl.DataFrame(
+        {
+            "address_hash": ctx.hasher.hash_many("address", keyed["address_key"].to_list()),
+            "person_hash": [
+                h or "" for h in ctx.hasher.hash_many("person", keyed["person_key"].to_list())
+            ],
+        },
+        schema={"address_hash": pl.String, "person_hash": pl.String},
+    )
+    return hashes.unique(maintain_order=True), problems
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _register_or_fail(ctx: Context, entries: Sequence[dict[str, Any]]) -> pl.DataFrame:
+    hashes, problems = register_hashes(ctx, entries)
+    if problems:
+        raise ValidationFailed(
+            f"{len(problems)} problem(s) in the register entries; nothing was changed",
+            problems[: ctx.settings.max_reported_errors],
+            total=len(problems),
+        )
+    return hashes
+
+
+def replace_register(
+    session: Session, ctx: Context, entries: Sequence[dict[str, Any]], now: datetime
+) -> int:
+    """Replace the whole SDV register (as SDV's own system exports it); all or nothing."""
+    hashes = _register_or_fail(ctx, entries)
+    session.execute(delete(SdvClient))
+    insert_frame(
+        session,
+        cast(Table, SdvClient.__table__),
+        hashes.with_columns(pl.lit(now).alias("created_at")),
+    )
+    return hashes.height
+
+
+def add_to_register(session: Session, ctx: Context, entry: dict[str, Any], now: datetime) -> bool:
+    """Add one household; False when it was registered already."""
+    row = _register_or_fail(ctx, [entry]).row(0, named=True)
+    exists = session.scalar(
+        select(SdvClient.id).where(
+            SdvClient.address_hash == row["address_hash"],
+            SdvClient.person_hash == row["person_hash"],
+        )
+    )
+    if exists is not None:
+        return False
+    session.add(SdvClient(**row, created_at=now))
+    session.flush()
+    return True
+
+
+def remove_from_register(session: Session, ctx: Context, entry: dict[str, Any]) -> int:
+    """Remove a household: every entry for the address (and for the person, when given)."""
+    row = _register_or_fail(ctx, [entry]).row(0, named=True)
+    query = delete(SdvClient).where(SdvClient.address_hash == row["address_hash"])
+    if row["person_hash"]:
+        query = query.where(SdvClient.person_hash == row["person_hash"])
+    result = session.execute(query)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def register_size(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(SdvClient)) or 0)
+
+
+# --- visibility ----------------------------------------------------------------------------------
+
+
+def visible_cases(principal: Principal) -> Select[Case]:
+    """The cases ``principal`` may see, as a query to filter further."""
+    query = select(Case)
+    if principal.role == Role.coordinator:
+        return query
+    if principal.role == Role.wijkteam:
+        return query.where(Case.route == Route.wijkteam.value, Case.team_id == principal.team_id)
+    if principal.role in (Role.sdv, Role.budgetcoach):
+        return query.where(Case.route == principal.role)
+    return query.where(false())  # no case for any other role
+
+
+def case_for(session: Session, principal: Principal, case_id: uuid.UUID) -> Case:
+    case = session.scalar(visible_cases(principal).where(Case.id == case_id))
+    if case is None:
+        raise NotFound("no such case")
+    return case
+
+
+def is_overdue(case: Case, today: date) -> bool:
+    return case.status == CaseStatus.open and case.due_date is not None and case.due_date < today
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    status: str | None = None
+    route: str | None = None
+    team: str | None = None
+    overdue: bool | None = None
+    period: str | None = None
+
+
+def list_cases(
+    session: Session,
+    principal: Principal,
+    filters: CaseFilter,
+    *,
+    today: date,
+    page: int,
+    page_size: int,
+) -> tuple[list[Case], int, dict[uuid.UUID, str]]:
+    """A page of visible cases (priority, then due date), the total, and team names by id."""
+    query = visible_cases(principal)
+    if filters.status:
+        query = query.where(Case.status == filters.status)
+    if filters.route:
+        query = query.where(Case.route == filters.route)
+    if filters.team:
+        team_ids = select(Team.id).where(Team.name == filters.team.strip().lower())
+        try:
+            query = query.where(
+                (Case.team_id == uuid.UUID(filters.team)) | Case.team_id.in_(team_ids)
+            )
+        except ValueError:
+            query = query.where(Case.team_id.in_(team_ids))
+    if filters.period:
+        query = query.where(Case.period == filters.period)
+    if filters.overdue is not None:
+        late = (Case.status == CaseStatus.open.value) & (Case.due_date < today)
+        query = query.where(late if filters.overdue else ~late)
+    total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+    rows = list(
+        session.scalars(
+            query.order_by(Case.priority, Case.due_date, Case.id)
+            .offset((page - 1) * page_size)
+            .limit(page_size)
+        )
+    )
+    return rows, total, team_names(session)
+
+
+# --- the case in full ----------------------------------------------------------------------------
+
+
+def case_detail(session: Session, ctx: Context, case: Case) -> dict[str, Any]:
+    """Everything about a case, decrypted: address, persons, signals, history, attempts."""
+    rows = session.execute(
+        select(Signal, Partner.name)
+        .join(CaseSignal, CaseSignal.signal_id == Signal.id)
+        .join(Partner, Partner.id == Signal.partner_id)
+        .where(CaseSignal.case_id == case.id)
+        .order_by(Signal.id)
+    ).all()
+    signals: list[dict[str, Any]] = []
+    persons: dict[tuple[Any, ...], dict[str, Any]] = {}
+    address: dict[str, Any] | None = None
+    for signal, partner_name in rows:
+        pii: dict[str, Any] = {}
+        if signal.pii is not None and signal.pii_key_id is not None:
+            pii = ctx.cipher.decrypt_json(
+                signal.pii,
+                signal_aad(str(signal.delivery_id), signal.row_number),
+                signal.pii_key_id,
+            )
+        if address is None and pii:
+            address = {
+                k: pii.get(k)
+                for k in ("straat", "huisnummer", "huisnummer_suffix", "postcode", "woonplaats")
+            }
+        if pii:
+            person = {
+                k: pii.get(k)
+                for k in (
+                    "voorletters",
+                    "tussenvoegsel",
+                    "achternaam",
+                    "geboortedatum",
+                    "telefoon",
+                    "email",
+                )
+            }
+            persons.setdefault(
+                (person["achternaam"], person["voorletters"], person["geboortedatum"]), person
+            )
+        signals.append(
+            {
+                "id": signal.id,
+                "partner": {"id": str(signal.partner_id), "name": partner_name},
+                "kind": signal.kind,
+                "bedrag_cent": signal.bedrag_cent,
+                "achterstand_sinds": signal.achterstand_sinds.isoformat(),
+                "signaaldatum": signal.signaaldatum.isoformat(),
+                "crisis": signal.crisis,
+                "warme_overdracht": signal.warme_overdracht,
+                "eindelevering": signal.eindelevering,
+                "status": signal.status,
+                "referentie": pii.get("referentie"),
+            }
+        )
+    earlier = session.execute(
+        select(Case.id, Case.period, Case.status, Case.resultaat, Case.route)
+        .join(CaseLink, CaseLink.earlier_case_id == Case.id)
+        .where(CaseLink.case_id == case.id)
+        .order_by(Case.period)
+    ).all()
+    attempts = session.scalars(
+        select(ContactAttempt)
+        .where(ContactAttempt.case_id == case.id)
+        .order_by(ContactAttempt.datum, ContactAttempt.created_at)
+    ).all()
+    events = session.scalars(
+        select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id)
+    ).all()
+    teams = team_names(session)
+    return {
+        **case_summary(case, teams, local_today(ctx.now(), ctx.tz)),
+        "address": address,
+        "persons": list(persons.values()),
+        "signals": signals,
+        "recidive": [
+            {
+                "case_id": str(e.id),
+                "period": e.period,
+                "status": e.status,
+                "route": e.route,
+                "resultaat": e.resultaat,
+            }
+            for e in earlier
+        ],
+        "contact_attempts": [attempt_dict(ctx, a) for a in attempts],
+        "history": [event_dict(ctx, e, teams) for e in events],
+    }
+
+
+def case_summary(case: Case, teams: dict[uuid.UUID, str], today: date) -> dict[str, Any]:
+    """The list view of a case: no personal data (PC4 only)."""
+    return {
+        "id": str(case.id),
+        "period": case.period,
+        "status": case.status,
+        "route": case.route,
+        "team": {"id": str(case.team_id), "name": teams.get(case.team_id)}
+        if case.team_id
+        else None,
+        "priority": case.priority,
+        "classification": case.classification,
+        "is_recidive": case.is_recidive,
+        "has_rent": case.has_rent,
+        "has_crisis": case.has_crisis,
+        "has_warm_handover": case.has_warm_handover,
+        "known_to_sdv": case.known_to_sdv,
+        "outside_areas": case.outside_areas,
+        "partner_count": case.partner_count,
+        "signal_count": case.signal_count,
+        "total_cent": case.total_cent,
+        "kinds": case.kinds.split(",") if case.kinds else [],
+        "pc4": case.pc4,
+        "due_date": case.due_date.isoformat() if case.due_date else None,
+        "overdue": is_overdue(case, today),
+        "resultaat": case.resultaat,
+        "closed_at": case.closed_at.isoformat() if case.closed_at else None,
+    }
+
+
+def _note_aad(kind: str, object_id: object) -> bytes:
+    return f"{kind}:{object_id}".encode()
+
+
+def attempt_dict(ctx: Context, attempt: ContactAttempt) -> dict[str, Any]:
+    note = None
+    if attempt.notitie is not None and attempt.notitie_key_id is not None:
+        note = ctx.cipher.decrypt(
+            attempt.notitie, _note_aad("contact", attempt.id), attempt.notitie_key_id
+        ).decode()
+    return {
+        "id": str(attempt.id),
+        "soort": attempt.soort,
+        "datum": attempt.datum.isoformat(),
+        "dagdeel": attempt.dagdeel,
+        "bereikt": attempt.bereikt,
+        "notitie": note,
+        "staff_id": str(attempt.staff_id) if attempt.staff_id else None,
+        "created_at": attempt.created_at.isoformat(),
+    }
+
+
+def event_dict(ctx: Context, event: CaseEvent, teams: dict[uuid.UUID, str]) -> dict[str, Any]:
+    reason = None
+    if event.reason is not None and event.reason_key_id is not None:
+        reason = ctx.cipher.decrypt(
+            event.reason,
+            _note_aad("case-event", f"{event.case_id}:{event.at.isoformat()}"),
+            event.reason_key_id,
+        ).decode()
+    return {
+        "at": event.at.isoformat(),
+        "kind": event.kind,
+        "from_route": event.from_route,
+        "from_team": teams.get(event.from_team_id) if event.from_team_id else None,
+        "to_route": event.to_route,
+        "to_team": teams.get(event.to_team_id) if event.to_team_id else None,
+        "reason": reason,
+        "staff_id": str(event.staff_id) if event.staff_id else None,
+    }
+
+
+# --- work on a case ------------------------------------------------------------------------------
+
+
+def _require_open(case: Case) -> None:
+    if case.status != CaseStatus.open:
+        raise Conflict("the case is closed", case_status=case.status)
+
+
+def add_contact_attempt(
+    session: Session,
+    ctx: Context,
+    principal: Principal,
+    case: Case,
+    *,
+    soort: Contactsoort,
+    datum: date,
+    dagdeel: Dagdeel | None,
+    bereikt: bool,
+    notitie: str | None,
+) -> ContactAttempt:
+    _require_open(case)
+    today = local_today(ctx.now(), ctx.tz)
+    if datum > today:
+        raise ValidationFailed(
+            "a contact attempt cannot lie in the future",
+            [RowProblem(1, "datum", "after today")],
+        )
+    attempt_id = uuid.uuid4()
+    attempt = ContactAttempt(
+        id=attempt_id,
+        case_id=case.id,
+        soort=soort.value,
+        datum=datum,
+        dagdeel=dagdeel.value if dagdeel else None,
+        bereikt=bereikt,
+        staff_id=principal.staff_id,
+        created_at=ctx.now(),
+    )
+    if notitie:
+        attempt.notitie = ctx.cipher.encrypt(notitie.encode(), _note_aad("contact", attempt_id))
+        attempt.notitie_key_id = ctx.cipher.active_key_id
+    session.add(attempt)
+    case.updated_at = ctx.now()
+    # The signals are now picked up ("Opgepakt"), unless they carry a more specific status.
+    signal_ids = select(CaseSignal.signal_id).where(CaseSignal.case_id == case.id)
+    session.query(Signal).filter(
+        Signal.id.in_(signal_ids), Signal.status == Signaalstatus.nog_niet_opgepakt.value
+    ).update({Signal.status: Signaalstatus.opgepakt.value}, synchronize_session=False)
+    session.flush()
+    return attempt
+
+
+def transfer(
+    session: Session,
+    ctx: Context,
+    principal: Principal,
+    case: Case,
+    *,
+    to_route: Route,
+    team: str | None,
+    reason: str,
+) -> CaseEvent:
+    """Hand the case to another route or team (warm handover); the history keeps where it was."""
+    from services.routing.admin import find_team
+
+    _require_open(case)
+    if to_route is Route.wijkteam and not team:
+        raise ValidationFailed("a transfer to the wijkteam route names the team")
+    if to_route is not Route.wijkteam and team:
+        raise ValidationFailed("only the wijkteam route takes a team")
+    team_id = find_team(session, team).id if team else None
+    if case.route == to_route.value and case.team_id == team_id:
+        raise Conflict("the case is there already")
+    now = ctx.now()
+    event = CaseEvent(
+        case_id=case.id,
+        at=now,
+        kind="transfer",
+        from_route=case.route,
+        from_team_id=case.team_id,
+        to_route=to_route.value,
+        to_team_id=team_id,
+        staff_id=principal.staff_id,
+    )
+    event.reason = ctx.cipher.encrypt(
+        reason.encode(), _note_aad("case-event", f"{case.id}:{now.isoformat()}")
+    )
+    event.reason_key_id = ctx.cipher.active_key_id
+    session.add(event)
+    case.route = to_route.value
+    case.team_id = team_id
+    case.outside_areas = False
+    case.updated_at = now
+    session.flush()
+    return event
+
+
+def protocol_missing(attempts: Sequence[ContactAttempt]) -> list[str]:
+    """What the outreach protocol still needs before "Definitief geen contact kunnen krijgen"."""
+    visits = {(a.datum, a.dagdeel) for a in attempts if a.soort == Contactsoort.huisbezoek.value}
+    calls = [a for a in attempts if a.soort == Contactsoort.telefoon.value]
+    missing = []
+    if len(visits) < 2:
+        missing.append(f"two home visits on different days or day-parts ({len(visits)} recorded)")
+    if len(calls) < 2:
+        missing.append(f"two phone calls ({len(calls)} recorded)")
+    return missing
+
+
+def close_case(
+    session: Session, ctx: Context, principal: Principal, case: Case, resultaat: Eindresultaat
+) -> Case:
+    _require_open(case)
+    if resultaat.value == NO_CONTACT:
+        attempts = session.scalars(
+            select(ContactAttempt).where(ContactAttempt.case_id == case.id)
+        ).all()
+        missing = protocol_missing(attempts)
+        if missing:
+            raise Conflict(
+                "the outreach protocol is not complete: " + "; ".join(missing),
+                missing=missing,
+            )
+    now = ctx.now()
+    case.status = CaseStatus.closed.value
+    case.resultaat = resultaat.value
+    case.closed_at = now
+    case.updated_at = now
+    session.add(
+        CaseEvent(
+            case_id=case.id,
+            at=now,
+            kind="closed",
+            from_route=case.route,
+            from_team_id=case.team_id,
+            staff_id=principal.staff_id,
+        )
+    )
+    status = (
+        resultaat.value if resultaat.value in SIGNAL_STATUS_VALUES else Signaalstatus.opgepakt.value
+    )
+    _set_signal_status(session, [case.id], status)
+    session.flush()
+    return case
+
+
+def team_names(session: Session) -> dict[uuid.UUID, str]:
+    return {t.id: t.name for t in session.scalars(select(Team))}
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def open_and_overdue(session: Session, today: date) -> dict[str, dict[str, int]]:
+    """Open and overdue cases per route (for the coordinator and the run figures)."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: {"open": 0, "overdue": 0})
+    rows = session.execute(
+        select(Case.route, func.count(), func.sum(func.cast(Case.due_date < today, _int())))
+        .where(Case.status == CaseStatus.open.value)
+        .group_by(Case.route)
+    ).all()
+    for route_name, open_count, overdue in rows:
+        key = route_name or "unrouted"
+        counts[key]["open"] = int(open_count)
+        counts[key]["overdue"] = int(overdue or 0)
+    return dict(counts)
+
+
+def _int() -> Any:
+    from sqlalchemy import Integer
+
+    return Integer()
+
+
+def figures_json(figures: dict[str, Any]) -> str:
+    return json.dumps(figures, sort_keys=True)
