@@ -591,6 +591,73 @@ def staff_revoke_key(
     partners_revoke_key(key_id, as_json)
 
 
+# --- exports ----------------------------------------------------------------------------------
+
+
+@export_app.command("ddas")
+def export_ddas(
+    from_: Annotated[str, typer.Option("--from", help="First signal date, YYYY-MM-DD.")],
+    to: Annotated[str, typer.Option("--to", help="Last signal date, YYYY-MM-DD.")],
+    gemeentecode: Annotated[str, typer.Option(help="The CBS municipality code, e.g. 0392.")],
+    out: Annotated[Path, typer.Option(help="The file to write (mode 0600, written atomically).")],
+    organisatie: Annotated[
+        str | None, typer.Option(help="Name of the delivering organisation.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the signals and cases of a date range in the DDAS Vroegsignalering v1.2 format."""
+    from datetime import date
+
+    from services.routing.ddas import build_export, write_export
+    from shared import audit
+    from shared.db import unit_of_work
+
+    try:
+        start, end = date.fromisoformat(from_), date.fromisoformat(to)
+    except ValueError:
+        typer.echo("error: --from and --to are dates, YYYY-MM-DD", err=True)
+        raise typer.Exit(2) from None
+    ctx = _context()
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            document = build_export(
+                session,
+                ctx.cipher,
+                start=start,
+                end=end,
+                gemeentecode=gemeentecode,
+                now=ctx.now(),
+                organisatie=organisatie,
+            )
+            levering = document["leveringen"][0] if document.get("leveringen") else {}
+            counts = {
+                "vroegsignalen": len(levering.get("vroegsignalen", [])),
+                "vroegsignaalzaken": len(levering.get("vroegsignaalzaken", [])),
+            }
+            write_export(document, out)
+            audit.record(
+                session,
+                action="export.ddas",
+                now=ctx.now(),
+                object_type="export",
+                object_id=f"{start}..{end}",
+                details=counts,
+                system_actor="cli",
+            )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    data = {"file": str(out), "from": str(start), "to": str(end), **counts}
+    emit(
+        data,
+        as_json,
+        lambda: typer.echo(
+            f"wrote {out}: {counts['vroegsignalen']} signals, "
+            f"{counts['vroegsignaalzaken']} cases (DDAS Vroegsignalering v1.2)"
+        ),
+    )
+
+
 # --- audit --------------------------------------------------------------------------------------
 
 

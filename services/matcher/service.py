@@ -166,18 +166,18 @@ def run_period(
             repository.add_run(session, run)
             progress(f"writing {result.cases.height} cases")
             cases = _write_cases(session, run, result.cases, rerun=done is not None, now=now)
-            progress("routing the new cases to SDV, the budget coach and the wijkteams")
-            routed = route_new_cases(session, ctx, run, cases.filter("is_new"), now)
-            figures["routes"] = _route_counts(routed)
-            figures["outside_areas"] = (
-                int(routed["outside_areas"].sum()) if not routed.is_empty() else 0
-            )
             outcomes = result.outcomes.select(
                 "signal_id",
                 "outcome",
                 pl.col("outcome").replace_strict(STATUS_AFTER_RUN).alias("status"),
             )
             repository.set_signal_outcomes(session, outcomes)
+            progress("routing the new cases to SDV, the budget coach and the wijkteams")
+            routed = route_new_cases(session, ctx, run, cases.filter("is_new"), now)
+            figures["routes"] = _route_counts(routed)
+            figures["outside_areas"] = (
+                int(routed["outside_areas"].sum()) if not routed.is_empty() else 0
+            )
             run.duration_ms = int((time.perf_counter() - started) * 1000)
             run.finished_at = ctx.now()
             run.figures = json.dumps(figures, sort_keys=True)

@@ -1,0 +1,348 @@
+"""The teams' endpoints over real HTTP: who sees which case, the protocol, transfers, feedback."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from services.matcher.service import run_period
+from services.routing.admin import add_staff, add_team
+from services.routing.service import replace_register
+from shared import audit
+from shared.context import Context
+from shared.db import unit_of_work
+from shared.models import AuditEvent, Case, Signal
+from tests.conftest import Clock, LiveServer
+from tests.helpers import register, row
+from tests.matcher.test_run import deliver
+
+ROLES = ("sdv", "noord", "zuid", "budgetcoach", "coordinator", "admin")
+
+
+@dataclass
+class World:
+    server: LiveServer
+    keys: dict[str, str]
+    partner_keys: dict[str, str]
+    cases: dict[str, str]  # label -> case id
+
+    def get(self, who: str, path: str, **params: Any) -> Any:
+        key = self.keys.get(who) or self.partner_keys.get(who)
+        with self.server.client(key) as client:
+            return client.get(path, params=params)
+
+    def post(self, who: str, path: str, body: dict[str, Any]) -> Any:
+        with self.server.client(self.keys[who]) as client:
+            return client.post(path, json=body)
+
+
+def _staff(ctx: Context) -> dict[str, str]:
+    with unit_of_work(ctx.sessions) as session:
+        add_team(session, name="noord", postcodes="2011-2015", default=False, now=ctx.now())
+        add_team(session, name="zuid", postcodes="2020-2029", default=True, now=ctx.now())
+        specs = {
+            "sdv": ("sdv", None),
+            "noord": ("wijkteam", "noord"),
+            "zuid": ("wijkteam", "zuid"),
+            "budgetcoach": ("budgetcoach", None),
+            "coordinator": ("coordinator", None),
+            "admin": ("admin", None),
+        }
+        return {
+            label: add_staff(session, name=label, role=role, team=team, now=ctx.now()).secret
+            for label, (role, team) in specs.items()
+        }
+
+
+@pytest.fixture
+def world(ctx: Context, clock: Clock, live_server: LiveServer) -> World:
+    partner_keys = {
+        "Huur BV": register(ctx, "Huur BV", "huur"),
+        "Energie NV": register(ctx, "Energie NV", "energie"),
+        "Zorg UA": register(ctx, "Zorg UA", "zorg"),
+    }
+    keys = _staff(ctx)
+    # October: rent arrears at number 3, which will come back in November (recidive).
+    clock.set_local(2026, 10, 10, 9, 0)
+    deliver(ctx, "Huur BV", row("H3", nummer="3", bedrag="500,00"))
+    clock.set_local(2026, 10, 26, 2, 0)
+    run_period(ctx)
+    # SDV already helps the household at number 7.
+    with unit_of_work(ctx.sessions) as session:
+        replace_register(session, ctx, [{"postcode": "2011 ab", "huisnummer": "7"}], ctx.now())
+    clock.set_local(2026, 11, 10, 9, 0)
+    deliver(
+        ctx,
+        "Huur BV",
+        row("H3", nummer="3", bedrag="900,00"),
+        row("H7", nummer="7"),
+        row("H5", nummer="5", postcode="2021XY", crisis="ja"),
+        row("H9", nummer="9", postcode="9999ZZ"),
+    )
+    deliver(ctx, "Energie NV", row("E1", nummer="1"), row("E4", nummer="4", postcode="2011AB"))
+    deliver(ctx, "Zorg UA", row("Z1", nummer="1", naam="Bakker"))
+    clock.set_local(2026, 11, 26, 2, 0)  # a Thursday
+    run_period(ctx)
+    labels = _label_cases(ctx)
+    return World(live_server, keys, partner_keys, labels)
+
+
+def _label_cases(ctx: Context) -> dict[str, str]:
+    """Label the cases by where the rules should have sent them."""
+    with ctx.sessions() as session:
+        cases = session.scalars(sa.select(Case)).all()
+    labels = {}
+    for case in cases:
+        if case.period == "2026-10":
+            labels["oktober"] = str(case.id)
+        elif case.route == "sdv":
+            labels["sdv"] = str(case.id)
+        elif case.route == "budgetcoach":
+            labels["budgetcoach"] = str(case.id)
+        elif case.has_crisis:
+            labels["zuid_crisis"] = str(case.id)
+        elif case.outside_areas:
+            labels["outside"] = str(case.id)
+        else:
+            labels["noord"] = str(case.id)
+    return labels
+
+
+def test_the_run_routes_every_case(world: World, ctx: Context) -> None:
+    assert set(world.cases) == {"oktober", "sdv", "budgetcoach", "zuid_crisis", "outside", "noord"}
+    with ctx.sessions() as session:
+        crisis = session.get(Case, uuid.UUID(world.cases["zuid_crisis"]))
+        noord = session.get(Case, uuid.UUID(world.cases["noord"]))
+        outside = session.get(Case, uuid.UUID(world.cases["outside"]))
+    assert crisis is not None
+    assert noord is not None
+    assert outside is not None
+    # Thursday 26 November + 3 working days = Tuesday 1 December; others 28 days.
+    assert str(crisis.due_date) == "2026-12-01"
+    assert str(noord.due_date) == "2026-12-24"
+    assert outside.outside_areas
+    assert outside.team_id is not None
+
+
+VISIBLE = {
+    "sdv": {"sdv"},
+    "noord": {"noord", "oktober"},
+    "zuid": {"zuid_crisis", "outside"},
+    "budgetcoach": {"budgetcoach"},
+    "coordinator": {"oktober", "sdv", "budgetcoach", "zuid_crisis", "outside", "noord"},
+}
+
+
+@pytest.mark.parametrize("who", ROLES)
+def test_each_role_sees_only_its_own_cases(world: World, who: str) -> None:
+    listing = world.get(who, "/api/v1/cases")
+    if who == "admin":
+        assert listing.status_code == 403
+        return
+    assert listing.status_code == 200
+    seen = {item["id"] for item in listing.json()["items"]}
+    expected = {world.cases[label] for label in VISIBLE[who]}
+    assert seen == expected
+    for label, case_id in world.cases.items():
+        detail = world.get(who, f"/api/v1/cases/{case_id}")
+        assert detail.status_code == (200 if label in VISIBLE[who] else 404), (who, label)
+
+
+def test_partners_and_strangers_get_no_cases(world: World) -> None:
+    assert world.get("Huur BV", "/api/v1/cases").status_code == 403
+    with world.server.client() as anonymous:
+        assert anonymous.get("/api/v1/cases").status_code == 401
+    with world.server.client("vss_000000000000_wrong") as wrong:
+        assert wrong.get("/api/v1/cases").status_code == 401
+
+
+def test_list_is_ordered_and_filterable(world: World, clock: Clock) -> None:
+    items = world.get("coordinator", "/api/v1/cases", period="2026-11").json()["items"]
+    assert [i["priority"] for i in items] == sorted(i["priority"] for i in items)
+    assert items[0]["has_crisis"]
+    assert "address" not in items[0]  # the list holds no personal data
+    zuid = world.get("coordinator", "/api/v1/cases", team="zuid").json()
+    assert {i["id"] for i in zuid["items"]} == {world.cases["zuid_crisis"], world.cases["outside"]}
+    page = world.get("coordinator", "/api/v1/cases", page=2, page_size=2).json()
+    assert page["total"] == 6
+    assert len(page["items"]) == 2
+    late = world.get("coordinator", "/api/v1/cases", overdue=True).json()["items"]
+    assert [i["id"] for i in late] == [world.cases["oktober"]]  # due 23 November
+    november = {"overdue": True, "period": "2026-11"}
+    assert world.get("coordinator", "/api/v1/cases", **november).json()["total"] == 0
+    clock.set_local(2026, 12, 2, 9, 0)  # past the crisis case's due date
+    overdue = world.get("coordinator", "/api/v1/cases", **november).json()
+    assert [i["id"] for i in overdue["items"]] == [world.cases["zuid_crisis"]]
+    assert overdue["items"][0]["overdue"] is True
+
+
+def test_case_detail_is_complete_and_audited(world: World, ctx: Context) -> None:
+    response = world.get("budgetcoach", f"/api/v1/cases/{world.cases['budgetcoach']}")
+    assert response.status_code == 200
+    case = response.json()
+    assert case["address"]["postcode"] == "2011AB"
+    assert case["address"]["huisnummer"] == "3"
+    assert case["persons"][0]["achternaam"] == "Jansen"
+    assert case["signals"][0]["bedrag_cent"] == 90_000
+    assert case["signals"][0]["partner"]["name"] == "Huur BV"
+    assert case["is_recidive"]
+    assert [r["period"] for r in case["recidive"]] == ["2026-10"]
+    assert case["history"][0]["kind"] == "routed"
+    with ctx.sessions() as session:
+        event = session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "case.read")).one()
+        assert event.object_id == world.cases["budgetcoach"]
+        assert event.role == "budgetcoach"
+        assert event.request_id
+        assert audit.verify(session)[1] is None
+
+
+def test_the_outreach_protocol_guards_no_contact(world: World, ctx: Context) -> None:
+    path = f"/api/v1/cases/{world.cases['noord']}"
+    no_contact = {"resultaat": "Definitief geen contact kunnen krijgen"}
+    early = world.post("noord", f"{path}/close", no_contact)
+    assert early.status_code == 409
+    assert early.headers["content-type"].startswith("application/problem+json")
+    assert len(early.json()["missing"]) == 2
+    attempts = [
+        {"soort": "Huisbezoek", "datum": "2026-11-26", "dagdeel": "Ochtend"},
+        {"soort": "Huisbezoek", "datum": "2026-11-26", "dagdeel": "Ochtend"},  # same visit slot
+        {"soort": "Telefoon", "datum": "2026-11-26", "dagdeel": "Middag"},
+        {"soort": "Telefoon", "datum": "2026-11-26", "dagdeel": "Avond", "notitie": "voicemail"},
+    ]
+    for attempt in attempts:
+        assert world.post("noord", f"{path}/contact-attempts", attempt).status_code == 201
+    still = world.post("noord", f"{path}/close", no_contact)
+    assert still.status_code == 409
+    assert still.json()["missing"] == [
+        "two home visits on different days or day-parts (1 recorded)"
+    ]
+    another = {"soort": "Huisbezoek", "datum": "2026-11-26", "dagdeel": "Avond"}
+    assert world.post("noord", f"{path}/contact-attempts", another).status_code == 201
+    closed = world.post("noord", f"{path}/close", no_contact)
+    assert closed.status_code == 200
+    assert closed.json()["status"] == "closed"
+    assert world.post("noord", f"{path}/close", no_contact).status_code == 409
+    assert world.post("noord", f"{path}/contact-attempts", another).status_code == 409
+    detail = world.get("noord", path).json()
+    assert len(detail["contact_attempts"]) == 5
+    assert any(a["notitie"] == "voicemail" for a in detail["contact_attempts"])
+    assert {s["status"] for s in detail["signals"]} == {"Opgepakt"}
+
+
+def test_bad_contact_attempts_are_rejected(world: World) -> None:
+    path = f"/api/v1/cases/{world.cases['noord']}/contact-attempts"
+    bad_soort = world.post("noord", path, {"soort": "Duif", "datum": "2026-11-26"})
+    assert bad_soort.status_code == 422
+    future = world.post("noord", path, {"soort": "Brief", "datum": "2027-01-01"})
+    assert future.status_code == 422
+    other_team = world.post("zuid", path, {"soort": "Brief", "datum": "2026-11-26"})
+    assert other_team.status_code == 404
+
+
+def test_transfer_hands_over_and_keeps_history(world: World) -> None:
+    case_id = world.cases["noord"]
+    body = {"route": "budgetcoach", "reason": "bewoner vraagt om budgetcoach"}
+    moved = world.post("noord", f"/api/v1/cases/{case_id}/transfer", body)
+    assert moved.status_code == 200
+    assert moved.json()["route"] == "budgetcoach"
+    assert world.get("noord", f"/api/v1/cases/{case_id}").status_code == 404
+    detail = world.get("budgetcoach", f"/api/v1/cases/{case_id}").json()
+    transfer = detail["history"][-1]
+    assert transfer["kind"] == "transfer"
+    assert transfer["from_team"] == "noord"
+    assert transfer["reason"] == "bewoner vraagt om budgetcoach"
+    back = world.post(
+        "budgetcoach",
+        f"/api/v1/cases/{case_id}/transfer",
+        {"route": "wijkteam", "team": "zuid", "reason": "terug"},
+    )
+    assert back.status_code == 200
+    assert back.json()["team"]["name"] == "zuid"
+    again = world.post(
+        "zuid",
+        f"/api/v1/cases/{case_id}/transfer",
+        {"route": "wijkteam", "team": "zuid", "reason": "x"},
+    )
+    assert again.status_code == 409
+    no_team = world.post(
+        "zuid", f"/api/v1/cases/{case_id}/transfer", {"route": "wijkteam", "reason": "x"}
+    )
+    assert no_team.status_code == 422
+
+
+def test_feedback_tells_a_partner_only_about_its_own_signals(world: World) -> None:
+    deliveries = world.get("Huur BV", "/api/v1/deliveries").json()["items"]
+    november = next(d for d in deliveries if d["period"] == "2026-11")
+    feedback = world.get("Huur BV", f"/api/v1/deliveries/{november['id']}/feedback")
+    assert feedback.status_code == 200
+    body = feedback.json()
+    statuses = {s["referentie"]: s["status"] for s in body["signals"]}
+    assert statuses["H7"] == "Inwoner al bekend bij schuldhulpverlening"
+    assert statuses["H3"] == "Nog niet opgepakt"
+    assert set(body["signals"][0]) == {"row", "referentie", "status"}
+    other = world.get("Energie NV", f"/api/v1/deliveries/{november['id']}/feedback")
+    assert other.status_code == 404
+    assert (
+        world.get("coordinator", f"/api/v1/deliveries/{november['id']}/feedback").status_code == 403
+    )
+
+
+def test_feedback_hides_the_reason_for_not_picking_up(world: World, ctx: Context) -> None:
+    with unit_of_work(ctx.sessions) as session:
+        session.execute(sa.update(Signal).values(status="Niet opgepakt: andere reden"))
+    deliveries = world.get("Zorg UA", "/api/v1/deliveries").json()["items"]
+    body = world.get("Zorg UA", f"/api/v1/deliveries/{deliveries[0]['id']}/feedback").json()
+    assert {s["status"] for s in body["signals"]} == {"Niet opgepakt"}
+
+
+def test_sdv_register_endpoints(world: World) -> None:
+    assert world.get("sdv", "/api/v1/sdv/clients").json() == {"count": 1}
+    entries = [
+        {"postcode": "2011AB", "huisnummer": "7"},
+        {
+            "postcode": "2012 cd",
+            "huisnummer": "12-A",
+            "achternaam": "Smit",
+            "geboortedatum": "1970-01-31",
+        },
+    ]
+    with world.server.client(world.keys["sdv"]) as client:
+        replaced = client.put("/api/v1/sdv/clients", json={"clients": entries})
+        assert replaced.status_code == 200
+        assert replaced.json() == {"count": 2}
+        bad = client.put(
+            "/api/v1/sdv/clients", json={"clients": [{"postcode": "0000XX", "huisnummer": "1"}]}
+        )
+        assert bad.status_code == 422
+        assert bad.json()["errors"] == [
+            {"row": 1, "column": "postcode", "message": "not a Dutch postcode"}
+        ]
+        added = client.post("/api/v1/sdv/clients", json={"postcode": "2013EF", "huisnummer": "1"})
+        assert added.status_code == 201
+        assert added.json() == {"added": True, "count": 3}
+        removed = client.request(
+            "DELETE", "/api/v1/sdv/clients", json={"postcode": "2013 ef", "huisnummer": "1"}
+        )
+        assert removed.json() == {"removed": 1, "count": 2}
+    with world.server.client(world.keys["noord"]) as client:
+        assert client.put("/api/v1/sdv/clients", json={"clients": []}).status_code == 403
+
+
+def test_runs_for_the_coordinator(world: World) -> None:
+    runs = world.get("coordinator", "/api/v1/runs")
+    assert runs.status_code == 200
+    body = runs.json()
+    assert [r["period"] for r in body["items"]] == ["2026-11", "2026-10"]
+    november = body["items"][0]
+    assert november["figures"]["cases"] == 5
+    assert november["figures"]["routes"] == {"budgetcoach": 1, "sdv": 1, "wijkteam": 3}
+    assert november["figures"]["outside_areas"] == 1
+    assert body["open_cases"]["wijkteam"]["open"] == 4  # October's case is open too
+    one = world.get("coordinator", f"/api/v1/runs/{november['id']}")
+    assert one.json()["figures"] == november["figures"]
+    assert world.get("sdv", "/api/v1/runs").status_code == 403
+    assert world.get("coordinator", f"/api/v1/runs/{uuid.uuid4()}").status_code == 404
