@@ -13,7 +13,16 @@ from services.ingest.service import ingest_with_retry
 from services.matcher.service import RunInProgress, run_period
 from shared.context import Context
 from shared.errors import Conflict
-from shared.models import Case, CaseLink, CaseSignal, Partner, Run, Signal
+from shared.models import (
+    Case,
+    CaseEvent,
+    CaseLink,
+    CaseSignal,
+    ContactAttempt,
+    Partner,
+    Run,
+    Signal,
+)
 from tests.conftest import Clock
 from tests.helpers import csv_file, register, row
 
@@ -167,3 +176,43 @@ def test_concurrent_runs_one_proceeds(ctx: Context, clock: Clock, partners: None
     with ctx.sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Run)) == 1
         assert session.scalar(sa.select(sa.func.count()).select_from(Case)) == 2
+
+
+def test_a_failing_run_leaves_no_trace(
+    ctx: Context, clock: Clock, partners: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    november(ctx, clock)
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("routing failed")
+
+    monkeypatch.setattr("services.matcher.service.route_new_cases", broken)
+    with pytest.raises(RuntimeError):
+        run_period(ctx)
+    with ctx.sessions() as session:
+        for table in (Run, Case, CaseSignal, CaseEvent):
+            assert session.scalar(sa.select(sa.func.count()).select_from(table)) == 0
+        assert session.scalars(sa.select(Signal.run_outcome).distinct()).all() == [None]
+    monkeypatch.undo()
+    assert run_period(ctx).figures["cases"] == 2
+
+
+def test_rerun_keeps_contact_attempts_and_routing(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    november(ctx, clock)
+    run_period(ctx)
+    with ctx.sessions() as session, session.begin():
+        case = session.scalars(sa.select(Case).where(~Case.has_rent)).one()
+        session.add(
+            ContactAttempt(case_id=case.id, soort="Telefoon", datum=clock().date(), bereikt=False)
+        )
+        case_id, route, due = case.id, case.route, case.due_date
+    stale_date = clock().date().replace(month=12, day=31)
+    assert run_period(ctx, rerun=True, as_of=stale_date).figures["cases"] == 0
+    with ctx.sessions() as session:
+        kept = session.get(Case, case_id)
+        assert kept is not None
+        assert (kept.route, kept.due_date) == (route, due)
+        attempts = session.scalar(sa.select(sa.func.count()).select_from(ContactAttempt))
+        assert attempts == 1

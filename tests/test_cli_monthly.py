@@ -1,0 +1,158 @@
+"""The CLI of the monthly cycle: run (human, --json, exit codes), teams, staff, export, audit."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from services.cli import EXIT_RUN_IN_PROGRESS, app
+from services.ingest.service import ingest_with_retry
+from shared.context import build_context
+from shared.models import Partner
+from shared.settings import get_settings
+from tests.conftest import AMSTERDAM
+from tests.helpers import csv_file, row
+from tests.test_cli import cli_env, invoke
+
+runner = CliRunner()
+__all__ = ["cli_env"]
+
+
+@pytest.fixture
+def october(cli_env: None) -> None:
+    """Two partners delivered for 2026-10 (its window closed on 25 October)."""
+    invoke("partners", "add", "--name", "Huur BV", "--kind", "huur", "--json")
+    invoke("partners", "add", "--name", "Zorg UA", "--kind", "zorg", "--json")
+    ctx = build_context(
+        get_settings(), clock=lambda: datetime(2026, 10, 10, 9, tzinfo=AMSTERDAM).astimezone(UTC)
+    )
+    with ctx.sessions() as session:
+        ids = {name: pid for name, pid in session.execute(sa.select(Partner.name, Partner.id))}
+    ingest_with_retry(ctx, partner_id=ids["Huur BV"], content=csv_file(row("H1")), filename="h.csv")
+    ingest_with_retry(
+        ctx, partner_id=ids["Zorg UA"], content=csv_file(row("Z1", nummer="2")), filename="z.csv"
+    )
+    ctx.engine.dispose()
+
+
+def test_run_prints_figures_then_reports_done(october: None) -> None:
+    human = runner.invoke(app, ["run", "--period", "2026-10", "--as-of", "2026-10-26"])
+    assert human.exit_code == 0, human.output
+    assert "cases                             1" in human.stdout
+    assert "... reading the signals of 2026-10" in human.stderr  # progress goes to stderr
+    again = invoke("run", "--period", "2026-10", "--json")
+    assert isinstance(again, dict)
+    assert again["status"] == "already_done"
+    rerun = invoke("run", "--period", "2026-10", "--as-of", "2026-10-26", "--rerun", "--json")
+    assert isinstance(rerun, dict)
+    assert rerun["status"] == "completed"
+    assert rerun["rerun"] is True
+    assert rerun["figures"]["cases"] == 1
+    assert rerun["figures"]["singles"] == 1
+
+
+def test_a_second_run_at_the_same_time_exits_3(october: None, database_url: str) -> None:
+    settings = get_settings()
+    if database_url.startswith("postgresql"):
+        engine = sa.create_engine(database_url)
+        with engine.connect() as other:
+            other.execute(sa.text("SELECT pg_advisory_lock((22099 :: bigint << 32) | 202610)"))
+            result = runner.invoke(app, ["run", "--period", "2026-10", "--json"])
+            other.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+        engine.dispose()
+    else:
+        lock = settings.data_dir / "locks" / "run-2026-10.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            result = runner.invoke(app, ["run", "--period", "2026-10", "--json"])
+    assert result.exit_code == EXIT_RUN_IN_PROGRESS
+    assert "in progress" in json.loads(result.stderr)["detail"]
+
+
+def test_bad_arguments_fail_clearly(cli_env: None) -> None:
+    bad_date = runner.invoke(app, ["run", "--as-of", "26-10-2026"])
+    assert bad_date.exit_code == 2
+    assert "YYYY-MM-DD" in bad_date.stderr
+    open_window = runner.invoke(app, ["run", "--period", "2099-01", "--json"])
+    assert open_window.exit_code == 1
+    assert json.loads(open_window.stderr)["status"] == 409
+
+
+def test_teams_and_staff(cli_env: None) -> None:
+    team = invoke(
+        "teams", "add", "--name", "noord", "--postcodes", "2011-2015,2021,2024AB", "--json"
+    )
+    assert isinstance(team, dict)
+    assert team["postcodes"] == ["2011-2015", "2021", "2024AB"]
+    overlap = runner.invoke(app, ["teams", "add", "--name", "zuid", "--postcodes", "2015-2019"])
+    assert overlap.exit_code == 1
+    assert "overlaps 2011-2015 of team noord" in overlap.stderr
+    member = invoke(
+        "staff", "add", "--name", "Anna", "--role", "wijkteam", "--team", "noord", "--json"
+    )
+    assert isinstance(member, dict)
+    assert member["api_key"].startswith("vss_")
+    assert member["staff"]["team_id"] == team["id"]
+    no_team = runner.invoke(app, ["staff", "add", "--name", "Bob", "--role", "wijkteam", "--json"])
+    assert no_team.exit_code == 1
+    assert json.loads(no_team.stderr)["status"] == 422
+    listed = invoke("staff", "list", "--json")
+    assert [s["name"] for s in listed] == ["Anna"]  # type: ignore[index]
+    assert "api_key" not in json.dumps(listed)
+    revoked = invoke("staff", "revoke-key", member["key_id"], "--json")
+    assert isinstance(revoked, dict)
+    assert revoked["revoked_at"]
+    teams = invoke("teams", "list", "--json")
+    assert [t["name"] for t in teams] == ["noord"]  # type: ignore[index]
+
+
+def test_export_and_audit_verify(october: None, tmp_path: Path) -> None:
+    invoke("run", "--period", "2026-10", "--as-of", "2026-10-26", "--json")
+    out = tmp_path / "ddas.json"
+    written = invoke(
+        "export",
+        "ddas",
+        "--from",
+        "2026-10-01",
+        "--to",
+        "2026-10-31",
+        "--gemeentecode",
+        "0392",
+        "--out",
+        str(out),
+        "--json",
+    )
+    assert isinstance(written, dict)
+    assert written["vroegsignalen"] == 2
+    assert written["vroegsignaalzaken"] == 1
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    assert json.loads(out.read_text(encoding="utf-8"))["leveringen"][0]["gemeentecode"] == "0392"
+    bad = runner.invoke(
+        app,
+        [
+            "export",
+            "ddas",
+            "--from",
+            "2026-10-01",
+            "--to",
+            "2026-10-31",
+            "--gemeentecode",
+            "392",
+            "--out",
+            str(out),
+        ],
+    )
+    assert bad.exit_code == 2
+    verified = invoke("audit", "verify", "--json")
+    assert isinstance(verified, dict)
+    assert verified["intact"] is True
+    assert verified["events"] >= 3  # two partners added, one export
