@@ -392,7 +392,8 @@ def get_run(
     run = session.get(Run, run_id)
     if run is None:
         raise NotFound("no such run")
-    return run_dict(run)
+    today = local_today(ctx.now(), ctx.tz)
+    return {**run_dict(run), "open_cases": service.open_and_overdue(session, today)}
 
 
 # --- feedback to partners ------------------------------------------------------------------------

@@ -142,14 +142,26 @@ def test_each_role_sees_only_its_own_cases(world: World, who: str) -> None:
     listing = world.get(who, "/api/v1/cases")
     if who == "admin":
         assert listing.status_code == 403
+        case_id = world.cases["noord"]
+        assert world.get(who, f"/api/v1/cases/{case_id}").status_code == 403
+        attempt = {"soort": "Brief", "datum": "2026-11-26"}
+        assert (
+            world.post(who, f"/api/v1/cases/{case_id}/contact-attempts", attempt).status_code == 403
+        )
         return
     assert listing.status_code == 200
     seen = {item["id"] for item in listing.json()["items"]}
     expected = {world.cases[label] for label in VISIBLE[who]}
     assert seen == expected
+    attempt = {"soort": "Brief", "datum": "2026-11-26"}
     for label, case_id in world.cases.items():
+        expected_status = 200 if label in VISIBLE[who] else 404
         detail = world.get(who, f"/api/v1/cases/{case_id}")
-        assert detail.status_code == (200 if label in VISIBLE[who] else 404), (who, label)
+        assert detail.status_code == expected_status, (who, label)
+        added = world.post(who, f"/api/v1/cases/{case_id}/contact-attempts", attempt)
+        assert added.status_code == (201 if label in VISIBLE[who] else 404), (who, label)
+        if label not in VISIBLE[who]:
+            assert added.json()["detail"] == "no such case"
 
 
 def test_partners_and_strangers_get_no_cases(world: World) -> None:
@@ -344,5 +356,6 @@ def test_runs_for_the_coordinator(world: World) -> None:
     assert body["open_cases"]["wijkteam"]["open"] == 4  # October's case is open too
     one = world.get("coordinator", f"/api/v1/runs/{november['id']}")
     assert one.json()["figures"] == november["figures"]
+    assert one.json()["open_cases"] == body["open_cases"]
     assert world.get("sdv", "/api/v1/runs").status_code == 403
     assert world.get("coordinator", f"/api/v1/runs/{uuid.uuid4()}").status_code == 404
