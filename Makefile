@@ -49,9 +49,11 @@ test: install ## Run the tests (SQLite; also PostgreSQL when VS_TEST_DATABASE_UR
 test-postgres: install ## Run the tests on SQLite and on the local PostgreSQL server
 	VS_TEST_DATABASE_URL="$${VS_TEST_DATABASE_URL:-$(PG_SERVER_URL)}" $(BIN)/pytest
 
-run: install ## Serve the API on 127.0.0.1:8000 (migrates the database first)
+run: install ## Serve the API on 127.0.0.1:8000 and the SFTP drop on 127.0.0.1:2222 (migrates first)
 	$(BIN)/vroegsignaal db upgrade
-	$(BIN)/vroegsignaal serve --host 127.0.0.1 --port 8000
+	@$(BIN)/vroegsignaal sftp --host 127.0.0.1 --port 2222 & sftp_pid=$$!; \
+		trap 'kill $$sftp_pid 2>/dev/null' EXIT INT TERM; \
+		$(BIN)/vroegsignaal serve --host 127.0.0.1 --port 8000
 
 lint: install ## ruff (lint and format check) and mypy --strict
 	$(BIN)/ruff check .

@@ -1,4 +1,11 @@
-"""The HTTP application: the partner portal now, the routing endpoints later, one error format."""
+"""The HTTP application: the partner portal and the teams' endpoints, one error format.
+
+Security around every request (see SECURITY.md): :class:`services.middleware.RequestGuard` (request
+ids, the body size limit, security headers), Starlette's TrustedHostMiddleware
+(``VS_TRUSTED_HOSTS``), and rate limits (:mod:`services.ratelimit`) applied where the caller is
+authenticated (:func:`services.deps.current_principal`). There is no CORS middleware: the API is
+for servers and scripts, not for browsers on other origins.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from services.ingest.endpoints import router as deliveries_router
 from services.middleware import RequestGuard
+from services.ratelimit import RateLimited, RateLimits, limiter_clock
 from services.routing.endpoints import router as routing_router
 from shared.context import Context, build_context
 from shared.errors import AppError, AuthenticationError
@@ -38,6 +47,13 @@ def create_app(ctx: Context | None = None) -> FastAPI:
     )
     app.state.context = ctx
     settings = ctx.settings
+    app.state.rate_limits = RateLimits.from_settings(settings, limiter_clock(ctx))
+    if settings.environment == "production" and "*" in settings.trusted_hosts:
+        log.warning("trusted_hosts_any", extra={"hint": "set VS_TRUSTED_HOSTS in production"})
+    # The last added is the outermost: RequestGuard sees (and adds headers to) every response.
+    app.add_middleware(
+        TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts, www_redirect=False
+    )
     app.add_middleware(
         RequestGuard, max_body=lambda: settings.max_upload_bytes + MULTIPART_OVERHEAD
     )
@@ -46,7 +62,11 @@ def create_app(ctx: Context | None = None) -> FastAPI:
 
     @app.exception_handler(AppError)
     async def app_error(request: Request, exc: AppError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
+        headers = None
+        if isinstance(exc, AuthenticationError):
+            headers = {"WWW-Authenticate": "Bearer"}
+        elif isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after)}
         if exc.status >= 500:
             log.error("app_error", extra={"error": type(exc).__name__})
         return _problem(exc.problem(instance=request.url.path), exc.status, headers)

@@ -255,6 +255,116 @@ def partners_revoke_key(
     emit(data, as_json, lambda: typer.echo(f"key {key_id} revoked"))
 
 
+@partners_app.command("add-ssh-key")
+def partners_add_ssh_key(
+    partner: Annotated[str, typer.Option(help="Partner id or name.")],
+    key_file: Annotated[Path, typer.Option(help="The partner's public key file (key.pub).")],
+    label: Annotated[str | None, typer.Option(help="A note on whose key it is.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register an SSH public key for the SFTP drop (a partner may have several)."""
+    from services.ingest.partners import find_partner
+    from services.sftp.inbox import ensure_partner_folders
+    from services.sftp.keys import add_ssh_key
+    from shared import audit
+    from shared.db import unit_of_work
+
+    ctx = _context()
+    try:
+        text = key_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        typer.echo(f"error: cannot read {key_file}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            found = find_partner(session, partner)
+            record = add_ssh_key(session, found, text, label=label, now=ctx.now())
+            audit.record(
+                session,
+                action="ssh_key.add",
+                now=ctx.now(),
+                object_type="ssh_key",
+                object_id=record.id,
+                details={"partner": str(found.id)},
+                system_actor="cli",
+            )
+            data = {
+                "id": str(record.id),
+                "partner_id": str(found.id),
+                "fingerprint": record.fingerprint,
+                "folder": str(ensure_partner_folders(ctx.settings.resolved_sftp_root, found.id)),
+            }
+    except AppError as exc:
+        fail(exc, as_json)
+    emit(data, as_json, lambda: typer.echo(f"SSH key {data['fingerprint']} added ({data['id']})"))
+
+
+@partners_app.command("ssh-keys")
+def partners_ssh_keys(
+    partner: Annotated[str, typer.Option(help="Partner id or name.")],
+    as_json: JsonOption = False,
+) -> None:
+    """List a partner's SSH keys (fingerprints and status)."""
+    from services.ingest.partners import find_partner
+    from services.sftp.keys import keys_of_partner
+    from shared.db import unit_of_work
+
+    ctx = _context()
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            found = find_partner(session, partner)
+            data = [
+                {
+                    "id": str(k.id),
+                    "fingerprint": k.fingerprint,
+                    "label": k.label,
+                    "last_used_at": k.last_used_at.isoformat() if k.last_used_at else None,
+                    "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+                }
+                for k in keys_of_partner(session, found.id)
+            ]
+    except AppError as exc:
+        fail(exc, as_json)
+
+    def human() -> None:
+        for k in data:
+            typer.echo(f"{k['id']}  {k['fingerprint']}  {'revoked' if k['revoked_at'] else ''}")
+
+    emit(data, as_json, human)
+
+
+@partners_app.command("revoke-ssh-key")
+def partners_revoke_ssh_key(
+    key: Annotated[str, typer.Argument(help="The SSH key's id or fingerprint.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Revoke an SSH key: new logins with it are refused at once."""
+    from services.sftp.keys import revoke_ssh_key
+    from shared import audit
+    from shared.db import unit_of_work
+
+    ctx = _context()
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            record = revoke_ssh_key(session, key, now=ctx.now())
+            audit.record(
+                session,
+                action="ssh_key.revoke",
+                now=ctx.now(),
+                object_type="ssh_key",
+                object_id=record.id,
+                system_actor="cli",
+            )
+            data = {
+                "id": str(record.id),
+                "fingerprint": record.fingerprint,
+                "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+            }
+    except AppError as exc:
+        fail(exc, as_json)
+    emit(data, as_json, lambda: typer.echo(f"SSH key {data['fingerprint']} revoked"))
+
+
 # --- the monthly run --------------------------------------------------------------------------
 
 EXIT_RUN_IN_PROGRESS = 3
@@ -369,6 +479,51 @@ def serve(
 
     configure_logging()
     uvicorn.run(create_app(), host=host, port=port, log_config=None, access_log=False)
+
+
+@app.command("sftp")
+def sftp_cmd(
+    host: Annotated[str | None, typer.Option(help="Address (default VS_SFTP_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default VS_SFTP_PORT, 2222).")] = None,
+) -> None:
+    """Run the SFTP drop for partners that deliver files (public-key login only)."""
+    from services.sftp.server import serve_forever
+    from shared.logs import configure_logging
+
+    configure_logging()
+    ctx = _context()
+    serve_forever(ctx, host or ctx.settings.sftp_host, port or ctx.settings.sftp_port)
+
+
+@app.command("sftp-watch")
+def sftp_watch_cmd(
+    root: Annotated[
+        Path | None, typer.Option(help="The partner folders (default VS_SFTP_ROOT).")
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between scans.")] = 5.0,
+    once: Annotated[bool, typer.Option(help="One scan, then exit (for cron).")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Ingest complete files from the partner folders when OpenSSH serves SFTP."""
+    from services.sftp.watch import Watcher
+    from shared.logs import configure_logging
+
+    configure_logging()
+    ctx = _context()
+    folder = root or ctx.settings.resolved_sftp_root
+    settle = 0.0 if once else ctx.settings.sftp_settle_seconds
+    watcher = Watcher(ctx, folder, settle_seconds=settle)
+    if not once:
+        watcher.run(interval)
+        return
+    done = watcher.scan()
+    data = [{"file": o.name, "status": o.status} for o in done]
+
+    def human() -> None:
+        for o in done:
+            typer.echo(f"{o.status:<9} {o.name}")
+
+    emit(data, as_json, human)
 
 
 @app.command("generate")

@@ -2,6 +2,9 @@
 
 The request owns its transaction: :func:`get_session` commits when the endpoint returns normally
 and rolls back on any error, before the response is sent. Functions below only ``flush()``.
+
+:func:`current_principal` is also where the rate limits (:mod:`services.ratelimit`) apply: per
+API key after authentication, and per client address for failed authentications.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from services.ratelimit import RateLimits
+from shared import audit
 from shared.auth import PARTNER_ROLE, Principal, authenticate
 from shared.context import Context
 from shared.db import unit_of_work
-from shared.errors import PermissionDenied
+from shared.errors import AuthenticationError, PermissionDenied
 
 
 def get_context(request: Request) -> Context:
@@ -48,13 +53,58 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
+def _route(request: Request) -> str:
+    """The matched route's template (``/api/v1/cases/{case_id}``): no ids, no query."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else request.url.path
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _record_failed_authentication(request: Request, ctx: Context) -> None:
+    """An ``auth.failed`` audit event in a short transaction of its own.
+
+    Nothing of the presented key is recorded, not even its key id (it may be garbage, or a
+    partner's secret pasted into the wrong field), nor the client's address: only the request id
+    and which route was asked for.
+    """
+    with unit_of_work(ctx.sessions) as session:
+        audit.record(
+            session,
+            action="auth.failed",
+            now=ctx.now(),
+            outcome="denied",
+            request_id=getattr(request.state, "request_id", None),
+            details={"method": request.method, "route": _route(request)},
+            system_actor="unauthenticated",
+        )
+
+
 def current_principal(request: Request, ctx: AppContext) -> Principal:
     """Authenticate in a short transaction of its own (it records the key's last use).
 
-    Kept apart from the endpoint's unit of work so that a long upload never holds it open.
+    Kept apart from the endpoint's unit of work so that a long upload never holds it open. Then
+    the request counts against the key's rate limit (429 when over it). A presented key that fails
+    is audited and counts against the client address; while the address is over that limit every
+    presented key gets 429 without being checked.
     """
-    with unit_of_work(ctx.sessions) as session:
-        principal = authenticate(session, _bearer(request), ctx.now())
+    limits: RateLimits = request.app.state.rate_limits
+    presented = _bearer(request)
+    client = _client(request)
+    if presented is not None:
+        limits.refuse_if_blocked(client)
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            principal = authenticate(session, presented, ctx.now())
+    except AuthenticationError:
+        if presented is not None:
+            limits.count_failure(client)
+            _record_failed_authentication(request, ctx)
+        raise
+    limits.admit(principal, request.method, _route(request))
     request.state.principal = principal
     return principal
 

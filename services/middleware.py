@@ -23,9 +23,13 @@ SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
 ]
+# The interactive docs (/docs, /redoc) load their scripts and styles from a CDN and run an inline
+# script; everything else is JSON and may load nothing at all.
 DOCS_CSP = (
     b"default-src 'self'; script-src 'self' 'unsafe-inline' cdn.jsdelivr.net; "
-    b"style-src 'self' 'unsafe-inline' cdn.jsdelivr.net; img-src 'self' data: fastapi.tiangolo.com"
+    b"style-src 'self' 'unsafe-inline' cdn.jsdelivr.net fonts.googleapis.com; "
+    b"font-src 'self' fonts.gstatic.com; worker-src 'self' blob:; "
+    b"img-src 'self' data: fastapi.tiangolo.com; frame-ancestors 'none'"
 )
 
 
@@ -82,12 +86,15 @@ class RequestGuard:
                 return
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                present = list(message.get("headers", []))
+                names = {name.lower() for name, _ in present}
                 extra = [(b"x-request-id", request_id.encode())]
                 for name, value in SECURITY_HEADERS:
                     if is_docs and name == b"content-security-policy":
                         value = DOCS_CSP
-                    extra.append((name, value))
-                message["headers"] = list(message.get("headers", [])) + extra
+                    if name not in names:  # an endpoint's own choice stands
+                        extra.append((name, value))
+                message["headers"] = present + extra
             await send(message)
 
         try:

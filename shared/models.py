@@ -114,6 +114,24 @@ class ApiKey(Base):
     partner: Mapped[Partner | None] = relationship(back_populates="api_keys", lazy="raise")
 
 
+class PartnerSshKey(Base):
+    """An SSH public key with which a partner logs in to the SFTP drop (several per partner)."""
+
+    __tablename__ = "partner_ssh_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_uuid)
+    partner_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("partners.id", ondelete="CASCADE"), index=True
+    )
+    # "SHA256:..." as ssh-keygen -lf prints it; how a key is found at login.
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    public_key: Mapped[str] = mapped_column(Text)  # OpenSSH one-line format, without comment
+    label: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class Delivery(Base):
     """One partner's snapshot of arrears for one period, as uploaded (API or SFTP)."""
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import ConfigurationError
 
@@ -64,6 +65,33 @@ def parse_keyring(text: str, name: str) -> dict[str, bytes]:
     return ring
 
 
+def _host_list(value: Any) -> Any:
+    """``VS_TRUSTED_HOSTS`` as a JSON list or comma separated: ``api.gemeente.nl,*.gemeente.nl``."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+def _checked_hosts(hosts: list[str]) -> list[str]:
+    """Host patterns as TrustedHostMiddleware takes them: a name, ``*.domain`` or ``*``."""
+    if not hosts:
+        raise ConfigurationError("VS_TRUSTED_HOSTS holds no host name (use * to allow any)")
+    for host in hosts:
+        if "*" in host[1:] or (host.startswith("*") and host != "*" and not host.startswith("*.")):
+            raise ConfigurationError(
+                "VS_TRUSTED_HOSTS: a wildcard is only allowed as '*' or a leading '*.'"
+            )
+    return hosts
+
+
+HostList = Annotated[
+    list[str], NoDecode, BeforeValidator(_host_list), AfterValidator(_checked_hosts)
+]
+
+
 class Settings(BaseSettings):
     """Everything the services read from the environment."""
 
@@ -110,6 +138,28 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 
+    # Rate limits of the API (services.ratelimit), per API process; 0 switches a limit off.
+    rate_limit_uploads_per_minute: int = Field(
+        default=30, ge=0, description="uploads (POST /api/v1/deliveries) per API key"
+    )
+    rate_limit_reads_per_minute: int = Field(
+        default=600, ge=0, description="every other request per API key"
+    )
+    rate_limit_auth_failures_per_minute: int = Field(
+        default=20, ge=0, description="failed authentications per client address"
+    )
+    # Host names the API answers to (the Host header), e.g. api.vroegsignaal.gemeente.nl; other
+    # hosts get 400. The default "*" allows any host: fine for development, set it in production.
+    trusted_hosts: HostList = Field(default_factory=lambda: ["*"])
+
+    # The SFTP drop (services.sftp): one folder per partner (its id) under the root.
+    sftp_root: Path | None = None  # default: <data_dir>/sftp
+    sftp_host_key_file: Path | None = None  # default: <data_dir>/sftp-host-key (made once)
+    sftp_host: str = "127.0.0.1"
+    sftp_port: int = Field(default=2222, ge=1, le=65535)
+    # sftp-watch: a file is complete when its size and time have not changed for this long.
+    sftp_settle_seconds: float = Field(default=5.0, ge=0)
+
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
         if self.environment in ("development", "test"):
@@ -142,6 +192,14 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'vroegsignaal.sqlite').as_posix()}"
+
+    @property
+    def resolved_sftp_root(self) -> Path:
+        return self.sftp_root or self.data_dir / "sftp"
+
+    @property
+    def resolved_sftp_host_key_file(self) -> Path:
+        return self.sftp_host_key_file or self.data_dir / "sftp-host-key"
 
     def encryption_keyring(self) -> dict[str, bytes]:
         """The encryption keys by id; the first is the one new data is written with."""

@@ -1,0 +1,51 @@
+"""partner ssh keys
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-23 11:10:22.388479
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import shared.db
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "partner_ssh_keys",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("partner_id", sa.Uuid(), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("public_key", sa.Text(), nullable=False),
+        sa.Column("label", sa.String(length=200), nullable=True),
+        sa.Column("created_at", shared.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", shared.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", shared.db.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["partner_id"],
+            ["partners.id"],
+            name=op.f("fk_partner_ssh_keys_partner_id_partners"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_partner_ssh_keys")),
+        sa.UniqueConstraint("fingerprint", name=op.f("uq_partner_ssh_keys_fingerprint")),
+    )
+    with op.batch_alter_table("partner_ssh_keys", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_partner_ssh_keys_partner_id"), ["partner_id"], unique=False
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("partner_ssh_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_partner_ssh_keys_partner_id"))
+
+    op.drop_table("partner_ssh_keys")

@@ -1,0 +1,105 @@
+"""SSH public keys of partners for the SFTP drop: register, list, revoke, look up at login."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from datetime import datetime
+
+import asyncssh
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.models import Partner, PartnerSshKey
+
+ALLOWED_ALGORITHMS = (b"ssh-ed25519", b"ecdsa-sha2-nistp256", b"ecdsa-sha2-nistp384", b"ssh-rsa")
+MIN_RSA_BITS = 3072
+
+
+def parse_public_key(text: str) -> asyncssh.SSHKey:
+    """An OpenSSH public key line (``ssh-ed25519 AAAA... comment``); ValidationFailed otherwise."""
+    try:
+        key = asyncssh.import_public_key(text.strip())
+    except (asyncssh.KeyImportError, ValueError):
+        raise ValidationFailed(
+            "not an SSH public key (expected one line like ssh-ed25519 AAAA...)"
+        ) from None
+    if key.algorithm not in ALLOWED_ALGORITHMS:
+        raise ValidationFailed("use an ed25519, ECDSA or RSA (3072 bits or more) key")
+    if key.algorithm == b"ssh-rsa":
+        bits = int(getattr(getattr(key, "pyca_key", None), "key_size", 0) or 0)
+        if bits and bits < MIN_RSA_BITS:
+            raise ValidationFailed(f"an RSA key needs at least {MIN_RSA_BITS} bits")
+    return key
+
+
+def add_ssh_key(
+    session: Session, partner: Partner, key_text: str, *, label: str | None, now: datetime
+) -> PartnerSshKey:
+    key = parse_public_key(key_text)
+    fingerprint = key.get_fingerprint("sha256")
+    if session.scalar(select(PartnerSshKey).where(PartnerSshKey.fingerprint == fingerprint)):
+        raise Conflict("this SSH key is registered already")
+    record = PartnerSshKey(
+        id=uuid.uuid4(),
+        partner_id=partner.id,
+        fingerprint=fingerprint,
+        public_key=" ".join(key.export_public_key("openssh").decode().split()[:2]),
+        label=label,
+        created_at=now,
+    )
+    session.add(record)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict("this SSH key is registered already") from None
+    return record
+
+
+def find_ssh_key(session: Session, ref: str) -> PartnerSshKey:
+    """A key by id or fingerprint."""
+    record = None
+    with contextlib.suppress(ValueError):
+        record = session.get(PartnerSshKey, uuid.UUID(ref))
+    record = record or session.scalar(
+        select(PartnerSshKey).where(PartnerSshKey.fingerprint == ref.strip())
+    )
+    if record is None:
+        raise NotFound("no such SSH key")
+    return record
+
+
+def revoke_ssh_key(session: Session, ref: str, *, now: datetime) -> PartnerSshKey:
+    record = find_ssh_key(session, ref)
+    if record.revoked_at is None:
+        record.revoked_at = now
+        session.flush()
+    return record
+
+
+def keys_of_partner(session: Session, partner_id: uuid.UUID) -> list[PartnerSshKey]:
+    return list(
+        session.scalars(
+            select(PartnerSshKey)
+            .where(PartnerSshKey.partner_id == partner_id)
+            .order_by(PartnerSshKey.created_at)
+        )
+    )
+
+
+def partner_for_key(session: Session, fingerprint: str, now: datetime) -> uuid.UUID | None:
+    """The active partner a presented key belongs to (recording its use), or None."""
+    row = session.execute(
+        select(PartnerSshKey, Partner.active)
+        .join(Partner, Partner.id == PartnerSshKey.partner_id)
+        .where(PartnerSshKey.fingerprint == fingerprint)
+    ).first()
+    if row is None:
+        return None
+    record, active = row
+    if record.revoked_at is not None or not active:
+        return None
+    record.last_used_at = now
+    return record.partner_id

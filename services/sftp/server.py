@@ -1,0 +1,351 @@
+"""The SFTP drop: an asyncssh server where partners deliver files instead of calling the API.
+
+* **Login** with an SSH public key registered to the partner (``partners add-ssh-key``); the key
+  decides who the partner is (the user name is not used). No passwords, no keyboard-interactive,
+  no shell or command execution, no port, agent or X11 forwarding, no SCP: only the SFTP subsystem.
+* **Each partner sees only its own folder** (``inbox/``, ``outbox/``, ``processed/``) as ``/``. A
+  path with ``..`` is refused, an absolute path is read inside the partner's folder, and links
+  cannot be made or read. Only what a drop needs is allowed: list and stat; write, rename and
+  remove in ``inbox/``; read and remove in ``outbox/``; read in ``processed/``.
+* **A file is ingested once it is complete**: when the client closes it, or when a ``name.part``
+  upload is renamed to its final name. While it is being written it lives under a hidden name, so
+  a stopped server never leaves a half file that looks complete; those remnants are removed at
+  start. Complete files still waiting in an inbox at start (a crash between upload and ingest)
+  are ingested then, before the server accepts connections.
+* Ingest runs in one worker thread, in arrival order, through :mod:`services.sftp.inbox` (the same
+  code as the API). The partner finds ``outbox/<file name>.result.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+from asyncssh import FXF_APPEND, FXF_READ, FXF_WRITE
+
+from services.sftp import inbox
+from services.sftp.keys import partner_for_key
+from shared.context import Context
+from shared.db import unit_of_work
+
+log = logging.getLogger("vroegsignaal.sftp")
+
+WRITE_FOLDERS = ("inbox",)
+READ_FOLDERS = ("outbox", "processed")
+REMOVE_FOLDERS = ("inbox", "outbox")
+
+
+def load_or_create_host_key(path: Path) -> asyncssh.SSHKey:
+    """The server's host key: generated once (ed25519, mode 0600) and kept."""
+    if path.exists():
+        return asyncssh.read_private_key(str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    temp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key.export_private_key())
+    os.replace(temp, path)
+    return key
+
+
+class Processor:
+    """Ingests complete files one at a time, in arrival order, off the event loop."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sftp-ingest")
+        self._pending: set[concurrent.futures.Future[Any]] = set()
+
+    def submit(self, partner_id: uuid.UUID, path: Path) -> concurrent.futures.Future[Any]:
+        future = self._pool.submit(self._process, partner_id, path)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        return future
+
+    def _process(self, partner_id: uuid.UUID, path: Path) -> inbox.Outcome | None:
+        if not path.exists():  # processed already (a rename raced a restart scan)
+            return None
+        try:
+            return inbox.process_file(self.ctx, partner_id, path)
+        except Exception as exc:  # keep the file; a restart picks it up again
+            log.error(
+                "sftp ingest failed; the file stays in the inbox",
+                extra={"partner_id": str(partner_id), "error": type(exc).__name__},
+            )
+            return None
+
+    def recover(self, root: Path) -> int:
+        """At start: drop abandoned uploads, queue complete files left in the inboxes."""
+        queued = 0
+        for partner_id, base in inbox.partner_folders(root):
+            inbox.clean_abandoned_uploads(base)
+            for path in inbox.pending_files(base):
+                self.submit(partner_id, path)
+                queued += 1
+        return queued
+
+    def drain(self, timeout: float = 60) -> None:
+        concurrent.futures.wait(list(self._pending), timeout=timeout)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class _Upload:
+    """A file being written: a hidden temporary name, renamed to ``final`` when closed."""
+
+    def __init__(self, handle: Any, temp: Path, final: Path) -> None:
+        self.handle, self.temp, self.final = handle, temp, final
+
+
+class PartnerSFTPServer(asyncssh.SFTPServer):
+    """One partner's SFTP session, confined to its own folder."""
+
+    def __init__(
+        self, chan: asyncssh.SSHServerChannel[bytes], *, root: Path, processor: Processor
+    ) -> None:
+        partner_id = chan.get_extra_info("partner_id")
+        if not isinstance(partner_id, uuid.UUID):
+            raise asyncssh.SFTPPermissionDenied("not logged in as a partner")
+        self.partner_id = partner_id
+        self.base = inbox.ensure_partner_folders(root, partner_id)
+        self.processor = processor
+        super().__init__(chan, chroot=str(self.base).encode())
+
+    # --- paths ------------------------------------------------------------------------------
+
+    def _virtual(self, path: bytes) -> tuple[str, ...]:
+        """The path as parts below the partner's root; ``..`` is refused outright."""
+        text = path.decode("utf-8", errors="strict")
+        parts = [p for p in text.replace("\\", "/").split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise asyncssh.SFTPPermissionDenied("paths with '..' are not allowed")
+        if parts and parts[0] not in inbox.FOLDERS:
+            raise asyncssh.SFTPNoSuchFile("no such file or folder")
+        if len(parts) > 2:
+            raise asyncssh.SFTPNoSuchFile("no such file or folder")
+        return tuple(parts)
+
+    def map_path(self, path: bytes) -> bytes:
+        parts = self._virtual(path)
+        return super().map_path(("/" + "/".join(parts)).encode())
+
+    def _file_in(self, path: bytes, folders: tuple[str, ...], action: str) -> tuple[str, str]:
+        parts = self._virtual(path)
+        if len(parts) != 2 or parts[0] not in folders:
+            raise asyncssh.SFTPPermissionDenied(f"{action} is allowed only in {', '.join(folders)}")
+        folder, name = parts
+        if not inbox.is_safe_name(name):
+            raise asyncssh.SFTPPermissionDenied(
+                "file names are letters, digits, '.', '_', '-' and spaces, not starting with '.'"
+            )
+        return folder, name
+
+    # --- files ------------------------------------------------------------------------------
+
+    def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        if pflags & (FXF_WRITE | FXF_APPEND):
+            if pflags & FXF_READ:
+                raise asyncssh.SFTPPermissionDenied("open files for reading or writing, not both")
+            folder, name = self._file_in(path, WRITE_FOLDERS, "writing")
+            final = self.base / folder / name
+            temp = final.with_name(f"{inbox.UPLOAD_PREFIX}{uuid.uuid4().hex}-{name}")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            return _Upload(os.fdopen(fd, "wb", buffering=0), temp, final)
+        folder, name = self._file_in(path, READ_FOLDERS, "reading")
+        local = self.base / folder / name
+        if local.is_symlink() or not local.is_file():
+            raise asyncssh.SFTPNoSuchFile("no such file")
+        return local.open("rb", buffering=0)
+
+    def read(self, file_obj: object, offset: int, size: int) -> bytes:
+        if isinstance(file_obj, _Upload):
+            raise asyncssh.SFTPPermissionDenied("the file is open for writing")
+        return super().read(file_obj, offset, size)  # type: ignore[return-value]
+
+    def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        if not isinstance(file_obj, _Upload):
+            raise asyncssh.SFTPPermissionDenied("the file is open for reading")
+        file_obj.handle.seek(offset)
+        return int(file_obj.handle.write(data))
+
+    def fstat(self, file_obj: object) -> Any:
+        handle = file_obj.handle if isinstance(file_obj, _Upload) else file_obj
+        return super().fstat(handle)
+
+    def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> None:
+        return None  # times and modes are the server's business; accepted, not applied
+
+    def close(self, file_obj: object) -> None:
+        if not isinstance(file_obj, _Upload):
+            super().close(file_obj)
+            return
+        file_obj.handle.flush()
+        os.fsync(file_obj.handle.fileno())
+        file_obj.handle.close()
+        os.replace(file_obj.temp, file_obj.final)
+        self._completed(file_obj.final)
+
+    def _completed(self, path: Path) -> None:
+        if inbox.is_complete_name(path.name):
+            self.processor.submit(self.partner_id, path)
+
+    # --- names ------------------------------------------------------------------------------
+
+    def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        _, old = self._file_in(oldpath, WRITE_FOLDERS, "renaming")
+        _, new = self._file_in(newpath, WRITE_FOLDERS, "renaming")
+        source, target = self.base / "inbox" / old, self.base / "inbox" / new
+        if not source.is_file() or source.is_symlink():
+            raise asyncssh.SFTPNoSuchFile("no such file")
+        if target.exists():
+            raise asyncssh.SFTPFailure("a file with that name is waiting already")
+        os.replace(source, target)
+        self._completed(target)
+
+    def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        _, old = self._file_in(oldpath, WRITE_FOLDERS, "renaming")
+        _, new = self._file_in(newpath, WRITE_FOLDERS, "renaming")
+        source = self.base / "inbox" / old
+        if not source.is_file() or source.is_symlink():
+            raise asyncssh.SFTPNoSuchFile("no such file")
+        os.replace(source, self.base / "inbox" / new)
+        self._completed(self.base / "inbox" / new)
+
+    def remove(self, path: bytes) -> None:
+        folder, name = self._file_in(path, REMOVE_FOLDERS, "removing")
+        local = self.base / folder / name
+        if not local.is_file() or local.is_symlink():
+            raise asyncssh.SFTPNoSuchFile("no such file")
+        local.unlink()
+
+    async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
+        """The folder's entries, without hidden files (in-flight uploads) or anything foreign."""
+        parts = self._virtual(path)
+        local = Path(self.map_path(path).decode())
+        if not local.is_dir():
+            raise asyncssh.SFTPNoSuchFile("no such folder")
+        here = asyncssh.SFTPAttrs.from_local(local.stat())
+        yield asyncssh.SFTPName(b".", attrs=here)
+        yield asyncssh.SFTPName(b"..", attrs=here)
+        for entry in sorted(os.scandir(local), key=lambda e: e.name):
+            if entry.name.startswith(".") or entry.is_symlink():
+                continue
+            if not parts and entry.name not in inbox.FOLDERS:
+                continue
+            attrs = asyncssh.SFTPAttrs.from_local(entry.stat(follow_symlinks=False))
+            yield asyncssh.SFTPName(entry.name.encode(), attrs=attrs)
+
+    def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        self._virtual(path)
+        return None
+
+    def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        raise asyncssh.SFTPPermissionDenied("folders cannot be made")
+
+    def rmdir(self, path: bytes) -> None:
+        raise asyncssh.SFTPPermissionDenied("folders cannot be removed")
+
+    def symlink(self, oldpath: bytes, newpath: bytes) -> None:
+        raise asyncssh.SFTPPermissionDenied("links are not allowed")
+
+    def link(self, oldpath: bytes, newpath: bytes) -> None:
+        raise asyncssh.SFTPPermissionDenied("links are not allowed")
+
+    def readlink(self, path: bytes) -> bytes:
+        raise asyncssh.SFTPPermissionDenied("links are not allowed")
+
+
+class PartnerSSHServer(asyncssh.SSHServer):
+    """Authentication: a registered, unrevoked public key of an active partner; nothing else."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._conn: asyncssh.SSHServerConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        fingerprint = key.get_fingerprint("sha256")
+
+        def lookup() -> uuid.UUID | None:
+            with unit_of_work(self.ctx.sessions) as session:
+                return partner_for_key(session, fingerprint, self.ctx.now())
+
+        partner_id = await asyncio.get_running_loop().run_in_executor(None, lookup)
+        if partner_id is None or self._conn is None:
+            log.info("sftp login refused", extra={"reason": "unknown or revoked key"})
+            return False
+        self._conn.set_extra_info(partner_id=partner_id)
+        log.info("sftp login", extra={"partner_id": str(partner_id)})
+        return True
+
+
+async def start_server(
+    ctx: Context, *, host: str, port: int, processor: Processor
+) -> asyncssh.SSHAcceptor:
+    """Recover what a previous run left, then listen. Returns the acceptor (``.close()`` it)."""
+    root = ctx.settings.resolved_sftp_root
+    root.mkdir(parents=True, exist_ok=True)
+    queued = await asyncio.get_running_loop().run_in_executor(None, processor.recover, root)
+    if queued:
+        log.info("sftp files from before the restart queued", extra={"count": queued})
+    host_key = load_or_create_host_key(ctx.settings.resolved_sftp_host_key_file)
+
+    def sftp_factory(chan: asyncssh.SSHServerChannel[bytes]) -> PartnerSFTPServer:
+        return PartnerSFTPServer(chan, root=root, processor=processor)
+
+    server_factory: Callable[[], PartnerSSHServer] = lambda: PartnerSSHServer(ctx)  # noqa: E731
+    return await asyncssh.listen(
+        host,
+        port,
+        server_host_keys=[host_key],
+        server_factory=server_factory,
+        sftp_factory=sftp_factory,
+        allow_scp=False,
+        agent_forwarding=False,
+        x11_forwarding=False,
+        allow_pty=False,
+        keepalive_interval=60,
+    )
+
+
+def serve_forever(ctx: Context, host: str, port: int) -> None:
+    """Run the SFTP endpoint until interrupted (SIGINT / SIGTERM)."""
+    processor = Processor(ctx)
+
+    async def main() -> None:
+        acceptor = await start_server(ctx, host=host, port=port, processor=processor)
+        log.info("sftp listening", extra={"host": host, "port": port})
+        try:
+            await acceptor.wait_closed()
+        finally:
+            acceptor.close()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        processor.close()

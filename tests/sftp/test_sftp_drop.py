@@ -1,0 +1,376 @@
+"""The SFTP drop with real clients on loopback: asyncssh's, and OpenSSH's `sftp` where installed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncssh
+import pytest
+import sqlalchemy as sa
+
+from services.ingest.partners import find_partner
+from services.sftp.inbox import UPLOAD_PREFIX, ensure_partner_folders
+from services.sftp.keys import add_ssh_key, revoke_ssh_key
+from services.sftp.server import Processor, start_server
+from services.sftp.watch import Watcher
+from shared.context import Context
+from shared.db import unit_of_work
+from shared.models import Delivery, Signal
+from tests.helpers import csv_file, register, row
+
+T = TypeVar("T")
+
+
+class ServerThread:
+    """The SFTP endpoint on its own event loop in a thread, on a free loopback port."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.processor: Processor | None = None
+        self.acceptor: asyncssh.SSHAcceptor | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        self.processor = Processor(self.ctx)
+        future = asyncio.run_coroutine_threadsafe(
+            start_server(self.ctx, host="127.0.0.1", port=0, processor=self.processor), self.loop
+        )
+        self.acceptor = future.result(timeout=30)
+        self.port = self.acceptor.get_port()
+
+    def stop(self) -> None:
+        if self.acceptor is not None:
+            acceptor = self.acceptor
+
+            async def close() -> None:
+                acceptor.close()
+                await acceptor.wait_closed()
+
+            asyncio.run_coroutine_threadsafe(close(), self.loop).result(timeout=30)
+            self.acceptor = None
+        if self.processor is not None:
+            self.processor.close()
+            self.processor = None
+
+    def shutdown(self) -> None:
+        self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+@dataclass
+class Drop:
+    ctx: Context
+    server: ServerThread
+    root: Path
+    keys: dict[str, asyncssh.SSHKey]
+    partner_ids: dict[str, uuid.UUID]
+
+    def run(self, coro: Callable[[], Awaitable[T]]) -> T:
+        return asyncio.run(coro())
+
+    def connect(self, key: asyncssh.SSHKey) -> Any:
+        return asyncssh.connect(
+            "127.0.0.1",
+            self.server.port,
+            username="partner",
+            client_keys=[key],
+            known_hosts=None,
+            agent_path=None,
+            password=None,
+            kbdint_auth=False,
+        )
+
+    def result(self, partner: str, name: str, timeout: float = 20) -> dict[str, Any]:
+        path = self.root / str(self.partner_ids[partner]) / "outbox" / f"{name}.result.json"
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no result for {name}")
+            time.sleep(0.05)
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return data
+
+    def deliveries(self) -> int:
+        with self.ctx.sessions() as session:
+            return int(session.scalar(sa.select(sa.func.count()).select_from(Delivery)) or 0)
+
+
+@pytest.fixture
+def drop(ctx: Context) -> Iterator[Drop]:
+    keys: dict[str, asyncssh.SSHKey] = {}
+    ids: dict[str, uuid.UUID] = {}
+    for name, kind in (("Energiek", "energie"), ("Waterweg", "water")):
+        register(ctx, name, kind)
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        with unit_of_work(ctx.sessions) as session:
+            partner = find_partner(session, name)
+            public = key.export_public_key("openssh").decode()
+            add_ssh_key(session, partner, public, label=None, now=ctx.now())
+            ids[name] = partner.id
+        keys[name] = key
+    server = ServerThread(ctx)
+    server.start()
+    yield Drop(ctx, server, ctx.settings.resolved_sftp_root, keys, ids)
+    server.shutdown()
+
+
+GOOD = csv_file(row("E1"), row("E2", nummer="14"))
+BAD = csv_file(row("E1", postcode="0000XX"), row("E2", bedrag="-5"))
+
+
+async def _put(drop: Drop, partner: str, name: str, content: bytes) -> None:
+    async with (
+        drop.connect(drop.keys[partner]) as conn,
+        conn.start_sftp_client() as sftp,
+        sftp.open(f"inbox/{name}", "wb") as remote,
+    ):
+        await remote.write(content)
+
+
+def test_upload_gives_a_result_with_the_delivery(drop: Drop) -> None:
+    drop.run(lambda: _put(drop, "Energiek", "achterstanden_2026-11.csv", GOOD))
+    result = drop.result("Energiek", "achterstanden_2026-11.csv")
+    assert result["status"] == "accepted"
+    assert result["delivery"]["rows"] == 2
+    assert result["delivery"]["period"] == "2026-11"
+    assert result["delivery"]["source"] == "sftp"
+    with drop.ctx.sessions() as session:
+        stored = session.get(Delivery, uuid.UUID(result["delivery"]["id"]))
+        assert stored is not None
+        assert stored.source == "sftp"
+    processed = list((drop.root / str(drop.partner_ids["Energiek"]) / "processed").iterdir())
+    assert [p.name.endswith("_achterstanden_2026-11.csv") for p in processed] == [True]
+
+
+def test_an_invalid_file_gets_the_row_report_and_stores_nothing(drop: Drop) -> None:
+    drop.run(lambda: _put(drop, "Energiek", "fout.csv", BAD))
+    result = drop.result("Energiek", "fout.csv")
+    assert result["status"] == "rejected"
+    problem = result["problem"]
+    assert problem["status"] == 422
+    assert {(e["row"], e["column"]) for e in problem["errors"]} == {(2, "postcode"), (3, "bedrag")}
+    assert drop.deliveries() == 0
+
+
+def test_a_closed_period_in_the_name_is_refused_like_the_api(drop: Drop) -> None:
+    drop.run(lambda: _put(drop, "Energiek", "oud_2026-09.csv", GOOD))
+    result = drop.result("Energiek", "oud_2026-09.csv")
+    assert result["status"] == "rejected"
+    assert result["problem"]["status"] == 409
+    assert result["problem"]["period"] == "2026-09"
+    assert result["problem"]["open_period"] == "2026-11"
+
+
+def test_the_same_file_again_does_not_duplicate(drop: Drop) -> None:
+    drop.run(lambda: _put(drop, "Energiek", "maand.csv", GOOD))
+    first = drop.result("Energiek", "maand.csv")
+    outbox = drop.root / str(drop.partner_ids["Energiek"]) / "outbox" / "maand.csv.result.json"
+    outbox.unlink()
+    drop.run(lambda: _put(drop, "Energiek", "maand.csv", GOOD))
+    second = drop.result("Energiek", "maand.csv")
+    assert second["delivery"]["id"] == first["delivery"]["id"]
+    assert second["created"] is False
+    assert drop.deliveries() == 1
+    with drop.ctx.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Signal)) == 2
+
+
+def test_a_large_file_spanning_many_writes_arrives_whole(drop: Drop) -> None:
+    rows = [
+        row(f"E{i}", nummer=str(1 + i % 500), postcode=f"{2011 + i // 500}AB")
+        for i in range(30_000)
+    ]
+    content = csv_file(*rows)
+    assert len(content) > 2_000_000  # far beyond one SFTP write
+
+    async def put_in_pieces() -> None:
+        async with (
+            drop.connect(drop.keys["Energiek"]) as conn,
+            conn.start_sftp_client() as sftp,
+            sftp.open("inbox/groot.csv", "wb") as remote,
+        ):
+            for start in range(0, len(content), 32_768):
+                await remote.write(content[start : start + 32_768], start)
+
+    drop.run(put_in_pieces)
+    result = drop.result("Energiek", "groot.csv", timeout=120)
+    assert result["status"] == "accepted", result
+    assert result["delivery"]["rows"] == 30_000
+
+
+def test_part_upload_is_ingested_once_renamed(drop: Drop) -> None:
+    async def put_and_rename() -> None:
+        async with drop.connect(drop.keys["Energiek"]) as conn, conn.start_sftp_client() as sftp:
+            async with sftp.open("inbox/maand.csv.part", "wb") as remote:
+                await remote.write(GOOD)
+            await asyncio.sleep(0.3)
+            assert sorted(await sftp.listdir("inbox")) == [".", "..", "maand.csv.part"]
+            await sftp.rename("inbox/maand.csv.part", "inbox/maand.csv")
+
+    drop.run(put_and_rename)
+    assert drop.result("Energiek", "maand.csv")["status"] == "accepted"
+    outbox = drop.root / str(drop.partner_ids["Energiek"]) / "outbox"
+    assert sorted(p.name for p in outbox.iterdir()) == ["maand.csv.result.json"]
+
+
+def test_unknown_and_revoked_keys_are_refused(drop: Drop) -> None:
+    stranger = asyncssh.generate_private_key("ssh-ed25519")
+
+    async def login(key: asyncssh.SSHKey) -> None:
+        async with drop.connect(key):
+            pass
+
+    with pytest.raises(asyncssh.PermissionDenied):
+        drop.run(lambda: login(stranger))
+    with unit_of_work(drop.ctx.sessions) as session:
+        fingerprint = drop.keys["Waterweg"].get_fingerprint("sha256")
+        revoke_ssh_key(session, fingerprint, now=drop.ctx.now())
+    with pytest.raises(asyncssh.PermissionDenied):
+        drop.run(lambda: login(drop.keys["Waterweg"]))
+    drop.run(lambda: login(drop.keys["Energiek"]))  # the other partner still gets in
+
+
+def test_a_partner_sees_only_its_own_folder(drop: Drop) -> None:
+    other = str(drop.partner_ids["Waterweg"])
+    ensure_partner_folders(drop.root, other)
+    (drop.root / other / "outbox" / "geheim.result.json").write_text("{}")
+
+    async def explore() -> list[str]:
+        async with drop.connect(drop.keys["Energiek"]) as conn, conn.start_sftp_client() as sftp:
+            top = sorted(await sftp.listdir("/"))
+            for path in (
+                f"/{other}/outbox/geheim.result.json",
+                f"../{other}/outbox/geheim.result.json",
+                "outbox/../../x",
+                "/etc/passwd",
+                "inbox/../outbox",
+            ):
+                with pytest.raises(asyncssh.SFTPError):
+                    await sftp.stat(path)
+            for target in (f"../{other}/inbox/x.csv", "/tmp/x.csv", "outbox/x.csv", "x.csv"):
+                with pytest.raises(asyncssh.SFTPError):
+                    async with sftp.open(target, "wb") as remote:
+                        await remote.write(b"x")
+            with pytest.raises(asyncssh.SFTPError):
+                await sftp.mkdir("inbox/sub")
+            with pytest.raises(asyncssh.SFTPError):
+                await sftp.symlink("/outbox", "inbox/link")
+            with pytest.raises(asyncssh.SFTPPermissionDenied):
+                await sftp.realpath("..")
+            assert await sftp.realpath("/inbox") == "/inbox"
+            return top
+
+    assert drop.run(explore) == [".", "..", "inbox", "outbox", "processed"]
+    assert not Path("/tmp/x.csv").exists() or Path("/tmp/x.csv").stat().st_size != 1
+
+
+def test_no_shell_no_commands_no_forwarding(drop: Drop) -> None:
+    async def try_shell() -> None:
+        async with drop.connect(drop.keys["Energiek"]) as conn:
+            with pytest.raises((asyncssh.ChannelOpenError, asyncssh.ProcessError, OSError)):
+                await conn.run("id", check=True)
+            with pytest.raises((asyncssh.ChannelOpenError, OSError)):
+                await conn.create_connection(asyncssh.SSHTCPSession, "127.0.0.1", 22)
+
+    drop.run(try_shell)
+
+
+def test_a_crash_mid_upload_leaves_no_delivery_and_restart_recovers(drop: Drop) -> None:
+    async def abort_mid_upload() -> None:
+        conn = await drop.connect(drop.keys["Energiek"])
+        sftp = await conn.start_sftp_client()
+        remote = await sftp.open("inbox/half.csv", "wb")
+        await remote.write(GOOD[:40])
+        conn.abort()
+
+    drop.run(abort_mid_upload)
+    base = drop.root / str(drop.partner_ids["Energiek"])
+    time.sleep(0.3)
+    drop.server.stop()
+    leftovers = [p.name for p in (base / "inbox").iterdir()]
+    assert all(name.startswith(UPLOAD_PREFIX) for name in leftovers)
+    assert drop.deliveries() == 0
+    # A complete file that arrived but was not ingested before the stop (a crash in between).
+    (base / "inbox" / "wachtend.csv").write_bytes(GOOD)
+    drop.server.start()
+    assert drop.result("Energiek", "wachtend.csv")["status"] == "accepted"
+    assert list((base / "inbox").iterdir()) == []
+    assert drop.deliveries() == 1
+
+
+@pytest.mark.skipif(shutil.which("sftp") is None, reason="OpenSSH's sftp program is not installed")
+def test_openssh_sftp_client(drop: Drop, tmp_path: Path) -> None:
+    key_file = tmp_path / "id_ed25519"
+    key_file.write_bytes(drop.keys["Waterweg"].export_private_key("openssh"))
+    os.chmod(key_file, 0o600)
+    upload = tmp_path / "water_2026-11.csv"
+    upload.write_bytes(GOOD)
+    batch = tmp_path / "batch"
+    batch.write_text(
+        f"cd inbox\nput {upload} water_2026-11.csv.part\n"
+        "rename water_2026-11.csv.part water_2026-11.csv\nls /\n"
+    )
+    completed = subprocess.run(
+        [
+            "sftp",
+            "-b",
+            str(batch),
+            "-i",
+            str(key_file),
+            "-P",
+            str(drop.server.port),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "waterweg@127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert drop.result("Waterweg", "water_2026-11.csv")["status"] == "accepted"
+
+
+def test_watch_mode_picks_up_settled_files(ctx: Context) -> None:
+    register(ctx, "Energiek", "energie")
+    with ctx.sessions() as session:
+        partner_id = find_partner(session, "Energiek").id
+    root = ctx.settings.resolved_sftp_root
+    base = ensure_partner_folders(root, partner_id)
+    now = [100.0]
+    watcher = Watcher(ctx, root, settle_seconds=5, monotonic=lambda: now[0])
+    (base / "inbox" / "maand.csv").write_bytes(GOOD)
+    (base / "inbox" / "bezig.csv.part").write_bytes(GOOD[:10])
+    assert watcher.scan() == []  # just seen: it may still be growing
+    now[0] += 6
+    done = watcher.scan()
+    assert [(o.name, o.status) for o in done] == [("maand.csv", "accepted")]
+    assert (base / "outbox" / "maand.csv.result.json").exists()
+    assert [p.name for p in (base / "inbox").iterdir()] == ["bezig.csv.part"]
+    with ctx.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Delivery)) == 1
