@@ -46,6 +46,7 @@ from shared.settings import Settings
 Seconds = Callable[[], float]
 UPLOAD_ROUTE = ("POST", "/api/v1/deliveries")
 MAX_TRACKED = 50_000
+EPSILON = 1e-9  # float dust: 19 x 0.05 + 0.05 tokens is a whole token
 
 
 class RateLimited(AppError):
@@ -88,8 +89,8 @@ class TokenBuckets:
         with self._lock:
             bucket = self._refilled(key, create=True)
             assert bucket is not None
-            if bucket.tokens >= 1:
-                bucket.tokens -= 1
+            if bucket.tokens >= 1 - EPSILON:
+                bucket.tokens = max(0.0, bucket.tokens - 1)
                 return None
             return self._wait(bucket)
 
@@ -99,7 +100,7 @@ class TokenBuckets:
             return None
         with self._lock:
             bucket = self._refilled(key, create=False)
-            if bucket is None or bucket.tokens >= 1:
+            if bucket is None or bucket.tokens >= 1 - EPSILON:
                 return None
             return self._wait(bucket)
 
@@ -121,7 +122,7 @@ class TokenBuckets:
         return bucket
 
     def _wait(self, bucket: _Bucket) -> int:
-        return max(1, math.ceil((1.0 - bucket.tokens) / self.rate))
+        return max(1, math.ceil((1.0 - bucket.tokens) / self.rate - EPSILON))
 
 
 @dataclass
