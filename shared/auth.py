@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from services.ingest import repository
-from shared.crypto import api_key_matches, split_api_key
+from shared.crypto import api_key_matches, issue_api_key, split_api_key
 from shared.errors import AuthenticationError
-from shared.models import Staff
+from shared.models import ApiKey, Staff
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 PARTNER_ROLE = "partner"
@@ -66,3 +66,29 @@ def authenticate(session: Session, presented: str | None, now: datetime) -> Prin
     if partner is None or not partner.active:
         raise AuthenticationError("the API key is not valid")
     return Principal(record.id, record.key_id, PARTNER_ROLE, partner_id=partner.id)
+
+
+def new_api_key(
+    session: Session,
+    *,
+    prefix: str,
+    now: datetime,
+    label: str | None,
+    partner_id: uuid.UUID | None = None,
+    staff_id: uuid.UUID | None = None,
+) -> tuple[ApiKey, str]:
+    """Issue and store a key for a partner or a staff member; returns the row and the secret
+    (shown once, never stored)."""
+    issued = issue_api_key(prefix)
+    key = ApiKey(
+        id=uuid.uuid4(),
+        key_id=issued.key_id,
+        key_hash=issued.key_hash,
+        partner_id=partner_id,
+        staff_id=staff_id,
+        label=label,
+        created_at=now,
+    )
+    session.add(key)
+    session.flush()
+    return key, issued.secret

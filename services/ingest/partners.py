@@ -11,7 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.ingest import repository
-from shared.crypto import PARTNER_KEY_PREFIX, issue_api_key
+from shared.auth import new_api_key
+from shared.crypto import PARTNER_KEY_PREFIX
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import ApiKey, Partner, PartnerKind
 
@@ -61,18 +62,10 @@ def new_partner_key(
     session: Session, partner: Partner, *, now: datetime, label: str | None = None
 ) -> NewKey:
     """Issue another key for a partner (for rotation: issue, switch over, revoke the old one)."""
-    issued = issue_api_key(PARTNER_KEY_PREFIX)
-    key = ApiKey(
-        id=uuid.uuid4(),
-        key_id=issued.key_id,
-        key_hash=issued.key_hash,
-        partner_id=partner.id,
-        label=label,
-        created_at=now,
+    key, secret = new_api_key(
+        session, prefix=PARTNER_KEY_PREFIX, now=now, label=label, partner_id=partner.id
     )
-    session.add(key)
-    session.flush()
-    return NewKey(partner=partner, key=key, secret=issued.secret)
+    return NewKey(partner=partner, key=key, secret=secret)
 
 
 def revoke_key(session: Session, key_id: str, *, now: datetime) -> ApiKey:

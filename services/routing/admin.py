@@ -18,7 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.crypto import STAFF_KEY_PREFIX, issue_api_key
+from shared.auth import new_api_key
+from shared.crypto import STAFF_KEY_PREFIX
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import ApiKey, Role, Staff, Team, TeamArea
 
@@ -186,18 +187,10 @@ def add_staff(
 def new_staff_key(
     session: Session, staff: Staff, *, now: datetime, label: str | None = None
 ) -> NewStaffKey:
-    issued = issue_api_key(STAFF_KEY_PREFIX)
-    key = ApiKey(
-        id=uuid.uuid4(),
-        key_id=issued.key_id,
-        key_hash=issued.key_hash,
-        staff_id=staff.id,
-        label=label,
-        created_at=now,
+    key, secret = new_api_key(
+        session, prefix=STAFF_KEY_PREFIX, now=now, label=label, staff_id=staff.id
     )
-    session.add(key)
-    session.flush()
-    return NewStaffKey(staff=staff, key=key, secret=issued.secret)
+    return NewStaffKey(staff=staff, key=key, secret=secret)
 
 
 def list_staff(session: Session) -> list[Staff]:
