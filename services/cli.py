@@ -25,6 +25,8 @@ staff_app = typer.Typer(help="Municipal staff, their roles and API keys.", no_ar
 teams_app = typer.Typer(help="Wijkteams and the postcodes they cover.", no_args_is_help=True)
 export_app = typer.Typer(help="Exports in national formats.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+keys_app = typer.Typer(help="Encryption keys: new, status, rotate.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 app.add_typer(staff_app, name="staff")
 app.add_typer(teams_app, name="teams")
 app.add_typer(export_app, name="export")
@@ -811,6 +813,113 @@ def export_ddas(
             f"{counts['vroegsignaalzaken']} cases (DDAS Vroegsignalering v1.2)"
         ),
     )
+
+
+# --- retention and keys -------------------------------------------------------------------------
+
+
+@app.command("purge")
+def purge_cmd(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count only; change nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove personal data past its retention period (run daily by cron)."""
+    from services.retention import purge
+    from shared import audit
+    from shared.db import unit_of_work
+
+    ctx = _context()
+    with unit_of_work(ctx.sessions) as session:
+        report = purge(ctx, session, dry_run=dry_run)
+        if not dry_run:
+            audit.record(
+                session,
+                action="retention.purge",
+                now=ctx.now(),
+                object_type="retention",
+                details=report.as_dict(),
+                system_actor="cli",
+            )
+    data = report.as_dict()
+
+    def human() -> None:
+        verb = "would remove" if dry_run else "removed"
+        typer.echo(f"retention: {verb} the personal data of")
+        typer.echo(f"  {report.signals_without_case:>7} signals without a case")
+        typer.echo(
+            f"  {report.signals_of_closed_cases:>7} signals of cases closed before the cutoff"
+        )
+        typer.echo(f"  {report.contact_notes:>7} contact notes, {report.transfer_reasons} reasons")
+        typer.echo(f"  {report.cases_deleted:>7} cases beyond the recidive window (deleted)")
+        typer.echo(f"cutoff {report.cutoff}; recidive window from {report.recidive_before_period}")
+
+    emit(data, as_json, human)
+
+
+@keys_app.command("new")
+def keys_new(
+    key_id: Annotated[str, typer.Option("--id", help="Id for the new key, e.g. k2026b.")],
+) -> None:
+    """Print a new keyring entry (put it first in VS_ENCRYPTION_KEYS, then run keys rotate)."""
+    from services.keys import new_key_entry
+
+    try:
+        typer.echo(new_key_entry(key_id))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@keys_app.command("status")
+def keys_status(as_json: JsonOption = False) -> None:
+    """How many envelopes each encryption key still holds (no key material is shown)."""
+    from services.keys import key_usage
+
+    ctx = _context()
+    usage = key_usage(ctx)
+    data = {"active": ctx.cipher.active_key_id, "keyring": ctx.cipher.key_ids, "usage": usage}
+
+    def human() -> None:
+        typer.echo(f"active key: {data['active']}; keyring: {', '.join(ctx.cipher.key_ids)}")
+        for place, counts in usage.items():
+            text = ", ".join(f"{k}: {n}" for k, n in sorted(counts.items())) or "none"
+            typer.echo(f"  {place:<17} {text}")
+
+    emit(data, as_json, human)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    batch: Annotated[int, typer.Option(min=1, help="Rows per transaction.")] = 1000,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-encrypt everything under the active (first) key, in batches, while the service runs."""
+    from services.keys import rotate
+    from shared import audit
+    from shared.db import unit_of_work
+
+    ctx = _context()
+
+    def progress(message: str) -> None:
+        if not as_json:
+            typer.echo(f"... {message}", err=True)
+
+    try:
+        done = rotate(ctx, batch=batch, progress=progress)
+    except AppError as exc:
+        fail(exc, as_json)
+    with unit_of_work(ctx.sessions) as session:
+        audit.record(
+            session,
+            action="keys.rotate",
+            now=ctx.now(),
+            object_type="keyring",
+            object_id=ctx.cipher.active_key_id,
+            details=done,
+            system_actor="cli",
+        )
+    data = {"active": ctx.cipher.active_key_id, "re_encrypted": done}
+    emit(data, as_json, lambda: typer.echo(f"re-encrypted under {data['active']}: {done}"))
 
 
 # --- audit --------------------------------------------------------------------------------------

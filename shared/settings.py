@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     due_days: int = Field(default=28, ge=1, le=365)
     crisis_due_working_days: int = Field(default=3, ge=1, le=30)
 
+    # Retention (services.retention): personal data of signals without a case and of closed cases
+    # is removed this many months after receipt or closure.
+    retention_months: int = Field(default=6, ge=1, le=120)
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 

@@ -156,3 +156,25 @@ def test_export_and_audit_verify(october: None, tmp_path: Path) -> None:
     assert isinstance(verified, dict)
     assert verified["intact"] is True
     assert verified["events"] >= 3  # two partners added, one export
+
+
+def test_purge_and_keys_commands(october: None) -> None:
+    preview = invoke("purge", "--dry-run", "--json")
+    assert isinstance(preview, dict)
+    assert preview["dry_run"] is True
+    assert preview["signals_without_case"] == 0  # received in October, kept six months
+    done = invoke("purge", "--json")
+    assert isinstance(done, dict)
+    assert done["dry_run"] is False
+    status = invoke("keys", "status", "--json")
+    assert isinstance(status, dict)
+    assert status["usage"]["signals"] == {status["active"]: 2}
+    assert "c1:" not in json.dumps(status)  # no key material, only ids
+    entry = runner.invoke(app, ["keys", "new", "--id", "k2027"])
+    assert entry.exit_code == 0
+    assert entry.stdout.startswith("k2027:")
+    rotated = invoke("keys", "rotate", "--json")
+    assert isinstance(rotated, dict)
+    assert rotated["re_encrypted"]["signals"] == 0  # everything is under the active key already
+    bad = runner.invoke(app, ["keys", "new", "--id", "bad id!"])
+    assert bad.exit_code == 2

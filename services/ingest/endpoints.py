@@ -6,7 +6,7 @@ import json
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -66,6 +66,7 @@ def to_public(delivery: Delivery, outcome: IngestOutcome | None = None) -> Deliv
     summary="Upload this period's arrears (CSV or JSON)",
 )
 async def upload_delivery(
+    request: Request,
     principal: PartnerPrincipal,
     ctx: AppContext,
     file: Annotated[UploadFile, File(description="the partner's arrears file, CSV or JSON")],
@@ -86,6 +87,8 @@ async def upload_delivery(
         content_type=file.content_type,
         period=period,
         source="api",
+        actor=principal,
+        request_id=getattr(request.state, "request_id", None),
     )
     body = to_public(outcome.delivery, outcome).model_dump(mode="json")
     status = 201 if outcome.created else 200

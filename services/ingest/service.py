@@ -27,8 +27,11 @@ from sqlalchemy.orm import Session
 from services.ingest import repository
 from services.ingest.parsing import parse_upload
 from services.ingest.validation import ValidationRules, validate
+from shared import audit
+from shared.auth import Principal
 from shared.context import Context
-from shared.errors import DeliveryWindowClosed, RowProblem, ValidationFailed
+from shared.db import unit_of_work
+from shared.errors import AppError, DeliveryWindowClosed, RowProblem, ValidationFailed
 from shared.models import Delivery, DeliveryStatus, Partner, Signaalstatus
 from shared.periods import Period, local_today, open_period
 
@@ -88,6 +91,8 @@ def ingest_delivery(
     content_type: str | None = None,
     period: str | None = None,
     source: str = "api",
+    actor: Principal | None = None,
+    request_id: str | None = None,
 ) -> IngestOutcome:
     """Validate and store one delivery in the caller's transaction; see the module rules."""
     now = ctx.now()
@@ -137,6 +142,17 @@ def ingest_delivery(
     if existing is not None:
         repository.link_successor(session, existing.id, delivery.id)
     _store_signals(session, ctx, delivery, partner, result.rows, now)
+    audit.record(
+        session,
+        action="delivery.replace" if existing is not None else "delivery.upload",
+        now=now,
+        actor=actor,
+        system_actor=f"{source}:{partner.id}",
+        object_type="delivery",
+        object_id=delivery.id,
+        request_id=request_id,
+        details={"rows": delivery.row_count, "period": delivery.period, "source": source},
+    )
     return IngestOutcome(
         delivery, created=True, warnings=warnings, replaced=existing.id if existing else None
     )
@@ -161,12 +177,37 @@ def ingest_with_retry(ctx: Context, *, partner_id: uuid.UUID, **kwargs: object) 
             session.rollback()
             if attempt == 2:
                 raise
+        except AppError as exc:
+            session.rollback()
+            _audit_refusal(ctx, partner_id, exc, kwargs)
+            raise
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
     raise AssertionError("unreachable")
+
+
+def _audit_refusal(
+    ctx: Context, partner_id: uuid.UUID, exc: AppError, kwargs: dict[str, object]
+) -> None:
+    """A refused upload stores nothing, but the attempt is an audit event of its own."""
+    actor = kwargs.get("actor")
+    request_id = kwargs.get("request_id")
+    with unit_of_work(ctx.sessions) as session:
+        audit.record(
+            session,
+            action="delivery.upload",
+            now=ctx.now(),
+            actor=actor if isinstance(actor, Principal) else None,
+            system_actor=f"{kwargs.get('source', 'api')}:{partner_id}",
+            object_type="partner",
+            object_id=partner_id,
+            outcome="rejected",
+            request_id=request_id if isinstance(request_id, str) else None,
+            details={"status": exc.status, "problem": exc.slug},
+        )
 
 
 def _capped(exc: ValidationFailed, limit: int) -> ValidationFailed:

@@ -39,6 +39,7 @@ from services.matcher.rules import (
     match,
 )
 from services.routing.service import route_new_cases
+from shared import audit
 from shared.bulk import is_postgres
 from shared.context import Context
 from shared.errors import Conflict
@@ -177,6 +178,15 @@ def run_period(
             figures["routes"] = _route_counts(routed)
             figures["outside_areas"] = (
                 int(routed["outside_areas"].sum()) if not routed.is_empty() else 0
+            )
+            audit.record(
+                session,
+                action="run.rerun" if run.rerun else "run.completed",
+                now=now,
+                system_actor="matcher",
+                object_type="run",
+                object_id=run.id,
+                details={"period": run.period, "cases": figures.get("cases", 0)},
             )
             run.duration_ms = int((time.perf_counter() - started) * 1000)
             run.finished_at = ctx.now()

@@ -1,0 +1,153 @@
+"""Retention: personal data is removed when it is no longer needed (``vroegsignaal purge``).
+
+No national retention period is set by law; municipalities choose, and six months after receipt
+is common practice. The rules, with ``R = VS_RETENTION_MONTHS`` (6) and
+``W = VS_RECIDIVE_MONTHS`` (6):
+
+1. **Signals that led to no case** (singles, stale, repeats, below the minimum, and every signal of
+   a superseded delivery): R months after the delivery was received, the envelope with names,
+   address, contact details and BSN is deleted, and so are the keyed address, PC6 and person
+   hashes. What stays is anonymous: partner, kind, amount, dates, PC4, status.
+2. **Closed cases**: R months after closure, the same for their signals, and the notes of their
+   contact attempts and the reasons of their transfers are deleted.
+3. **What recidivism needs** (the case with its keyed address hash and its dates) is kept as long
+   as the case can still make a later case "opeenvolgend": until its period is more than W months
+   old (and, for a closed case, R months after closure). Then the case itself is deleted, with its
+   links, contact attempts and history.
+4. **Open cases** are never purged: somebody is working on them.
+
+Anonymous counts for reporting (the runs' figures) are kept. The purge runs daily by cron, can be
+previewed with ``--dry-run``, and is an audit event with its counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, delete, exists, func, select, update
+from sqlalchemy.orm import Session
+
+from shared.context import Context
+from shared.models import (
+    Case,
+    CaseEvent,
+    CaseLink,
+    CaseSignal,
+    CaseStatus,
+    ContactAttempt,
+    Delivery,
+    Signal,
+)
+from shared.periods import Period, local_today
+
+
+@dataclass
+class PurgeReport:
+    cutoff: str  # received or closed before this moment
+    recidive_before_period: str  # cases of earlier periods are beyond the recidive window
+    signals_without_case: int = 0
+    signals_of_closed_cases: int = 0
+    contact_notes: int = 0
+    transfer_reasons: int = 0
+    cases_deleted: int = 0
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def months_before(moment: datetime, months: int) -> datetime:
+    """The same day and time ``months`` calendar months earlier (clamped to the month's end)."""
+    index = moment.year * 12 + moment.month - 1 - months
+    year, month = divmod(index, 12)
+    month += 1
+    day = moment.day
+    while True:
+        try:
+            return moment.replace(year=year, month=month, day=day)
+        except ValueError:
+            day -= 1
+
+
+def _count(session: Session, query: Select[Any]) -> int:
+    return int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+
+
+def purge(ctx: Context, session: Session, *, dry_run: bool = False) -> PurgeReport:
+    """Apply the retention rules in the caller's transaction; see the module docstring."""
+    now = ctx.now()
+    cutoff = months_before(now, ctx.settings.retention_months)
+    today = local_today(now, ctx.tz)
+    recidive_edge = Period(today.year, today.month).shift(-ctx.settings.recidive_months)
+    report = PurgeReport(cutoff.isoformat(), str(recidive_edge), dry_run=dry_run)
+
+    in_a_case = exists().where(CaseSignal.signal_id == Signal.id)
+    old_deliveries = select(Delivery.id).where(Delivery.received_at < cutoff)
+    without_case = select(Signal.id).where(
+        Signal.purged_at.is_(None), ~in_a_case, Signal.delivery_id.in_(old_deliveries)
+    )
+    closed_long_ago = select(Case.id).where(
+        Case.status == CaseStatus.closed.value, Case.closed_at < cutoff
+    )
+    of_closed = select(Signal.id).where(
+        Signal.purged_at.is_(None),
+        Signal.id.in_(select(CaseSignal.signal_id).where(CaseSignal.case_id.in_(closed_long_ago))),
+    )
+    notes = select(ContactAttempt.id).where(
+        ContactAttempt.case_id.in_(closed_long_ago), ContactAttempt.notitie.is_not(None)
+    )
+    reasons = select(CaseEvent.id).where(
+        CaseEvent.case_id.in_(closed_long_ago), CaseEvent.reason.is_not(None)
+    )
+    expired_cases = select(Case.id).where(
+        Case.id.in_(closed_long_ago), Case.period < str(recidive_edge)
+    )
+    report.signals_without_case = _count(session, without_case)
+    report.signals_of_closed_cases = _count(session, of_closed)
+    report.contact_notes = _count(session, notes)
+    report.transfer_reasons = _count(session, reasons)
+    report.cases_deleted = _count(session, expired_cases)
+    if dry_run:
+        return report
+
+    scrubbed = {
+        Signal.pii: None,
+        Signal.pii_key_id: None,
+        Signal.person_hash: None,
+        Signal.address_hash: None,
+        Signal.pc6_hash: None,
+        Signal.purged_at: now,
+    }
+    # Materialise the ids first: the updates change what the subqueries select.
+    for query in (without_case, of_closed):
+        signal_ids = list(session.scalars(query))
+        for start in range(0, len(signal_ids), 5000):
+            chunk = signal_ids[start : start + 5000]
+            session.execute(update(Signal).where(Signal.id.in_(chunk)).values(scrubbed))
+    session.execute(
+        update(ContactAttempt)
+        .where(ContactAttempt.id.in_(notes))
+        .values(notitie=None, notitie_key_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(CaseEvent)
+        .where(CaseEvent.id.in_(reasons))
+        .values(reason=None, reason_key_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    case_ids = list(session.scalars(expired_cases))
+    for start in range(0, len(case_ids), 1000):
+        cases = case_ids[start : start + 1000]
+        for table in (CaseSignal, ContactAttempt, CaseEvent):
+            session.execute(delete(table).where(table.case_id.in_(cases)))
+        session.execute(
+            delete(CaseLink).where(
+                CaseLink.case_id.in_(cases) | CaseLink.earlier_case_id.in_(cases)
+            )
+        )
+        session.execute(delete(Case).where(Case.id.in_(cases)))
+    session.flush()
+    return report
