@@ -33,6 +33,7 @@ from shared.auth import Principal
 from shared.crypto import signal_aad
 from shared.errors import NotFound
 from shared.models import (
+    AuditEvent,
     CaseStatus,
     Contactsoort,
     Dagdeel,
@@ -51,6 +52,7 @@ router = APIRouter(prefix="/api/v1", tags=["cases"])
 CaseReader = Annotated[Principal, Depends(require_roles(*service.CASE_READERS))]
 SdvStaff = Annotated[Principal, Depends(require_roles(Role.sdv))]
 Coordinator = Annotated[Principal, Depends(require_roles(Role.coordinator))]
+AuditReader = Annotated[Principal, Depends(require_roles(Role.coordinator, Role.admin))]
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     status: {"content": {"application/problem+json": {}}, "description": text}
@@ -443,4 +445,57 @@ def delivery_feedback(
         "delivery_status": delivery.status,
         "counts": counts,
         "signals": items,
+    }
+
+
+# --- the audit trail ------------------------------------------------------------------------------
+
+
+@router.get("/audit", responses=PROBLEMS, tags=["audit"], summary="The audit trail, newest first")
+def list_audit(
+    session: DbSession,
+    principal: AuditReader,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    actor_id: str | None = None,
+    action: str | None = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Who did what, when, to which object (no personal data is in an event)."""
+    query = select(AuditEvent)
+    if object_type:
+        query = query.where(AuditEvent.object_type == object_type)
+    if object_id:
+        query = query.where(AuditEvent.object_id == object_id)
+    if actor_id:
+        query = query.where(AuditEvent.actor_id == actor_id)
+    if action:
+        query = query.where(AuditEvent.action == action)
+    total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+    events = session.scalars(
+        query.order_by(AuditEvent.id.desc()).offset((page - 1) * page_size).limit(page_size)
+    )
+    return {
+        "items": [
+            {
+                "id": e.id,
+                "at": e.at.isoformat(),
+                "actor_type": e.actor_type,
+                "actor_id": e.actor_id,
+                "credential": e.credential,
+                "role": e.role,
+                "action": e.action,
+                "object_type": e.object_type,
+                "object_id": e.object_id,
+                "request_id": e.request_id,
+                "outcome": e.outcome,
+                "details": json.loads(e.details) if e.details else None,
+                "hash": e.hash,
+            }
+            for e in events
+        ],
+        "total": total,
+        "page": page,
+        "page_size": page_size,
     }

@@ -359,3 +359,21 @@ def test_runs_for_the_coordinator(world: World) -> None:
     assert one.json()["open_cases"] == body["open_cases"]
     assert world.get("sdv", "/api/v1/runs").status_code == 403
     assert world.get("coordinator", f"/api/v1/runs/{uuid.uuid4()}").status_code == 404
+
+
+def test_audit_trail_for_coordinator_and_admin(world: World) -> None:
+    world.get("noord", f"/api/v1/cases/{world.cases['noord']}")
+    for who in ("coordinator", "admin"):
+        reads = world.get(who, "/api/v1/audit", action="case.read").json()
+        assert reads["total"] == 1
+        event = reads["items"][0]
+        assert event["object_id"] == world.cases["noord"]
+        assert event["role"] == "wijkteam"
+        assert len(event["hash"]) == 64
+    by_object = world.get("coordinator", "/api/v1/audit", object_type="run").json()
+    assert {e["action"] for e in by_object["items"]} == {"run.completed"}
+    uploads = world.get("coordinator", "/api/v1/audit", action="delivery.upload").json()
+    assert uploads["total"] >= 4
+    for who in ("sdv", "noord", "budgetcoach"):
+        assert world.get(who, "/api/v1/audit").status_code == 403
+    assert world.get("Huur BV", "/api/v1/audit").status_code == 403
