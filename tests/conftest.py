@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -173,3 +174,51 @@ def live_server(ctx: Context) -> Iterator[LiveServer]:
     yield LiveServer(f"http://127.0.0.1:{port}", ctx)
     server.should_exit = True
     thread.join(timeout=10)
+
+
+# --- no personal data in any log line of the whole suite -------------------------------------
+
+# Personal values the tests' own rows carry (tests/helpers.py and the routing tests).
+TEST_PERSONAL_VALUES = ("Jansen", "Kerkstraat", "0612345678", "1980-05-01", "01-09-2026", "2011AB")
+
+
+class _EveryLogLine(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage() + " " + " ".join(map(str, record.__dict__.values()))
+        except Exception:  # a record that cannot render is not a leak of ours
+            return
+        for value in TEST_PERSONAL_VALUES:
+            if value in text:
+                self.leaks.append(f"{record.name}: a test value appeared in a log line")
+
+
+_LOG_SCAN = _EveryLogLine()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    logging.getLogger().addHandler(_LOG_SCAN)
+    logging.getLogger().setLevel(logging.INFO)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    logging.getLogger().removeHandler(_LOG_SCAN)
+    if _LOG_SCAN.leaks:
+        print(
+            "\nPersonal test values found in log output:", *sorted(set(_LOG_SCAN.leaks)), sep="\n"
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Commands under test configure logging for the process; undo it after each test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers = handlers
+    root.setLevel(level)

@@ -86,6 +86,7 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("DELETE", "/api/v1/sdv/clients"): only(sdv=200),
     ("GET", "/api/v1/runs"): only(coordinator=200),
     ("GET", "/api/v1/runs/{run_id}"): only(coordinator=200),
+    ("GET", "/api/v1/audit"): only(coordinator=200, admin=200),
 }
 
 # Request bodies: valid ones, so that a refusal can only come from authorisation (or, for the
