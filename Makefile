@@ -64,9 +64,11 @@ format: install ## Format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-lock: | $(UV) ## Re-resolve requirements.lock from pyproject.toml
+lock: | $(UV) ## Re-resolve requirements.lock (with dev tools) and requirements-runtime.lock
 	$(UV) pip compile pyproject.toml --group dev --generate-hashes --universal \
 		--python-version 3.11 -o requirements.lock --quiet
+	$(UV) pip compile pyproject.toml --generate-hashes --universal \
+		--python-version 3.11 -o requirements-runtime.lock --quiet
 
 clean: ## Remove the .venv, the tools and local data
 	rm -rf $(VENV) $(TOOLS) data .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -526,6 +527,17 @@ def sftp_watch_cmd(
             typer.echo(f"{o.status:<9} {o.name}")
 
     emit(data, as_json, human)
+
+
+@app.command("scheduler")
+def scheduler_cmd() -> None:
+    """Run the monthly run and the daily purge on schedule (for hosts without cron)."""
+    from services.scheduler import loop
+    from shared.logs import configure_logging
+
+    configure_logging()
+    with contextlib.suppress(KeyboardInterrupt):
+        loop(_context())
 
 
 @app.command("generate")
