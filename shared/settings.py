@@ -104,6 +104,7 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; default an SQLite file in data_dir. "
         "PostgreSQL: postgresql+psycopg://user@host/db",
     )
+    database_password_file: Path | None = None
 
     encryption_keys: SecretStr | None = None
     encryption_keys_file: Path | None = None
@@ -192,10 +193,22 @@ class Settings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
-        """The database URL, defaulting to an SQLite file under the data folder."""
-        if self.database_url:
+        """The database URL, defaulting to an SQLite file under the data folder.
+
+        ``VS_DATABASE_PASSWORD_FILE`` supplies the password from a mounted secret when the URL
+        carries none.
+        """
+        if not self.database_url:
+            return f"sqlite:///{(self.data_dir / 'vroegsignaal.sqlite').as_posix()}"
+        if self.database_password_file is None:
             return self.database_url
-        return f"sqlite:///{(self.data_dir / 'vroegsignaal.sqlite').as_posix()}"
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.database_url)
+        if url.password:
+            return self.database_url
+        password = self.database_password_file.read_text(encoding="utf-8").strip()
+        return url.set(password=password).render_as_string(hide_password=False)
 
     @property
     def resolved_sftp_root(self) -> Path:

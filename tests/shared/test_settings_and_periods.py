@@ -84,3 +84,16 @@ def test_deadline_is_midnight_local_time() -> None:
     assert Period(2026, 7).deadline(25, AMS) == datetime(2026, 7, 24, 22, 0, tzinfo=UTC)
     assert Period(2026, 1).shift(-1) == Period(2025, 12)
     assert Period(2024, 2).last_day.day == 29
+
+
+def test_database_password_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "db_password"
+    secret.write_text("s3cret\n")
+    settings = Settings(
+        database_url="postgresql+psycopg://app@db:5432/vs", database_password_file=secret
+    )
+    assert settings.resolved_database_url == "postgresql+psycopg://app:s3cret@db:5432/vs"
+    given = Settings(
+        database_url="postgresql+psycopg://app:other@db/vs", database_password_file=secret
+    )
+    assert given.resolved_database_url == "postgresql+psycopg://app:other@db/vs"

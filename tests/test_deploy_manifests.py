@@ -1,0 +1,114 @@
+"""Everything in deploy/ parses and refers only to what exists: images, commands, settings."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from services.cli import app
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+OUR_IMAGE = f"vroegsignaal:{VERSION}"
+OTHER_IMAGES = {"postgres:15"}
+SETTINGS = {f"VS_{name.upper()}" for name in Settings.model_fields}
+runner = CliRunner()
+
+YAML_FILES = sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml"))
+
+
+def _documents(path: Path) -> list[Any]:
+    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+
+
+def _walk(node: Any) -> Any:
+    yield node
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def _assert_command(args: list[str]) -> None:
+    result = runner.invoke(app, [*args, "--help"])
+    assert result.exit_code == 0, f"`vroegsignaal {' '.join(args)}` is not a command"
+
+
+def _containers(doc: Any) -> list[dict[str, Any]]:
+    return [
+        c
+        for node in _walk(doc)
+        if isinstance(node, dict) and isinstance(node.get("containers"), list)
+        for c in node["containers"]
+    ]
+
+
+def test_there_are_manifests() -> None:
+    names = {p.name for p in YAML_FILES}
+    assert {"compose.yaml", "deployment-api.yaml", "cronjob-run.yaml", "job-migrate.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: p.name)
+def test_manifest_parses_and_refers_to_what_exists(path: Path) -> None:
+    docs = _documents(path)
+    assert docs, f"{path.name} is empty"
+    for doc in docs:
+        for container in _containers(doc):
+            assert container["image"] == OUR_IMAGE
+            _assert_command(container["args"])
+            for env in container.get("env", []):
+                assert env["name"] in SETTINGS, f"{path.name}: unknown setting {env['name']}"
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        if doc.get("kind") == "CronJob":
+            assert doc["spec"]["concurrencyPolicy"] == "Forbid"
+            assert doc["spec"]["timeZone"] == "Europe/Amsterdam"
+        if doc.get("kind") == "ConfigMap":
+            for name in doc["data"]:
+                assert name in SETTINGS, f"{path.name}: unknown setting {name}"
+        if doc.get("kind") == "Deployment":
+            probes = [c.get("readinessProbe") for c in _containers(doc)]
+            assert all(probes), f"{path.name}: a container without a readiness probe"
+
+
+def test_compose_services() -> None:
+    compose = _documents(DEPLOY / "compose.yaml")[0]
+    services = compose["services"]
+    assert {"db", "migrate", "api", "sftp", "scheduler"} <= set(services)
+    for name, service in services.items():
+        image = service["image"]
+        assert image == OUR_IMAGE or image in OTHER_IMAGES, name
+        if image == OUR_IMAGE:
+            _assert_command(service["command"])
+            for key in service["environment"]:
+                assert key in SETTINGS, f"compose {name}: unknown setting {key}"
+            for secret in service.get("secrets", []):
+                assert secret in compose["secrets"]
+
+
+def test_crontab_runs_existing_commands() -> None:
+    lines = (DEPLOY / "cron" / "vroegsignaal.crontab").read_text().splitlines()
+    jobs = [line for line in lines if line and not line.startswith("#") and "=" not in line[:12]]
+    assert len(jobs) == 3
+    for line in jobs:
+        command = line.split("bin/vroegsignaal", 1)[1].split(">>", 1)[0]
+        _assert_command(shlex.split(command))
+
+
+def test_dockerfile_copies_what_exists() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    for source in re.findall(r"^COPY (?!--from)(.+?) \S+$", text, flags=re.MULTILINE):
+        for part in source.split():
+            assert (ROOT / part).exists(), f"Dockerfile copies {part}, which does not exist"
+    assert "USER 10001" in text
+    assert "--require-hashes requirements-runtime.lock" in text
