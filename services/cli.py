@@ -27,6 +27,8 @@ teams_app = typer.Typer(help="Wijkteams and the postcodes they cover.", no_args_
 export_app = typer.Typer(help="Exports in national formats.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 keys_app = typer.Typer(help="Encryption keys: new, status, rotate.", no_args_is_help=True)
+deliveries_app = typer.Typer(help="The partners' deliveries.", no_args_is_help=True)
+app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(keys_app, name="keys")
 app.add_typer(staff_app, name="staff")
 app.add_typer(teams_app, name="teams")
@@ -825,6 +827,38 @@ def export_ddas(
             f"{counts['vroegsignaalzaken']} cases (DDAS Vroegsignalering v1.2)"
         ),
     )
+
+
+@deliveries_app.command("status")
+def deliveries_status(
+    period: Annotated[str | None, typer.Option(help="YYYY-MM; default the open period.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Per partner: arrived or not, rows against its previous months, days left to the deadline."""
+    from services.ingest.monitor import delivery_status
+    from shared.periods import Period
+
+    ctx = _context()
+    try:
+        wanted = Period.parse(period) if period else None
+    except (ValueError, AppError):
+        typer.echo("error: --period is YYYY-MM", err=True)
+        raise typer.Exit(2) from None
+    with ctx.sessions() as session:
+        data = delivery_status(session, ctx, wanted)
+
+    def human() -> None:
+        state = f"{data['days_left']} day(s) left" if data["window_open"] else "window closed"
+        typer.echo(f"deliveries for {data['period']} (deadline {data['deadline']}, {state})")
+        for item in data["partners"]:
+            rows = item["rows"] if item["rows"] is not None else "-"
+            average = item["average_rows"] if item["average_rows"] is not None else "-"
+            typer.echo(
+                f"  {item['flag']:<8} {item['partner']['name']:<34} rows {rows!s:>8}"
+                f"   average before {average!s:>8}"
+            )
+
+    emit(data, as_json, human)
 
 
 # --- retention and keys -------------------------------------------------------------------------

@@ -178,3 +178,12 @@ def test_purge_and_keys_commands(october: None) -> None:
     assert rotated["re_encrypted"]["signals"] == 0  # everything is under the active key already
     bad = runner.invoke(app, ["keys", "new", "--id", "bad id!"])
     assert bad.exit_code == 2
+
+
+def test_deliveries_status_command(october: None) -> None:
+    status = invoke("deliveries", "status", "--period", "2026-10", "--json")
+    assert isinstance(status, dict)
+    assert {p["flag"] for p in status["partners"]} == {"new"}
+    human = runner.invoke(app, ["deliveries", "status", "--period", "2026-10"])
+    assert "window closed" in human.stdout
+    assert runner.invoke(app, ["deliveries", "status", "--period", "2026"]).exit_code == 2

@@ -499,3 +499,24 @@ def list_audit(
         "page": page,
         "page_size": page_size,
     }
+
+
+# --- the delivery monitor ----------------------------------------------------------------------
+
+
+@router.get(
+    "/monitor/deliveries",
+    responses=PROBLEMS,
+    tags=["runs"],
+    summary="Per partner: has this period's file arrived, and how does it compare",
+)
+def monitor_deliveries(
+    ctx: AppContext,
+    session: DbSession,
+    principal: Coordinator,
+    period: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None,
+) -> dict[str, Any]:
+    from services.ingest.monitor import delivery_status
+    from shared.periods import Period
+
+    return delivery_status(session, ctx, Period.parse(period) if period else None)

@@ -377,3 +377,11 @@ def test_audit_trail_for_coordinator_and_admin(world: World) -> None:
     for who in ("sdv", "noord", "budgetcoach"):
         assert world.get(who, "/api/v1/audit").status_code == 403
     assert world.get("Huur BV", "/api/v1/audit").status_code == 403
+
+
+def test_delivery_monitor_for_the_coordinator(world: World) -> None:
+    body = world.get("coordinator", "/api/v1/monitor/deliveries", period="2026-11").json()
+    flags = {p["partner"]["name"]: p["flag"] for p in body["partners"]}
+    assert flags == {"Energie NV": "new", "Huur BV": "ok", "Zorg UA": "new"}
+    assert world.get("noord", "/api/v1/monitor/deliveries").status_code == 403
+    assert world.get("Huur BV", "/api/v1/monitor/deliveries").status_code == 403
