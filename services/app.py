@@ -19,6 +19,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from services.ingest.endpoints import router as deliveries_router
 from services.middleware import RequestGuard
+from services.ops import router as ops_router
 from services.ratelimit import RateLimited, RateLimits, limiter_clock
 from services.routing.endpoints import router as routing_router
 from shared.context import Context, build_context
@@ -59,6 +60,7 @@ def create_app(ctx: Context | None = None) -> FastAPI:
     )
     app.include_router(deliveries_router)
     app.include_router(routing_router)
+    app.include_router(ops_router)
 
     @app.exception_handler(AppError)
     async def app_error(request: Request, exc: AppError) -> JSONResponse:

@@ -13,6 +13,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import PayloadTooLarge
+from shared.metrics import REGISTRY
 
 log = logging.getLogger("vroegsignaal.http")
 
@@ -103,6 +104,16 @@ class RequestGuard:
             if "status" not in status_holder:
                 await self._too_large(send, request_id, max_body)
         finally:
+            elapsed = time.perf_counter() - started
+            # The route template (never the raw path, which may hold ids), or "unmatched".
+            template = getattr(scope.get("route"), "path", None) or "unmatched"
+            REGISTRY.observe(
+                "vroegsignaal_http_request_duration_seconds",
+                elapsed,
+                method=str(scope.get("method")),
+                route=template,
+                status=str(status_holder.get("status")),
+            )
             log.info(
                 "request",
                 extra={
@@ -110,7 +121,7 @@ class RequestGuard:
                     "method": scope.get("method"),
                     "route": getattr(scope.get("route"), "path", scope.get("path")),
                     "status": status_holder.get("status"),
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "duration_ms": round(elapsed * 1000, 1),
                 },
             )
 

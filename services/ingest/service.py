@@ -32,6 +32,7 @@ from shared.auth import Principal
 from shared.context import Context
 from shared.db import unit_of_work
 from shared.errors import AppError, DeliveryWindowClosed, RowProblem, ValidationFailed
+from shared.metrics import REGISTRY
 from shared.models import Delivery, DeliveryStatus, Partner, Signaalstatus
 from shared.periods import Period, local_today, open_period
 
@@ -172,6 +173,15 @@ def ingest_with_retry(ctx: Context, *, partner_id: uuid.UUID, **kwargs: object) 
             assert partner is not None
             outcome = ingest_delivery(session, ctx, partner=partner, **kwargs)  # type: ignore[arg-type]
             session.commit()
+            source = str(kwargs.get("source", "api"))
+            result = "accepted" if outcome.created else "repeat"
+            REGISTRY.inc(
+                "vroegsignaal_uploads_total", kind=partner.kind, source=source, outcome=result
+            )
+            if outcome.created:
+                REGISTRY.inc(
+                    "vroegsignaal_upload_rows_total", outcome.delivery.row_count, kind=partner.kind
+                )
             return outcome
         except IntegrityError:
             session.rollback()
@@ -196,6 +206,13 @@ def _audit_refusal(
     actor = kwargs.get("actor")
     request_id = kwargs.get("request_id")
     with unit_of_work(ctx.sessions) as session:
+        partner = session.get(Partner, partner_id)
+        REGISTRY.inc(
+            "vroegsignaal_uploads_total",
+            kind=partner.kind if partner else "unknown",
+            source=str(kwargs.get("source", "api")),
+            outcome="rejected",
+        )
         audit.record(
             session,
             action="delivery.upload",
