@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from services.concurrency import Bulkhead
 from services.ingest.endpoints import router as deliveries_router
 from services.middleware import RequestGuard
 from services.ops import router as ops_router
@@ -55,6 +56,7 @@ def create_app(ctx: Context | None = None) -> FastAPI:
     app.add_middleware(
         TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts, www_redirect=False
     )
+    app.add_middleware(Bulkhead, limit=settings.max_concurrent_requests)
     app.add_middleware(
         RequestGuard, max_body=lambda: settings.max_upload_bytes + MULTIPART_OVERHEAD
     )

@@ -9,7 +9,7 @@ API key after authentication, and per client address for failed authentications.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -28,7 +28,15 @@ def get_context(request: Request) -> Context:
     return ctx
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """The request's session; committed (or rolled back) and closed when the endpoint is done.
+
+    An *async* generator on purpose: its teardown runs on the event loop, not in the worker
+    thread pool. With a sync generator, under load every worker thread could be waiting for a
+    pooled connection while the connections were held by requests whose teardown (which gives
+    the connection back) was itself waiting for a free worker thread: a deadlock. The commit is
+    one short round trip; bulk work (uploads, runs) has transactions of its own.
+    """
     ctx = get_context(request)
     session = ctx.sessions()
     try:

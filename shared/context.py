@@ -44,7 +44,13 @@ def build_context(
     url = settings.resolved_database_url
     if url.startswith("sqlite:///"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(url)
+    engine = (
+        make_engine(url)
+        if url.startswith("sqlite")
+        else make_engine(
+            url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+        )
+    )
     return Context(
         settings=settings,
         engine=engine,
