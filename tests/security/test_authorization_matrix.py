@@ -67,6 +67,9 @@ A_DELIVERY = {"partner_a": 200, "partner_b": 404}
 
 EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/healthz"): public(),
+    ("GET", "/readyz"): public(),
+    # Unauthenticated by design (Prometheus scrapes it); the TLS proxy must not forward it.
+    ("GET", "/metrics"): public(),
     ("GET", "/openapi.json"): public(),
     ("GET", "/docs"): public(),
     ("GET", "/docs/oauth2-redirect"): public(),
@@ -86,6 +89,7 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("DELETE", "/api/v1/sdv/clients"): only(sdv=200),
     ("GET", "/api/v1/runs"): only(coordinator=200),
     ("GET", "/api/v1/runs/{run_id}"): only(coordinator=200),
+    ("GET", "/api/v1/monitor/deliveries"): only(coordinator=200),
     ("GET", "/api/v1/audit"): only(coordinator=200, admin=200),
 }
 
