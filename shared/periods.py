@@ -31,7 +31,10 @@ class Period:
         match = PERIOD_RE.match(text.strip())
         if not match:
             raise ValidationFailed("period must be YYYY-MM, e.g. 2026-11")
-        return cls(int(match.group(1)), int(match.group(2)))
+        year = int(match.group(1))
+        if not 2000 <= year <= 2999:  # the Wgs dates from 2021; far-off years are typos
+            raise ValidationFailed("period must be a month from 2000 to 2999, e.g. 2026-11")
+        return cls(year, int(match.group(2)))
 
     def __str__(self) -> str:
         return f"{self.year:04d}-{self.month:02d}"

@@ -102,7 +102,7 @@ def list_deliveries(
     session: DbSession,
     period: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> DeliveryPage:
     assert principal.partner_id is not None
     items = repository.deliveries_of_partner(

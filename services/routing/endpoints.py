@@ -103,7 +103,7 @@ def list_cases(
     team: Annotated[str | None, Query(description="team name or id")] = None,
     overdue: bool | None = None,
     period: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     """Sorted by priority (1 is the most urgent), then due date. No personal data in the list."""
@@ -367,7 +367,7 @@ def list_runs(
     session: DbSession,
     principal: Coordinator,
     period: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     query = select(Run)
@@ -459,7 +459,7 @@ def list_audit(
     object_id: str | None = None,
     actor_id: str | None = None,
     action: str | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """Who did what, when, to which object (no personal data is in an event)."""
