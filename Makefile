@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 PG_SERVER_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help install demo test test-sqlite test-postgres run lint format lock clean
+.PHONY: help install demo test test-sqlite test-postgres run lint format lock clean bench bench-smoke
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -54,6 +54,12 @@ run: install ## Serve the API on 127.0.0.1:8000 and the SFTP drop on 127.0.0.1:2
 	@$(BIN)/vroegsignaal sftp --host 127.0.0.1 --port 2222 & sftp_pid=$$!; \
 		trap 'kill $$sftp_pid 2>/dev/null' EXIT INT TERM; \
 		$(BIN)/vroegsignaal serve --host 127.0.0.1 --port 8000
+
+bench: install ## Benchmarks at national scale on the local PostgreSQL (1M rows; minutes)
+	$(BIN)/python -m bench.run --scale full --server-url "$(PG_SERVER_URL)"
+
+bench-smoke: install ## The benchmark harness at 10,000 rows (about a minute)
+	$(BIN)/python -m bench.run --scale smoke --server-url "$(PG_SERVER_URL)"
 
 lint: install ## ruff (lint and format check) and mypy --strict
 	$(BIN)/ruff check .

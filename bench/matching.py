@@ -1,0 +1,152 @@
+"""Matching: the monthly run over the fresh month, against twelve months of history.
+
+Timed: :func:`services.matcher.service.run_period` for the fresh month, as the night after the
+deadline runs it: read the month's signals and six months of earlier cases with their signals,
+apply the rules (freshness, minimum, repeat, grouping, recidive, classification, priority), write
+the cases, their signals and recidive links, every signal's outcome, route the new cases (SDV,
+budget coach, wijkteam; due dates; a ``routed`` event each), audit, commit.
+
+Where the time goes: the repository and bulk functions are wrapped with timers, SQL statements are
+timed through SQLAlchemy's cursor events, and the commit through the session's events. After the
+timed run (and after its peak RSS is taken), the rules alone are timed on frames in memory.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import event
+
+from bench.common import (
+    MONTH_PERIOD,
+    RUN_CLOCK,
+    RUN_DATE,
+    FixedClock,
+    Phases,
+    StatementTimer,
+    child_parser,
+    measurement,
+    peak_rss_bytes,
+    say,
+    write_results,
+)
+from shared.context import Context, build_context
+from shared.settings import Settings
+
+
+def instrument(ctx: Context) -> tuple[Phases, StatementTimer]:
+    from services.matcher import repository, service
+
+    phases = Phases()
+    phases.wrap(repository, "period_signals", "read: the month's signals (COPY out)")
+    phases.wrap(repository, "history", "read: earlier cases and their signals (COPY out)")
+    phases.wrap(service, "match", "match: the rules in Polars")
+    phases.wrap(repository, "insert_cases", "write: cases (COPY)")
+    phases.wrap(repository, "insert_case_signals", "write: case_signals (COPY)")
+    phases.wrap(repository, "insert_case_links", "write: case_links (COPY)")
+    phases.wrap(repository, "set_signal_outcomes", "write: every signal's outcome (UPDATE)")
+    phases.wrap(service, "route_new_cases", "route: new cases, routed events")
+    phases.wrap(repository, "partners_without_delivery", "other: partners without delivery")
+
+    def before(_session: Any) -> None:
+        phases.seconds["_commit_started"] = time.perf_counter()
+
+    def after(_session: Any) -> None:
+        started = phases.seconds.pop("_commit_started", None)
+        if started is not None:
+            phases.seconds["commit"] += time.perf_counter() - started
+
+    event.listen(ctx.sessions, "before_commit", before)
+    event.listen(ctx.sessions, "after_commit", after)
+    statements = StatementTimer()
+    statements.attach(ctx.engine)
+    return phases, statements
+
+
+def main() -> None:
+    args = child_parser(__doc__ or "matching").parse_args()
+    ctx = build_context(Settings(), clock=FixedClock(RUN_CLOCK))
+    phases, statements = instrument(ctx)
+    say(f"matching: the monthly run for {MONTH_PERIOD}")
+    try:
+        from services.matcher.service import run_period
+
+        started = time.perf_counter()
+        report = run_period(ctx, period=MONTH_PERIOD, as_of=RUN_DATE)
+        wall = time.perf_counter() - started
+        rss = peak_rss_bytes()
+        phases.restore()
+        accounted = sum(v for k, v in phases.seconds.items() if not k.startswith("_"))
+        breakdown = {**phases.rounded(), "other (run bookkeeping, audit)": wall - accounted}
+        figures = report.figures
+        say(f"matching: {figures['signals_in']} signals, {figures['cases']} cases in {wall:.2f} s")
+        rules = rules_only(ctx)
+    finally:
+        phases.restore()
+        ctx.engine.dispose()
+    keep = (
+        "signals_in",
+        "cases",
+        "addresses_matched",
+        "recidive",
+        "repeat_signals",
+        "stale",
+        "singles",
+        "signals_in_cases",
+        "classification",
+        "routes",
+    )
+    write_results(
+        args.result_file,
+        [
+            measurement(
+                "matching",
+                "Matching: monthly run (read, rules, write cases and outcomes, route, commit)",
+                rows=int(figures["signals_in"]),
+                wall_s=wall,
+                peak_rss=rss,
+                figures={k: figures.get(k) for k in keep},
+                history_rows=rules["history_rows"],
+                phases={k: round(v, 3) for k, v in breakdown.items()},
+                top_statements=statements.top(),
+            ),
+            measurement(
+                "matching_rules",
+                "Matching: the rules alone on frames in memory (no database)",
+                rows=int(figures["signals_in"]),
+                wall_s=rules["match_s"],
+                peak_rss=None,
+                read_s=rules["read_s"],
+                history_rows=rules["history_rows"],
+            ),
+        ],
+    )
+
+
+def rules_only(ctx: Context) -> dict[str, Any]:
+    """Read the same frames again and time :func:`services.matcher.rules.match` alone."""
+    from services.matcher import repository
+    from services.matcher.rules import match
+    from services.matcher.service import match_config
+    from shared.periods import Period
+
+    config = match_config(ctx, Period.parse(MONTH_PERIOD), RUN_DATE)
+    with ctx.sessions() as session:
+        started = time.perf_counter()
+        signals = repository.period_signals(session, MONTH_PERIOD)
+        earlier = repository.history(
+            session, str(config.earliest_history_period), str(config.period)
+        )
+        read = time.perf_counter() - started
+    started = time.perf_counter()
+    match(signals, earlier, config)
+    return {
+        "read_s": round(read, 3),
+        "match_s": time.perf_counter() - started,
+        "history_rows": earlier.height,
+    }
+
+
+if __name__ == "__main__":
+    main()

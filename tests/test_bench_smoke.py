@@ -1,0 +1,50 @@
+"""The benchmark harness at smoke scale, end to end on PostgreSQL, so that it keeps working.
+
+The numbers are not judged here (performance is measured by `make bench`, not asserted in
+tests); the harness must run every part and write its results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    server = os.environ.get("VS_TEST_DATABASE_URL")
+    if not server:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("CI=true but VS_TEST_DATABASE_URL is not set: the bench smoke needs it")
+        pytest.skip("the benchmark harness needs PostgreSQL (set VS_TEST_DATABASE_URL)")
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--scale",
+            "smoke",
+            "--server-url",
+            server,
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--results-dir",
+            str(tmp_path / "results"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    results = json.loads((tmp_path / "results" / "latest.json").read_text(encoding="utf-8"))
+    parts = {r["part"] for r in results["results"]}
+    assert {"ingest", "naive", "copy", "sql_query", "matching", "api"} <= parts, parts
+    assert (tmp_path / "results" / "latest.md").read_text(encoding="utf-8").strip()
