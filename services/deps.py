@@ -49,7 +49,9 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         session.close()
 
 
-DbSession = Annotated[Session, Depends(get_session)]
+# scope="function": the transaction commits before the response is sent, so a client never gets
+# a success for work that then fails to commit, and reads what it wrote right after.
+DbSession = Annotated[Session, Depends(get_session, scope="function")]
 AppContext = Annotated[Context, Depends(get_context)]
 
 

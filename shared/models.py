@@ -404,6 +404,9 @@ class Case(Base):
         _enum_check("classification", Classification),
         Index("uq_cases_period_address", "period", "address_hash", unique=True),
         Index("ix_cases_address", "address_hash"),
+        # The teams' case list: sorted by priority, then due date, within a route (and team).
+        Index("ix_cases_queue", "route", "team_id", "priority", "due_date", "id"),
+        Index("ix_cases_order", "priority", "due_date", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_uuid)
