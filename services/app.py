@@ -14,6 +14,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -105,6 +106,21 @@ def create_app(ctx: Context | None = None) -> FastAPI:
             "instance": request.url.path,
         }
         return _problem(doc, exc.status_code, dict(exc.headers or {}))
+
+    @app.exception_handler(DataError)
+    async def unusable_value(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value of the request (a NUL character in a text, a number out
+        # of range): the client's input, so 422. The database's message quotes the value: it is
+        # neither logged nor returned.
+        doc = {
+            "type": "https://vroegsignaal.nl/problems/validation-failed",
+            "title": "Invalid input",
+            "status": 422,
+            "detail": "a value in the request cannot be used (for example a NUL character or a "
+            "number out of range); nothing was stored",
+            "instance": request.url.path,
+        }
+        return _problem(doc, 422)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

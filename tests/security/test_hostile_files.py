@@ -218,3 +218,23 @@ def test_a_formula_in_a_name_is_stored_encrypted_as_plain_text(
         stored.pii, signal_aad(delivery_id, stored.row_number), stored.pii_key_id
     )
     assert pii["achternaam"] == FORMULA
+
+
+def test_a_nul_character_in_a_query_is_a_clear_422(live_server: LiveServer) -> None:
+    from services.routing.admin import add_staff
+    from shared.db import unit_of_work
+
+    with unit_of_work(live_server.ctx.sessions) as session:
+        key = add_staff(
+            session, name="Auditor", role="coordinator", team=None, now=live_server.ctx.now()
+        ).secret
+    with live_server.client(key) as client:
+        for path in ("/api/v1/audit?actor_id=a%00b", "/api/v1/cases?team=x%00y"):
+            response = client.get(path)
+            # SQLite stores NUL characters; PostgreSQL refuses them, which must be a clear 422.
+            postgres = live_server.ctx.engine.dialect.name == "postgresql"
+            assert response.status_code == (422 if postgres else 200), path
+            if response.status_code == 422:
+                assert response.headers["content-type"].startswith("application/problem+json")
+                assert "NUL" in response.json()["detail"]
+        assert client.get("/healthz").status_code == 200
