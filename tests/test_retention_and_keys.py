@@ -214,3 +214,19 @@ def test_rotation_moves_every_envelope_to_the_new_key(
         fresh.engine.dispose()
     finally:
         rotated.engine.dispose()
+
+
+def test_keys_appear_nowhere_in_the_openapi_document_or_settings_output(ctx: Context) -> None:
+    import json
+
+    from services.app import create_app
+
+    keys = [
+        str(ctx.settings.encryption_keys.get_secret_value()).split(":", 1)[1],  # type: ignore[union-attr]
+        str(ctx.settings.address_hash_key.get_secret_value()),  # type: ignore[union-attr]
+    ]
+    document = json.dumps(create_app(ctx).openapi())
+    shown = repr(ctx.settings) + str(ctx.settings.model_dump())
+    for key in keys:
+        assert key not in document
+        assert key not in shown
