@@ -324,6 +324,7 @@ async def start_server(
         server_factory=server_factory,
         sftp_factory=sftp_factory,
         allow_scp=False,
+        server_version="vroegsignaal",  # do not advertise the library and its version
         agent_forwarding=False,
         x11_forwarding=False,
         allow_pty=False,
