@@ -68,6 +68,28 @@ def _close_contexts() -> None:
         _open_contexts.pop().engine.dispose()
 
 
+def _audit(
+    session: Any,
+    ctx: Any,
+    action: str,
+    object_type: str,
+    object_id: object,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """An audit event for a change made from the command line (actor ``cli``)."""
+    from shared import audit
+
+    audit.record(
+        session,
+        action=action,
+        now=ctx.now(),
+        object_type=object_type,
+        object_id=object_id,
+        details=details,
+        system_actor="cli",
+    )
+
+
 def _context() -> Any:
     """The application context for one command (closed by ``_main`` when the command ends)."""
     from shared.context import build_context
@@ -137,21 +159,14 @@ def partners_add(
 ) -> None:
     """Register a partner and print its first API key (once)."""
     from services.ingest.partners import add_partner
-    from shared import audit
     from shared.db import unit_of_work
 
     ctx = _context()
     try:
         with unit_of_work(ctx.sessions) as session:
             new = add_partner(session, name=name, kind=kind, now=ctx.now())
-            audit.record(
-                session,
-                action="partner.add",
-                now=ctx.now(),
-                object_type="partner",
-                object_id=new.partner.id,
-                details={"key_id": new.key.key_id},
-                system_actor="cli",
+            _audit(
+                session, ctx, "partner.add", "partner", new.partner.id, {"key_id": new.key.key_id}
             )
     except AppError as exc:
         fail(exc, as_json)
@@ -210,7 +225,6 @@ def partners_new_key(
 ) -> None:
     """Issue an extra key (rotation: issue, switch the partner over, revoke the old key)."""
     from services.ingest.partners import find_partner, new_partner_key
-    from shared import audit
     from shared.db import unit_of_work
 
     ctx = _context()
@@ -218,14 +232,7 @@ def partners_new_key(
         with unit_of_work(ctx.sessions) as session:
             found = find_partner(session, partner)
             new = new_partner_key(session, found, now=ctx.now(), label=label)
-            audit.record(
-                session,
-                action="key.issue",
-                now=ctx.now(),
-                object_type="api_key",
-                object_id=new.key.key_id,
-                system_actor="cli",
-            )
+            _audit(session, ctx, "key.issue", "api_key", new.key.key_id)
     except AppError as exc:
         fail(exc, as_json)
     emit(_key_dict(new), as_json, lambda: typer.echo(f"API key (shown once): {new.secret}"))
@@ -238,7 +245,6 @@ def partners_revoke_key(
 ) -> None:
     """Revoke a key: it stops working at once."""
     from services.ingest.partners import revoke_key
-    from shared import audit
     from shared.db import unit_of_work
 
     ctx = _context()
@@ -246,14 +252,7 @@ def partners_revoke_key(
         with unit_of_work(ctx.sessions) as session:
             key = revoke_key(session, key_id, now=ctx.now())
             revoked_at = key.revoked_at
-            audit.record(
-                session,
-                action="key.revoke",
-                now=ctx.now(),
-                object_type="api_key",
-                object_id=key_id,
-                system_actor="cli",
-            )
+            _audit(session, ctx, "key.revoke", "api_key", key_id)
     except AppError as exc:
         fail(exc, as_json)
     data = {"key_id": key_id, "revoked_at": revoked_at.isoformat() if revoked_at else None}
@@ -271,7 +270,6 @@ def partners_add_ssh_key(
     from services.ingest.partners import find_partner
     from services.sftp.inbox import ensure_partner_folders
     from services.sftp.keys import add_ssh_key
-    from shared import audit
     from shared.db import unit_of_work
 
     ctx = _context()
@@ -284,15 +282,7 @@ def partners_add_ssh_key(
         with unit_of_work(ctx.sessions) as session:
             found = find_partner(session, partner)
             record = add_ssh_key(session, found, text, label=label, now=ctx.now())
-            audit.record(
-                session,
-                action="ssh_key.add",
-                now=ctx.now(),
-                object_type="ssh_key",
-                object_id=record.id,
-                details={"partner": str(found.id)},
-                system_actor="cli",
-            )
+            _audit(session, ctx, "ssh_key.add", "ssh_key", record.id, {"partner": str(found.id)})
             data = {
                 "id": str(record.id),
                 "partner_id": str(found.id),
@@ -345,21 +335,13 @@ def partners_revoke_ssh_key(
 ) -> None:
     """Revoke an SSH key: new logins with it are refused at once."""
     from services.sftp.keys import revoke_ssh_key
-    from shared import audit
     from shared.db import unit_of_work
 
     ctx = _context()
     try:
         with unit_of_work(ctx.sessions) as session:
             record = revoke_ssh_key(session, key, now=ctx.now())
-            audit.record(
-                session,
-                action="ssh_key.revoke",
-                now=ctx.now(),
-                object_type="ssh_key",
-                object_id=record.id,
-                system_actor="cli",
-            )
+            _audit(session, ctx, "ssh_key.revoke", "ssh_key", record.id)
             data = {
                 "id": str(record.id),
                 "fingerprint": record.fingerprint,
@@ -633,7 +615,6 @@ def teams_add(
 ) -> None:
     """Register a wijkteam and the area it covers."""
     from services.routing.admin import add_team
-    from shared import audit
     from shared.db import unit_of_work
 
     ctx = _context()
@@ -641,14 +622,7 @@ def teams_add(
         with unit_of_work(ctx.sessions) as session:
             team = add_team(session, name=name, postcodes=postcodes, default=default, now=ctx.now())
             data = _team_dict(session, team)
-            audit.record(
-                session,
-                action="team.add",
-                now=ctx.now(),
-                object_type="team",
-                object_id=team.id,
-                system_actor="cli",
-            )
+            _audit(session, ctx, "team.add", "team", team.id)
     except AppError as exc:
         fail(exc, as_json)
     emit(
@@ -688,21 +662,19 @@ def staff_add(
 ) -> None:
     """Register a staff member and print the API key (once)."""
     from services.routing.admin import add_staff
-    from shared import audit
     from shared.db import unit_of_work
 
     ctx = _context()
     try:
         with unit_of_work(ctx.sessions) as session:
             new = add_staff(session, name=name, role=role, team=team, now=ctx.now())
-            audit.record(
+            _audit(
                 session,
-                action="staff.add",
-                now=ctx.now(),
-                object_type="staff",
-                object_id=new.staff.id,
-                details={"role": new.staff.role, "key_id": new.key.key_id},
-                system_actor="cli",
+                ctx,
+                "staff.add",
+                "staff",
+                new.staff.id,
+                {"role": new.staff.role, "key_id": new.key.key_id},
             )
     except AppError as exc:
         fail(exc, as_json)
@@ -780,7 +752,6 @@ def export_ddas(
     from datetime import date
 
     from services.routing.ddas import build_export, write_export
-    from shared import audit
     from shared.db import unit_of_work
 
     try:
@@ -806,15 +777,7 @@ def export_ddas(
                 "vroegsignaalzaken": len(levering.get("vroegsignaalzaken", [])),
             }
             write_export(document, out)
-            audit.record(
-                session,
-                action="export.ddas",
-                now=ctx.now(),
-                object_type="export",
-                object_id=f"{start}..{end}",
-                details=counts,
-                system_actor="cli",
-            )
+            _audit(session, ctx, "export.ddas", "export", f"{start}..{end}", counts)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -871,21 +834,13 @@ def purge_cmd(
 ) -> None:
     """Remove personal data past its retention period (run daily by cron)."""
     from services.retention import purge
-    from shared import audit
     from shared.db import unit_of_work
 
     ctx = _context()
     with unit_of_work(ctx.sessions) as session:
         report = purge(ctx, session, dry_run=dry_run)
         if not dry_run:
-            audit.record(
-                session,
-                action="retention.purge",
-                now=ctx.now(),
-                object_type="retention",
-                details=report.as_dict(),
-                system_actor="cli",
-            )
+            _audit(session, ctx, "retention.purge", "retention", None, report.as_dict())
     data = report.as_dict()
 
     def human() -> None:
@@ -941,7 +896,6 @@ def keys_rotate(
 ) -> None:
     """Re-encrypt everything under the active (first) key, in batches, while the service runs."""
     from services.keys import rotate
-    from shared import audit
     from shared.db import unit_of_work
 
     ctx = _context()
@@ -955,15 +909,7 @@ def keys_rotate(
     except AppError as exc:
         fail(exc, as_json)
     with unit_of_work(ctx.sessions) as session:
-        audit.record(
-            session,
-            action="keys.rotate",
-            now=ctx.now(),
-            object_type="keyring",
-            object_id=ctx.cipher.active_key_id,
-            details=done,
-            system_actor="cli",
-        )
+        _audit(session, ctx, "keys.rotate", "keyring", ctx.cipher.active_key_id, done)
     data = {"active": ctx.cipher.active_key_id, "re_encrypted": done}
     emit(data, as_json, lambda: typer.echo(f"re-encrypted under {data['active']}: {done}"))
 
