@@ -45,6 +45,24 @@ def _decode_key(text: str, name: str) -> bytes:
     return raw
 
 
+def _is_placeholder(text: str, name: str) -> bool:
+    """A text with a placeholder marker that is not a real key.
+
+    A real random key can contain a marker by chance ("xXx" turns up in about 1 in 250 keys), so
+    a text that reads as a valid key or keyring is never a placeholder.
+    """
+    if not any(marker in text.lower() for marker in PLACEHOLDER_MARKERS):
+        return False
+    try:
+        if name == "VS_ENCRYPTION_KEYS":
+            parse_keyring(text, name)
+        else:
+            _decode_key(text, name)
+    except ConfigurationError:
+        return True
+    return False
+
+
 def parse_keyring(text: str, name: str) -> dict[str, bytes]:
     """Parse ``id:base64key`` entries (comma or newline separated); the first is the active key."""
     ring: dict[str, bytes] = {}
@@ -182,7 +200,7 @@ class Settings(BaseSettings):
                 raise ConfigurationError(
                     f"{name} (or {name}_FILE) must be set in {self.environment}"
                 )
-            if any(marker in text.lower() for marker in PLACEHOLDER_MARKERS):
+            if _is_placeholder(text, name):
                 raise ConfigurationError(f"{name} is a placeholder; generate a real key")
         if self.database_url is None:
             raise ConfigurationError(f"VS_DATABASE_URL must be set in {self.environment}")

@@ -97,3 +97,23 @@ def test_database_password_from_a_file(tmp_path: Path) -> None:
         database_url="postgresql+psycopg://app:other@db/vs", database_password_file=secret
     )
     assert given.resolved_database_url == "postgresql+psycopg://app:other@db/vs"
+
+
+def test_a_real_key_that_happens_to_contain_a_marker_is_accepted(tmp_path: Path) -> None:
+    # A real, random key may contain "xXx" by chance: it is a key, not a placeholder.
+    key = new_key_text()
+    lucky = key[:10] + "xXx" + key[13:]
+    settings = Settings(
+        environment="production",
+        database_url="postgresql+psycopg://x/y",
+        encryption_keys=SecretStr("k1:" + lucky),
+        address_hash_key=SecretStr(lucky),
+    )
+    assert len(settings.address_key()) == 32
+    with pytest.raises(ConfigurationError, match="placeholder"):
+        Settings(
+            environment="production",
+            database_url="postgresql+psycopg://x/y",
+            encryption_keys=SecretStr("k1:changeme"),
+            address_hash_key=SecretStr(key),
+        )
