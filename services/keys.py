@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute
 
+from services.routing.service import contact_note_aad, transfer_reason_aad
 from shared.context import Context
 from shared.crypto import signal_aad
 from shared.db import unit_of_work
@@ -63,14 +64,14 @@ ENVELOPES = (
         ContactAttempt,
         ContactAttempt.notitie,
         ContactAttempt.notitie_key_id,
-        lambda a: f"contact:{a.id}".encode(),
+        lambda a: contact_note_aad(a.id),
     ),
     _Envelopes(
         "transfer_reasons",
         CaseEvent,
         CaseEvent.reason,
         CaseEvent.reason_key_id,
-        lambda e: f"case-event:{e.case_id}:{e.at.isoformat()}".encode(),
+        lambda e: transfer_reason_aad(e.case_id, e.at),
     ),
 )
 

@@ -26,14 +26,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, func, select, update
+from sqlalchemy import Select, exists, func, select, update
 from sqlalchemy.orm import Session
 
+from services.matcher.repository import delete_cases
 from shared.context import Context
 from shared.models import (
     Case,
     CaseEvent,
-    CaseLink,
     CaseSignal,
     CaseStatus,
     ContactAttempt,
@@ -138,16 +138,6 @@ def purge(ctx: Context, session: Session, *, dry_run: bool = False) -> PurgeRepo
         .values(reason=None, reason_key_id=None)
         .execution_options(synchronize_session=False)
     )
-    case_ids = list(session.scalars(expired_cases))
-    for start in range(0, len(case_ids), 1000):
-        cases = case_ids[start : start + 1000]
-        for table in (CaseSignal, ContactAttempt, CaseEvent):
-            session.execute(delete(table).where(table.case_id.in_(cases)))
-        session.execute(
-            delete(CaseLink).where(
-                CaseLink.case_id.in_(cases) | CaseLink.earlier_case_id.in_(cases)
-            )
-        )
-        session.execute(delete(Case).where(Case.id.in_(cases)))
+    delete_cases(session, list(session.scalars(expired_cases)))
     session.flush()
     return report

@@ -48,8 +48,8 @@ def _decode_key(text: str, name: str) -> bytes:
 def _is_placeholder(text: str, name: str) -> bool:
     """A text with a placeholder marker that is not a real key.
 
-    A real random key can contain a marker by chance ("xXx" turns up in about 1 in 250 keys), so
-    a text that reads as a valid key or keyring is never a placeholder.
+    A real random key can contain a marker by chance ("xXx" in about 1 of 800 keys: 41 places,
+    each (2/64)^3), so a text that reads as a valid key or keyring is never a placeholder.
     """
     if not any(marker in text.lower() for marker in PLACEHOLDER_MARKERS):
         return False

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import cast
 
 import polars as pl
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, delete, select
 from sqlalchemy.orm import Session
 
 from services.matcher.rules import HISTORY_SCHEMA, SIGNAL_SCHEMA
@@ -109,13 +109,19 @@ def existing_cases(session: Session, period: str) -> pl.DataFrame:
     )
 
 
-def delete_cases(session: Session, case_ids: Sequence[str]) -> None:
-    ids = [uuid.UUID(c) for c in case_ids]
+def delete_cases(session: Session, case_ids: Sequence[str | uuid.UUID]) -> None:
+    """Delete cases with everything hanging off them: signal links, recidive links (both ways),
+    contact attempts and history."""
+    ids = [c if isinstance(c, uuid.UUID) else uuid.UUID(c) for c in case_ids]
     for start in range(0, len(ids), 1000):
         chunk = ids[start : start + 1000]
-        session.execute(delete(CaseSignal).where(CaseSignal.case_id.in_(chunk)))
-        session.execute(delete(CaseLink).where(CaseLink.case_id.in_(chunk)))
-        session.execute(delete(CaseEvent).where(CaseEvent.case_id.in_(chunk)))
+        for table in (CaseSignal, ContactAttempt, CaseEvent):
+            session.execute(delete(table).where(table.case_id.in_(chunk)))
+        session.execute(
+            delete(CaseLink).where(
+                CaseLink.case_id.in_(chunk) | CaseLink.earlier_case_id.in_(chunk)
+            )
+        )
         session.execute(delete(Case).where(Case.id.in_(chunk)))
 
 
@@ -127,11 +133,14 @@ def update_cases(
     session: Session, frame: pl.DataFrame, *, run_id: uuid.UUID, now: datetime
 ) -> None:
     """Refresh the matched figures of existing cases (rerun), leaving recorded work alone."""
-    for row in frame.to_dicts():
-        case_id = uuid.UUID(row.pop("case_id"))
-        session.execute(
-            update(Case).where(Case.id == case_id).values(run_id=run_id, updated_at=now, **row)
-        )
+    update_from_frame(
+        session,
+        cast(Table, Case.__table__),
+        "id",
+        frame.rename({"case_id": "id"}).with_columns(
+            pl.lit(str(run_id)).alias("run_id"), pl.lit(now).alias("updated_at")
+        ),
+    )
 
 
 def insert_case_signals(session: Session, frame: pl.DataFrame) -> None:

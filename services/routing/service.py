@@ -472,15 +472,21 @@ def case_summary(case: Case, teams: dict[uuid.UUID, str], today: date) -> dict[s
     }
 
 
-def _note_aad(kind: str, object_id: object) -> bytes:
-    return f"{kind}:{object_id}".encode()
+def contact_note_aad(attempt_id: object) -> bytes:
+    """Associated data binding a contact attempt's note to the attempt."""
+    return f"contact:{attempt_id}".encode()
+
+
+def transfer_reason_aad(case_id: object, at: datetime) -> bytes:
+    """Associated data binding a transfer's reason to its case and moment."""
+    return f"case-event:{case_id}:{at.isoformat()}".encode()
 
 
 def attempt_dict(ctx: Context, attempt: ContactAttempt) -> dict[str, Any]:
     note = None
     if attempt.notitie is not None and attempt.notitie_key_id is not None:
         note = ctx.cipher.decrypt(
-            attempt.notitie, _note_aad("contact", attempt.id), attempt.notitie_key_id
+            attempt.notitie, contact_note_aad(attempt.id), attempt.notitie_key_id
         ).decode()
     return {
         "id": str(attempt.id),
@@ -499,7 +505,7 @@ def event_dict(ctx: Context, event: CaseEvent, teams: dict[uuid.UUID, str]) -> d
     if event.reason is not None and event.reason_key_id is not None:
         reason = ctx.cipher.decrypt(
             event.reason,
-            _note_aad("case-event", f"{event.case_id}:{event.at.isoformat()}"),
+            transfer_reason_aad(event.case_id, event.at),
             event.reason_key_id,
         ).decode()
     return {
@@ -553,7 +559,7 @@ def add_contact_attempt(
         created_at=ctx.now(),
     )
     if notitie:
-        attempt.notitie = ctx.cipher.encrypt(notitie.encode(), _note_aad("contact", attempt_id))
+        attempt.notitie = ctx.cipher.encrypt(notitie.encode(), contact_note_aad(attempt_id))
         attempt.notitie_key_id = ctx.cipher.active_key_id
     session.add(attempt)
     case.updated_at = ctx.now()
@@ -598,9 +604,7 @@ def transfer(
         to_team_id=team_id,
         staff_id=principal.staff_id,
     )
-    event.reason = ctx.cipher.encrypt(
-        reason.encode(), _note_aad("case-event", f"{case.id}:{now.isoformat()}")
-    )
+    event.reason = ctx.cipher.encrypt(reason.encode(), transfer_reason_aad(case.id, now))
     event.reason_key_id = ctx.cipher.active_key_id
     session.add(event)
     case.route = to_route.value

@@ -200,25 +200,22 @@ class PartnerSFTPServer(asyncssh.SFTPServer):
 
     # --- names ------------------------------------------------------------------------------
 
-    def rename(self, oldpath: bytes, newpath: bytes) -> None:
+    def _rename(self, oldpath: bytes, newpath: bytes, *, replace: bool) -> None:
         _, old = self._file_in(oldpath, WRITE_FOLDERS, "renaming")
         _, new = self._file_in(newpath, WRITE_FOLDERS, "renaming")
         source, target = self.base / "inbox" / old, self.base / "inbox" / new
         if not source.is_file() or source.is_symlink():
             raise asyncssh.SFTPNoSuchFile("no such file")
-        if target.exists():
+        if target.exists() and not replace:
             raise asyncssh.SFTPFailure("a file with that name is waiting already")
         os.replace(source, target)
         self._completed(target)
 
+    def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        self._rename(oldpath, newpath, replace=False)
+
     def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
-        _, old = self._file_in(oldpath, WRITE_FOLDERS, "renaming")
-        _, new = self._file_in(newpath, WRITE_FOLDERS, "renaming")
-        source = self.base / "inbox" / old
-        if not source.is_file() or source.is_symlink():
-            raise asyncssh.SFTPNoSuchFile("no such file")
-        os.replace(source, self.base / "inbox" / new)
-        self._completed(self.base / "inbox" / new)
+        self._rename(oldpath, newpath, replace=True)
 
     def remove(self, path: bytes) -> None:
         folder, name = self._file_in(path, REMOVE_FOLDERS, "removing")

@@ -299,6 +299,7 @@ def test_a_crash_mid_upload_leaves_no_delivery_and_restart_recovers(drop: Drop) 
         await remote.write(GOOD[:40])
         conn.abort()
 
+    host_key = drop.ctx.settings.resolved_sftp_host_key_file.read_bytes()
     drop.run(abort_mid_upload)
     base = drop.root / str(drop.partner_ids["Energiek"])
     time.sleep(0.3)
@@ -309,6 +310,7 @@ def test_a_crash_mid_upload_leaves_no_delivery_and_restart_recovers(drop: Drop) 
     # A complete file that arrived but was not ingested before the stop (a crash in between).
     (base / "inbox" / "wachtend.csv").write_bytes(GOOD)
     drop.server.start()
+    assert drop.ctx.settings.resolved_sftp_host_key_file.read_bytes() == host_key  # kept
     assert drop.result("Energiek", "wachtend.csv")["status"] == "accepted"
     assert list((base / "inbox").iterdir()) == []
     assert drop.deliveries() == 1
