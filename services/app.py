@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -25,12 +27,22 @@ from services.ops import router as ops_router
 from services.ratelimit import RateLimited, RateLimits, limiter_clock
 from services.routing.endpoints import router as routing_router
 from shared.context import Context, build_context
-from shared.errors import AppError, AuthenticationError
+from shared.errors import AppError, AuthenticationError, DatabaseUnavailable
 from shared.logs import exception_summary
 
 log = logging.getLogger("vroegsignaal.api")
 PROBLEM = "application/problem+json"
 MULTIPART_OVERHEAD = 64 * 1024
+# The database is unreachable (restarting, failing over, refusing connections) or the connection
+# pool had none to give in time. Raw driver errors come from code that uses the driver's
+# connection directly (COPY in shared.bulk).
+DATABASE_DOWN: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeout,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
 
 
 def _problem(
@@ -70,7 +82,7 @@ def create_app(ctx: Context | None = None) -> FastAPI:
         headers = None
         if isinstance(exc, AuthenticationError):
             headers = {"WWW-Authenticate": "Bearer"}
-        elif isinstance(exc, RateLimited):
+        elif isinstance(exc, RateLimited | DatabaseUnavailable):
             headers = {"Retry-After": str(exc.retry_after)}
         if exc.status >= 500:
             log.error("app_error", extra={"error": type(exc).__name__})
@@ -121,6 +133,33 @@ def create_app(ctx: Context | None = None) -> FastAPI:
             "instance": request.url.path,
         }
         return _problem(doc, 422)
+
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # A connection that broke mid-request (DBAPIError with connection_invalidated) counts
+        # too; any other database error is a bug and goes on to ``unexpected`` (500). The pool
+        # pre-pings its connections (shared.db), so once the database is back the next request
+        # gets a live one. The driver's message names the server and may quote the statement's
+        # values: neither is logged nor returned.
+        if not isinstance(exc, DATABASE_DOWN) and not (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        ):
+            raise exc
+        log.warning(
+            "database_unavailable",
+            extra={
+                "request_id": request.scope.get("state", {}).get("request_id"),
+                "error": type(exc).__name__,
+            },
+        )
+        error = DatabaseUnavailable(
+            "the database is not available at the moment; retry later (an upload may be sent "
+            "again as is: the same file is never stored twice)"
+        )
+        headers = {"Retry-After": str(error.retry_after)}
+        return _problem(error.problem(instance=request.url.path), error.status, headers)
+
+    for database_error in (*DATABASE_DOWN, DBAPIError):
+        app.add_exception_handler(database_error, database_unavailable)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, create_engine, event
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
@@ -25,6 +25,9 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+# Seconds a new PostgreSQL connection may take before the attempt fails (not a query timeout).
+CONNECT_TIMEOUT_S = 10
 
 # Integer ids that are BIGINT on PostgreSQL and SQLite's rowid alias on SQLite.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
@@ -85,7 +88,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    # A server restart or failover leaves dead connections in the pool: pre-ping tests each one
+    # as it is checked out and replaces it (and every older one) when the server went away, so the
+    # service recovers by itself once the database is back. A connection attempt that gets no
+    # answer (an address that drops packets during a failover) gives up after connect_timeout
+    # instead of hanging the request; the API answers 503 meanwhile (services.app).
     kwargs.setdefault("pool_pre_ping", True)
+    if "connect_timeout" not in make_url(url).query:
+        kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", CONNECT_TIMEOUT_S)
     return create_engine(url, **kwargs)
 
 

@@ -14,7 +14,8 @@ Messages never carry personal data: a row problem names the row and the column, 
     ├── Conflict                409: closed delivery window, run already done, protocol unmet
     ├── PayloadTooLarge         413
     ├── UnsupportedMediaType    415: neither CSV nor JSON
-    └── ValidationFailed        422: the file or request has invalid rows or fields
+    ├── ValidationFailed        422: the file or request has invalid rows or fields
+    └── DatabaseUnavailable     503: the database cannot be reached (restart, failover); retry
 """
 
 from __future__ import annotations
@@ -126,3 +127,16 @@ class ValidationFailed(AppError):
             error_count=total if total is not None else len(problems),
         )
         self.problems = problems
+
+
+class DatabaseUnavailable(AppError):
+    """The database is unreachable for the moment (a restart, a failover): retry later.
+
+    The request's transaction did not commit, so an upload can simply be sent again (the same file
+    again is recognised). Answered with ``Retry-After``; nothing of the driver's message is shown.
+    """
+
+    status = 503
+    slug = "database-unavailable"
+    title = "Database unavailable"
+    retry_after = 5
