@@ -19,7 +19,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
-partners_app = typer.Typer(help="Partners and their API keys.", no_args_is_help=True)
+partners_app = typer.Typer(
+    help="Partners, their API keys, client certificates and SSH keys.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(partners_app, name="partners")
 staff_app = typer.Typer(help="Municipal staff, their roles and API keys.", no_args_is_help=True)
@@ -181,6 +183,21 @@ def partners_add(
     )
 
 
+def _certificate_dict(record: Any) -> dict[str, Any]:
+    from shared.auth import certificate_key_id
+
+    return {
+        "id": str(record.id),
+        "partner_id": str(record.partner_id),
+        "fingerprint": record.fingerprint,
+        "key_id": certificate_key_id(record.fingerprint),
+        "label": record.label,
+        "created_at": record.created_at.isoformat(),
+        "last_used_at": record.last_used_at.isoformat() if record.last_used_at else None,
+        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+    }
+
+
 @partners_app.command("list")
 def partners_list(as_json: JsonOption = False) -> None:
     """List partners with their keys (ids and status only)."""
@@ -205,6 +222,9 @@ def partners_list(as_json: JsonOption = False) -> None:
                     }
                     for k in repository.keys_of_partner(session, p.id)
                 ],
+                "certificates": [
+                    _certificate_dict(c) for c in repository.certificates_of_partner(session, p.id)
+                ],
             }
             for p in repository.list_partners(session)
         ]
@@ -212,7 +232,11 @@ def partners_list(as_json: JsonOption = False) -> None:
     def human() -> None:
         for p in data:
             live = sum(1 for k in p["keys"] if not k["revoked_at"])
-            typer.echo(f"{p['id']}  {p['kind']:<8} {p['name']}  ({live} active key(s))")
+            certs = sum(1 for c in p["certificates"] if not c["revoked_at"])
+            typer.echo(
+                f"{p['id']}  {p['kind']:<8} {p['name']}  ({live} active key(s), "
+                f"{certs} active certificate(s))"
+            )
 
     emit(data, as_json, human)
 
@@ -257,6 +281,105 @@ def partners_revoke_key(
         fail(exc, as_json)
     data = {"key_id": key_id, "revoked_at": revoked_at.isoformat() if revoked_at else None}
     emit(data, as_json, lambda: typer.echo(f"key {key_id} revoked"))
+
+
+@partners_app.command("add-cert")
+def partners_add_cert(
+    partner: Annotated[str, typer.Argument(help="Partner id or name.")],
+    pem: Annotated[Path, typer.Option(help="The partner's client certificate (PEM file).")],
+    label: Annotated[str | None, typer.Option(help="A note on what the certificate is.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a client certificate (mutual TLS through the proxy); prints its SHA-256
+    fingerprint. Only the fingerprint is stored; a partner may have several certificates."""
+    from services.ingest.partners import add_certificate, find_partner
+    from shared.db import unit_of_work
+
+    try:
+        content = pem.read_bytes()
+    except OSError:
+        typer.echo(f"error: cannot read {pem}", err=True)
+        raise typer.Exit(2) from None
+    ctx = _context()
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            found = find_partner(session, partner)
+            record = add_certificate(session, found, content, label=label, now=ctx.now())
+            _audit(
+                session,
+                ctx,
+                "certificate.add",
+                "certificate",
+                record.id,
+                {"partner": str(found.id), "fingerprint": record.fingerprint},
+            )
+            data = _certificate_dict(record)
+    except AppError as exc:
+        fail(exc, as_json)
+    emit(
+        data,
+        as_json,
+        lambda: typer.echo(f"certificate added ({data['id']}), SHA-256 {data['fingerprint']}"),
+    )
+
+
+@partners_app.command("certs")
+def partners_certs(
+    partner: Annotated[str, typer.Argument(help="Partner id or name.")],
+    as_json: JsonOption = False,
+) -> None:
+    """List a partner's client certificates (fingerprints and status)."""
+    from services.ingest import repository
+    from services.ingest.partners import find_partner
+    from shared.db import unit_of_work
+
+    ctx = _context()
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            found = find_partner(session, partner)
+            data = [
+                _certificate_dict(c) for c in repository.certificates_of_partner(session, found.id)
+            ]
+    except AppError as exc:
+        fail(exc, as_json)
+
+    def human() -> None:
+        for c in data:
+            state = "revoked" if c["revoked_at"] else "active"
+            typer.echo(f"{c['fingerprint']}  {state:<7} {c['label'] or ''}")
+
+    emit(data, as_json, human)
+
+
+@partners_app.command("revoke-cert")
+def partners_revoke_cert(
+    partner: Annotated[str, typer.Argument(help="Partner id or name.")],
+    fingerprint: Annotated[
+        str, typer.Argument(help="The certificate's SHA-256 fingerprint (colons allowed).")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Revoke a client certificate: it stops working at once."""
+    from services.ingest.partners import find_partner, revoke_certificate
+    from shared.db import unit_of_work
+
+    ctx = _context()
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            found = find_partner(session, partner)
+            record = revoke_certificate(session, found, fingerprint, now=ctx.now())
+            _audit(
+                session,
+                ctx,
+                "certificate.revoke",
+                "certificate",
+                record.id,
+                {"partner": str(found.id), "fingerprint": record.fingerprint},
+            )
+            data = _certificate_dict(record)
+    except AppError as exc:
+        fail(exc, as_json)
+    emit(data, as_json, lambda: typer.echo(f"certificate {data['fingerprint']} revoked"))
 
 
 @partners_app.command("add-ssh-key")
@@ -453,19 +576,63 @@ def run_cmd(
 # --- serving, data, demo ------------------------------------------------------------------------
 
 
+def served_app() -> Any:
+    """The application as ``serve`` runs it; with ``--workers`` uvicorn calls this (an import
+    string factory) in each worker process, which gets a context (and connection pool) of its own.
+    """
+    from services.app import create_app
+    from services.deps import behind_proxies
+    from shared.context import build_context
+    from shared.logs import configure_logging
+
+    configure_logging()
+    ctx = build_context()
+    return behind_proxies(create_app(ctx), ctx.settings.trusted_proxies)
+
+
 @app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes (one per core). Each has its own connection pool and rate "
+            "limits, as separate replicas would.",
+        ),
+    ] = 1,
 ) -> None:
-    """Run the HTTP API (partner portal) with uvicorn."""
+    """Run the HTTP API (partner portal) with uvicorn.
+
+    Forwarded headers (the client certificate, X-Forwarded-For) are believed only from
+    VS_TRUSTED_PROXIES, checked against the connection's own peer (services.deps.behind_proxies);
+    uvicorn's own proxy handling (FORWARDED_ALLOW_IPS) is switched off.
+    """
+    import logging
+    import os
+
     import uvicorn
 
-    from services.app import create_app
     from shared.logs import configure_logging
 
     configure_logging()
-    uvicorn.run(create_app(), host=host, port=port, log_config=None, access_log=False)
+    if os.environ.get("FORWARDED_ALLOW_IPS"):
+        logging.getLogger("vroegsignaal.api").warning(
+            "forwarded_allow_ips_ignored", extra={"hint": "set VS_TRUSTED_PROXIES instead"}
+        )
+    uvicorn.run(
+        "services.cli:served_app" if workers > 1 else served_app(),
+        factory=workers > 1,
+        workers=workers,
+        http="services.middleware:NoDelayHTTPProtocol",
+        host=host,
+        port=port,
+        proxy_headers=False,
+        log_config=None,
+        access_log=False,
+    )
 
 
 @app.command("sftp")

@@ -20,7 +20,8 @@ addresses is bounded (least recently seen are forgotten first), so a flood of ad
 exhaust memory.
 
 The client address is the connection's peer as the ASGI server reports it. Behind a reverse proxy
-run uvicorn with ``--forwarded-allow-ips`` (or ``FORWARDED_ALLOW_IPS``) set to the proxy's address,
+set ``VS_TRUSTED_PROXIES`` to the proxy's address (``vroegsignaal serve`` then reads the client from
+``X-Forwarded-For`` on that proxy's connections only, see :func:`services.deps.behind_proxies`),
 or every client shares the proxy's address and one bad client blocks the others' key attempts.
 
 Time is an injected clock in seconds: :func:`time.monotonic` in production, the context's clock

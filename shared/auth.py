@@ -1,16 +1,24 @@
-"""Who is calling: API keys resolved to a principal, in constant time.
+"""Who is calling: API keys and client certificates resolved to a principal.
 
 A key is ``<prefix>_<key id>_<secret>``. The key id finds the stored row; the SHA-256 of the whole
 presented key is then compared with the stored hash in constant time. Unknown, malformed and revoked
 keys all get the same answer, so the response tells an attacker nothing about which part was wrong.
+
+A partner may instead present a client certificate to the TLS proxy (mutual TLS). The proxy
+verifies it and forwards it; :mod:`services.deps` decides whether the forwarding proxy is trusted,
+and :func:`authenticate_certificate` finds the partner by the certificate's SHA-256 fingerprint.
+Unknown and revoked certificates, like keys, get the same answer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.orm import Session
 
 from services.ingest import repository
@@ -20,6 +28,12 @@ from shared.models import ApiKey, Staff
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 PARTNER_ROLE = "partner"
+KEY_REQUIRED = "an API key is required: Authorization: Bearer <key>"
+# A certificate's public id: this prefix and the start of its fingerprint. Audit events keep it as
+# the credential (16 characters at most), the rate limits count per id.
+CERTIFICATE_KEY_PREFIX = "cert:"
+CERTIFICATE_KEY_HEX = 11
+HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +59,7 @@ class Principal:
 def authenticate(session: Session, presented: str | None, now: datetime) -> Principal:
     """The principal behind a bearer key, or AuthenticationError (401)."""
     if not presented:
-        raise AuthenticationError("an API key is required: Authorization: Bearer <key>")
+        raise AuthenticationError(KEY_REQUIRED)
     parts = split_api_key(presented)
     record = repository.api_key_by_key_id(session, parts[1]) if parts else None
     # Compare even when nothing was found, so timing does not tell unknown from wrong keys.
@@ -66,6 +80,53 @@ def authenticate(session: Session, presented: str | None, now: datetime) -> Prin
     if partner is None or not partner.active:
         raise AuthenticationError("the API key is not valid")
     return Principal(record.id, record.key_id, PARTNER_ROLE, partner_id=partner.id)
+
+
+def certificate_fingerprint(certificate: x509.Certificate) -> str:
+    """The SHA-256 of the certificate's DER encoding, lower-case hex (64 characters).
+
+    The same value as ``openssl x509 -noout -fingerprint -sha256`` prints, without the colons.
+    """
+    return hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest()
+
+
+def normalise_fingerprint(text: str) -> str | None:
+    """A SHA-256 fingerprint as stored (64 lower-case hex digits), from the forms tools print
+    (``AB:CD:...``, upper case, ``sha256:`` or ``SHA256 Fingerprint=`` before it); None when the
+    text is not one."""
+    value = text.strip().lower()
+    for prefix in ("sha256 fingerprint=", "sha256:", "sha256="):
+        value = value.removeprefix(prefix)
+    value = value.replace(":", "").replace(" ", "")
+    if len(value) != 64 or not set(value) <= HEX_DIGITS:
+        return None
+    return value
+
+
+def certificate_key_id(fingerprint: str) -> str:
+    """The certificate's public id (``cert:`` and the first hex digits of its fingerprint)."""
+    return CERTIFICATE_KEY_PREFIX + fingerprint[:CERTIFICATE_KEY_HEX]
+
+
+def authenticate_certificate(session: Session, fingerprint: str, now: datetime) -> Principal:
+    """The partner whose registered, unrevoked certificate has this fingerprint, or
+    AuthenticationError (401).
+
+    The caller has established that a trusted proxy verified the certificate; this only decides
+    whose it is. An unknown certificate, a revoked one and one of an inactive partner all get the
+    same answer.
+    """
+    record = repository.certificate_by_fingerprint(session, fingerprint)
+    if record is None or record.revoked_at is not None:
+        raise AuthenticationError("the client certificate is not valid")
+    partner = repository.partner_by_id(session, record.partner_id)
+    if partner is None or not partner.active:
+        raise AuthenticationError("the client certificate is not valid")
+    if record.last_used_at is None or now - record.last_used_at > LAST_USED_RESOLUTION:
+        record.last_used_at = now
+    return Principal(
+        record.id, certificate_key_id(record.fingerprint), PARTNER_ROLE, partner_id=partner.id
+    )
 
 
 def new_api_key(

@@ -132,6 +132,26 @@ class PartnerSshKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class PartnerCertificate(Base):
+    """A client certificate with which a partner authenticates through the TLS proxy (mutual TLS).
+
+    Only the certificate's SHA-256 fingerprint is kept (of its DER encoding, lower-case hex), not
+    the certificate: the proxy verifies the chain, the service matches the fingerprint.
+    """
+
+    __tablename__ = "partner_certificates"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_uuid)
+    partner_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("partners.id", ondelete="CASCADE"), index=True
+    )
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class Delivery(Base):
     """One partner's snapshot of arrears for one period, as uploaded (API or SFTP)."""
 

@@ -4,12 +4,20 @@ Secrets (the encryption keys for personal data and the key for address hashes) c
 environment variable or from a file named by ``VS_<NAME>_FILE`` (the usual way to mount a secret
 in a container). Outside ``development`` and ``test`` the service refuses to start when a secret is
 missing or still a placeholder.
+
+``VS_TRUSTED_PROXIES`` names the reverse proxies (IP addresses or CIDR networks, JSON list or comma
+separated: ``127.0.0.1,10.20.0.0/16``) whose forwarded headers the API believes: the client
+certificate a proxy verified (mutual TLS, ``X-Client-Cert``) and the client address
+(``X-Forwarded-For``, for the per-address rate limit). It is compared with the connection's own
+peer, never with a forwarded address. Empty (the default): no forwarded header is believed, and a
+partner authenticates only with its API key.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -110,6 +118,41 @@ HostList = Annotated[
 ]
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _trusted_networks(value: Any) -> Any:
+    """``VS_TRUSTED_PROXIES`` (a JSON list or comma separated) as ``ip_network`` objects.
+
+    A network with host bits set (a typo such as ``10.0.0.1/8``) and the network of every address
+    (``0.0.0.0/0``, ``::/0``) are refused.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        value = json.loads(text) if text.startswith("[") else text.split(",")
+    if not isinstance(value, list | tuple):
+        return value  # pydantic reports the wrong type
+    networks: list[IPNetwork] = []
+    for entry in value:
+        if isinstance(entry, str) and not entry.strip():
+            continue
+        try:
+            network = ipaddress.ip_network(str(entry).strip())
+        except ValueError:
+            raise ConfigurationError(
+                "VS_TRUSTED_PROXIES: each entry is an IP address or a network such as 10.0.0.0/8"
+            ) from None
+        if network.prefixlen == 0:
+            raise ConfigurationError(
+                "VS_TRUSTED_PROXIES: trusting every address would let anyone claim a certificate"
+            )
+        networks.append(network)
+    return networks
+
+
+NetworkList = Annotated[list[IPNetwork], NoDecode, BeforeValidator(_trusted_networks)]
+
+
 class Settings(BaseSettings):
     """Everything the services read from the environment."""
 
@@ -179,6 +222,13 @@ class Settings(BaseSettings):
     # Host names the API answers to (the Host header), e.g. api.vroegsignaal.gemeente.nl; other
     # hosts get 400. The default "*" allows any host: fine for development, set it in production.
     trusted_hosts: HostList = Field(default_factory=lambda: ["*"])
+    # The reverse proxies whose forwarded client certificate and client address are believed (see
+    # the module docstring and services.deps); compared with the connection's peer. Empty: none.
+    trusted_proxies: NetworkList = Field(
+        default_factory=list,
+        description="IP addresses or networks of the TLS proxies whose X-Client-Cert and "
+        "X-Forwarded-For headers are believed; empty: never",
+    )
 
     # The SFTP drop (services.sftp): one folder per partner (its id) under the root.
     sftp_root: Path | None = None  # default: <data_dir>/sftp

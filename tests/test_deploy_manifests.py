@@ -112,3 +112,29 @@ def test_dockerfile_copies_what_exists() -> None:
             assert (ROOT / part).exists(), f"Dockerfile copies {part}, which does not exist"
     assert "USER 10001" in text
     assert "--require-hashes requirements-runtime.lock" in text
+
+
+def test_proxy_forwards_the_client_certificate_the_service_reads() -> None:
+    """The proxy sends the whole certificate and its verification under the names services.deps
+    reads, overwriting them on every request; no SHA-1 fingerprint, no subject."""
+    from services.deps import CLIENT_CERT_HEADER, CLIENT_CERT_VERIFY_HEADER
+
+    proxy = DEPLOY / "proxy"
+    lines = [
+        line.split("#", 1)[0].strip()
+        for line in (proxy / "vroegsignaal-proxy.conf").read_text().splitlines()
+    ]
+    headers = {
+        parts[1].lower(): parts[2].rstrip(";")
+        for parts in (line.split() for line in lines)
+        if len(parts) == 3 and parts[0] == "proxy_set_header"
+    }
+    assert headers[CLIENT_CERT_HEADER] == "$ssl_client_escaped_cert"
+    assert headers[CLIENT_CERT_VERIFY_HEADER] == "$ssl_client_verify"
+    assert headers["x-forwarded-for"] == "$remote_addr"
+    assert not any("fingerprint" in h or "subject" in h for h in headers)
+    nginx = (proxy / "nginx.conf").read_text()
+    assert "ssl_verify_client optional;" in nginx
+    assert nginx.count("include /etc/nginx/vroegsignaal-proxy.conf;") == 2
+    assert "VS_TRUSTED_PROXIES" in nginx
+    assert "VS_TRUSTED_PROXIES" in SETTINGS

@@ -1,4 +1,4 @@
-"""Registering partners and managing their API keys."""
+"""Registering partners and managing their API keys and client certificates."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from cryptography import x509
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.ingest import repository
-from shared.auth import new_api_key
+from shared.auth import certificate_fingerprint, new_api_key, normalise_fingerprint
 from shared.crypto import PARTNER_KEY_PREFIX
 from shared.errors import Conflict, NotFound, ValidationFailed
-from shared.models import ApiKey, Partner, PartnerKind
+from shared.models import ApiKey, Partner, PartnerCertificate, PartnerKind
 
 
 @dataclass(frozen=True)
@@ -77,3 +78,79 @@ def revoke_key(session: Session, key_id: str, *, now: datetime) -> ApiKey:
         key.revoked_at = now
         session.flush()
     return key
+
+
+def read_certificate(pem: bytes, now: datetime) -> x509.Certificate:
+    """The one certificate in a PEM file; ValidationFailed for anything else.
+
+    Refused: no certificate, several (a chain: give the partner's own certificate only), a CA
+    certificate, and one that has expired.
+    """
+    try:
+        certificates = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise ValidationFailed(
+            "not a PEM certificate (expected -----BEGIN CERTIFICATE-----)"
+        ) from None
+    if len(certificates) != 1:
+        raise ValidationFailed(
+            f"the file holds {len(certificates)} certificates; give only the partner's own"
+        )
+    certificate = certificates[0]
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        if constraints.value.ca:
+            raise ValidationFailed(
+                "this is a CA certificate; register the partner's own (client) certificate"
+            )
+    if certificate.not_valid_after_utc <= now:
+        raise ValidationFailed("the certificate has expired")
+    return certificate
+
+
+def add_certificate(
+    session: Session, partner: Partner, pem: bytes, *, label: str | None, now: datetime
+) -> PartnerCertificate:
+    """Register a client certificate for a partner (mutual TLS through the proxy).
+
+    Only the SHA-256 fingerprint of its DER encoding is stored. A certificate belongs to one
+    partner; registering it again (even a revoked one) is a Conflict.
+    """
+    if label is not None and len(label) > 200:
+        raise ValidationFailed("a label is at most 200 characters")
+    fingerprint = certificate_fingerprint(read_certificate(pem, now))
+    if repository.certificate_by_fingerprint(session, fingerprint) is not None:
+        raise Conflict("this certificate is registered already")
+    record = PartnerCertificate(
+        id=uuid.uuid4(),
+        partner_id=partner.id,
+        fingerprint=fingerprint,
+        label=label,
+        created_at=now,
+    )
+    session.add(record)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict("this certificate is registered already") from None
+    return record
+
+
+def revoke_certificate(
+    session: Session, partner: Partner, fingerprint: str, *, now: datetime
+) -> PartnerCertificate:
+    """Revoke one of the partner's certificates by its SHA-256 fingerprint (colons and upper case
+    accepted); idempotent. Another partner's certificate is NotFound."""
+    normalised = normalise_fingerprint(fingerprint)
+    if normalised is None:
+        raise ValidationFailed("a fingerprint is the SHA-256 of the certificate: 64 hex digits")
+    record = repository.certificate_by_fingerprint(session, normalised)
+    if record is None or record.partner_id != partner.id:
+        raise NotFound("no such certificate for this partner")
+    if record.revoked_at is None:
+        record.revoked_at = now
+        session.flush()
+    return record
