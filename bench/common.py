@@ -160,6 +160,9 @@ def manifest(data_dir: Path) -> dict[str, Any]:
     return found
 
 
+_END = object()
+
+
 class Phases:
     """Wall time per named phase, from wrappers around the pipeline's own functions.
 
@@ -187,6 +190,23 @@ class Phases:
         def timed(*args: Any, **kwargs: Any) -> Any:
             with self.timed(name):
                 return original(*args, **kwargs)
+
+        setattr(owner, attribute, timed)
+        self._undo.append(lambda: setattr(owner, attribute, original))
+
+    def wrap_iterator(self, owner: Any, attribute: str, name: str) -> None:
+        """Like :meth:`wrap`, for a function returning an iterator: each step is timed (a lazy
+        reader does its work there, not in the call)."""
+        original = getattr(owner, attribute)
+
+        def timed(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            steps = iter(original(*args, **kwargs))
+            while True:
+                with self.timed(name):
+                    item = next(steps, _END)
+                if item is _END:
+                    return
+                yield item
 
         setattr(owner, attribute, timed)
         self._undo.append(lambda: setattr(owner, attribute, original))

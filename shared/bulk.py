@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import polars as pl
+from psycopg.copy import QueuedLibpqWriter
 from sqlalchemy import Table, Uuid, bindparam, insert, text, update
 from sqlalchemy.orm import Session
 
@@ -49,6 +51,50 @@ def copy_into(session: Session, table: str, frame: pl.DataFrame) -> None:
         cursor.copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy,
     ):
         copy.write(payload)
+
+
+class CopyAborted(Exception):
+    """Sent to the server when a COPY is abandoned: its text reaches the server's log, so it
+    says nothing about why (the caller's own exception goes on up, unchanged)."""
+
+
+@contextmanager
+def frame_writer(
+    session: Session, table: Table, columns: Sequence[str], uuid_columns: Sequence[str] = ()
+) -> Iterator[Callable[[pl.DataFrame], None]]:
+    """A function that inserts frames (with ``columns``) into ``table``, many times over.
+
+    On PostgreSQL one ``COPY`` stays open for all of them, fed by a background writer: while the
+    server stores one batch, the caller prepares the next (the two cores work side by side). An
+    exception in the block abandons the COPY, so nothing of it is stored, and goes on up.
+    SQLite: :func:`insert_frame` per frame.
+    """
+    if not is_postgres(session):
+        yield lambda frame: insert_frame(session, table, frame.select(columns), uuid_columns)
+        return
+    dbapi = session.connection().connection.driver_connection
+    assert dbapi is not None
+    names = ", ".join(columns)
+    with dbapi.cursor() as cursor:
+        stack = ExitStack()
+        copy = stack.enter_context(
+            cursor.copy(
+                f"COPY {table.name} ({names}) FROM STDIN WITH (FORMAT csv)",
+                writer=QueuedLibpqWriter(cursor),
+            )
+        )
+
+        def write(frame: pl.DataFrame) -> None:
+            if not frame.is_empty():
+                copy.write(_csv_ready(frame.select(columns)).write_csv(include_header=False))
+
+        try:
+            yield write
+        except BaseException:
+            aborted = CopyAborted("the rows were not stored")
+            stack.__exit__(CopyAborted, aborted, None)
+            raise
+        stack.close()
 
 
 def insert_frame(

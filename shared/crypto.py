@@ -19,7 +19,7 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,13 +55,16 @@ class PiiCipher:
         nonce = os.urandom(NONCE_BYTES)
         return nonce + self._active.encrypt(nonce, plaintext, aad)
 
-    def encrypt_many(self, plaintexts: Iterable[bytes], aads: Iterable[bytes]) -> list[bytes]:
-        """Envelopes for many rows at once (the ingest hot path)."""
+    def encrypt_many(self, plaintexts: Sequence[bytes], aads: Sequence[bytes]) -> list[bytes]:
+        """Envelopes for many rows at once (the ingest hot path): the random nonces are drawn
+        in one call and cut, 12 bytes each."""
+        if len(plaintexts) != len(aads):
+            raise ValueError("one associated data per plaintext")
         enc = self._active.encrypt
-        urandom = os.urandom
+        randomness = os.urandom(NONCE_BYTES * len(plaintexts))
         out = []
-        for plaintext, aad in zip(plaintexts, aads, strict=True):
-            nonce = urandom(NONCE_BYTES)
+        for i, (plaintext, aad) in enumerate(zip(plaintexts, aads, strict=True)):
+            nonce = randomness[i * NONCE_BYTES : (i + 1) * NONCE_BYTES]
             out.append(nonce + enc(nonce, plaintext, aad))
         return out
 
@@ -81,7 +84,8 @@ class PiiCipher:
         return self.encrypt(json.dumps(data, separators=(",", ":")).encode(), aad)
 
     def decrypt_json(self, envelope: bytes, aad: bytes, key_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self.decrypt(envelope, aad, key_id))
+        """An envelope's JSON object; a signal's compact form comes back with its field names."""
+        result: dict[str, Any] = unpack_signal_pii(json.loads(self.decrypt(envelope, aad, key_id)))
         return result
 
 
@@ -90,26 +94,75 @@ def signal_aad(delivery_id: str, row: int) -> bytes:
     return f"signal:{delivery_id}:{row}".encode()
 
 
+# A signal's personal data, in the order of the compact stored form (format 2). The order is part
+# of the format: append new fields at the end, never reorder.
+SIGNAL_PII_FIELDS = (
+    "referentie",
+    "achternaam",
+    "tussenvoegsel",
+    "voorletters",
+    "geboortedatum",
+    "bsn",
+    "straat",
+    "huisnummer",
+    "huisnummer_suffix",
+    "postcode",
+    "woonplaats",
+    "telefoon",
+    "email",
+)
+SIGNAL_PII_FORMAT = 2
+
+
+def unpack_signal_pii(data: Any) -> Any:
+    """A signal's personal data by field name, from either stored form.
+
+    Format 2 (written since the ingest was streamed) is the JSON array ``[2, value, ...]`` with
+    the values in :data:`SIGNAL_PII_FIELDS` order: less than half the bytes of the named form,
+    which matters at a million rows a month. Envelopes of the first format are the named object
+    itself and come back unchanged, as does every other kind of envelope (all are objects).
+    """
+    if isinstance(data, list) and data and data[0] == SIGNAL_PII_FORMAT:
+        values = data[1:]
+        return {
+            name: values[i] if i < len(values) else None for i, name in enumerate(SIGNAL_PII_FIELDS)
+        }
+    return data
+
+
 class KeyedHasher:
     """HMAC-SHA256 of normalised keys, hex encoded, with a domain per kind of key.
 
     The domain (``address``, ``person``) is part of the message, so an address key and a person
     key can never produce the same hash.
+
+    HMAC is computed from SHA-256 states primed with the padded key (RFC 2104: ``H(K ^ opad ||
+    H(K ^ ipad || m))``), copied per message: the same digests as :func:`hmac.digest`, at a third
+    of the cost per call, which is most of the ingest's hashing at a million rows.
     """
 
     def __init__(self, key: bytes) -> None:
         self._key = key
+        block = hashlib.sha256().block_size
+        padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
 
     def hash(self, domain: str, value: str) -> str:
         return hmac.digest(self._key, f"{domain}:{value}".encode(), "sha256").hex()
 
     def hash_many(self, domain: str, values: Sequence[str | None]) -> list[str | None]:
         """Hashes for many values; None stays None."""
-        key, digest, prefix = self._key, hmac.digest, f"{domain}:"
-        return [
-            None if v is None else digest(key, (prefix + v).encode(), "sha256").hex()
-            for v in values
-        ]
+        inner, outer, prefix = self._inner.copy, self._outer.copy, f"{domain}:"
+
+        def one(value: str) -> str:
+            step = inner()
+            step.update((prefix + value).encode())
+            result = outer()
+            result.update(step.digest())
+            return result.hexdigest()
+
+        return [None if v is None else one(v) for v in values]
 
 
 PARTNER_KEY_PREFIX = "vsp"

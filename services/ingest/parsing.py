@@ -7,26 +7,30 @@
   ``NaN``/``Infinity`` and numbers out of range are refused, not guessed at.
 * Rows are numbered as a spreadsheet shows them (header = row 1); for JSON the 1-based position.
 
-The result is a Polars frame of text columns (canonical names, absent optional columns as nulls)
-plus a ``row`` column; :mod:`services.ingest.validation` turns the text into values.
+The result is read in batches of text columns (canonical names, absent optional columns as
+nulls) plus a ``row`` column; :mod:`services.ingest.validation` turns the text into values. A CSV
+file is streamed: only the header is read up front, and the rows are parsed a batch at a time
+while they are validated and stored, so memory does not grow with the number of rows (the upload
+itself is bounded by ``VS_MAX_UPLOAD_BYTES``). A JSON file is parsed whole, then batched.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import math
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal, TypeVar
 
 import polars as pl
 
 from shared.errors import RowProblem, UnsupportedMediaType, ValidationFailed
 
 FileFormat = Literal["csv", "json"]
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
 REQUIRED_FIELDS = (
     "referentie",
@@ -74,25 +78,80 @@ def squash(name: str) -> str:
 FIELD_BY_SQUASHED = {squash(name): name for name in ALL_FIELDS}
 
 
-@dataclass
 class ParsedFile:
-    """The rows of an upload as text, with file-level warnings (such as ignored columns)."""
+    """The rows of an upload as text, with file-level warnings (such as ignored columns).
 
-    frame: pl.DataFrame
-    file_format: FileFormat
-    warnings: list[RowProblem] = field(default_factory=list)
+    :meth:`batches` yields the rows a batch at a time (CSV is parsed lazily, as the batches are
+    asked for); :attr:`frame` is all of them at once, for small files and tests.
+    """
+
+    def __init__(
+        self,
+        rows: pl.LazyFrame | pl.DataFrame,
+        file_format: FileFormat,
+        warnings: list[RowProblem] | None = None,
+        on_error: Callable[[], list[RowProblem]] | None = None,
+    ) -> None:
+        self._rows = rows
+        self.file_format: FileFormat = file_format
+        self.warnings = warnings or []
+        self._on_error = on_error
+
+    def batches(self, batch_rows: int) -> Iterator[pl.DataFrame]:
+        """The rows in order, at most ``batch_rows`` per frame; a malformed CSV raises a
+        ValidationFailed naming the rows, when the reader meets it."""
+        if isinstance(self._rows, pl.DataFrame):
+            for offset in range(0, self._rows.height, batch_rows):
+                yield self._rows.slice(offset, batch_rows)
+            return
+        try:
+            yield from self._rows.collect_batches(chunk_size=batch_rows, maintain_order=True)
+        except pl.exceptions.PolarsError as exc:
+            problems = self._on_error() if self._on_error else []
+            raise ValidationFailed(
+                "the file is not well-formed CSV",
+                problems or [RowProblem(2, "", "the file could not be read as CSV")],
+            ) from exc
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        """Every row in one frame."""
+        batches = list(self.batches(1_000_000))
+        return pl.concat(batches) if batches else _empty_frame()
+
+
+def _empty_frame() -> pl.DataFrame:
+    return pl.DataFrame(schema={"row": pl.Int64, **{name: pl.String for name in ALL_FIELDS}})
 
 
 def decode(content: bytes) -> str:
     """The file as text: UTF-8 (BOM stripped) or else Windows-1252."""
-    if content.startswith(b"\xef\xbb\xbf"):
-        content = content[3:]
+    return as_utf8(content).decode("utf-8-sig")
+
+
+_CHECK_CHUNK = 4 * 1024 * 1024
+
+
+def as_utf8(content: bytes) -> bytes:
+    """The file as UTF-8 bytes: as it is (BOM and all) when it is UTF-8, checked a chunk at a
+    time so that no text copy of the whole file is made; else read as Windows-1252 and
+    re-encoded."""
+    checker = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(content)
     try:
-        return content.decode("utf-8")
+        for offset in range(0, len(view), _CHECK_CHUNK):
+            checker.decode(view[offset : offset + _CHECK_CHUNK], final=False)
+        checker.decode(b"", final=True)
     except UnicodeDecodeError:
         pass
+    else:
+        return content
     try:
-        return content.decode("cp1252")
+        # Windows-1252 maps byte to character one to one, so it is re-encoded a chunk at a time.
+        return b"".join(
+            bytes(view[offset : offset + _CHECK_CHUNK]).decode("cp1252").encode("utf-8")
+            for offset in range(0, len(view), _CHECK_CHUNK)
+        )
     except UnicodeDecodeError as exc:
         raise ValidationFailed(
             "the file is neither UTF-8 nor Windows-1252 text",
@@ -117,10 +176,10 @@ def parse_upload(content: bytes, filename: str | None, content_type: str | None)
     file_format = sniff_format(content, filename, content_type)
     if b"\x00" in content:
         raise UnsupportedMediaType("the file contains NUL bytes: not a CSV or JSON text file")
-    text = decode(content)
+    data = as_utf8(content)
     if file_format == "json":
-        return _parse_json(text)
-    return _parse_csv(text)
+        return _parse_json(data.decode("utf-8-sig"))
+    return _parse_csv(data)
 
 
 def _map_headers(raw: list[str]) -> tuple[list[str | None], list[RowProblem], list[RowProblem]]:
@@ -167,48 +226,60 @@ def _detect_separator(header_line: str) -> str:
     return best if counts[best] > 0 else ";"
 
 
-def _parse_csv(text: str) -> ParsedFile:
-    # Old Mac and some Excel exports end lines with a bare CR.
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    first_line_end = text.find("\n")
-    header_line = text if first_line_end < 0 else text[:first_line_end]
-    if len(header_line) > 64 * 1024:
+def _parse_csv(data: bytes) -> ParsedFile:
+    # Old Mac and some Excel exports end lines with a bare CR (rare: only then is a copy made).
+    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    first_line_end = data.find(b"\n")
+    header_bytes = data if first_line_end < 0 else data[:first_line_end]
+    if len(header_bytes) > 64 * 1024:
         raise ValidationFailed(
             "the header line is longer than 64 KiB", [RowProblem(1, "", "header line too long")]
         )
+    header_line = header_bytes.decode("utf-8").removeprefix("\ufeff").removesuffix("\r")
     separator = _detect_separator(header_line)
     header = next(csv.reader([header_line], delimiter=separator))
     mapped, problems, warnings = _map_headers(header)
     if problems:
         raise ValidationFailed("the header row is not usable", problems)
     names = [name if name else f"_ignored_{i}" for i, name in enumerate(mapped)]
-    body = text[first_line_end + 1 :] if first_line_end >= 0 else ""
-    if not body.strip():
+    body = memoryview(data)[first_line_end + 1 :] if first_line_end >= 0 else memoryview(b"")
+    if _blank(body):
         raise ValidationFailed("the file has a header but no rows", [RowProblem(2, "", "no rows")])
-    try:
-        frame = pl.read_csv(
-            io.BytesIO(body.encode("utf-8")),
-            has_header=False,
-            new_columns=names,
-            schema={name: pl.String for name in names},
-            separator=separator,
-            quote_char='"',
-            extra_columns="raise",
-            missing_columns="raise",
-        )
-    except pl.exceptions.PolarsError as exc:
-        raise ValidationFailed(
-            "the file is not well-formed CSV", _locate_csv_problems(body, separator, len(names))
-        ) from exc
-    frame = frame.select([n for n in names if not n.startswith("_ignored_")])
-    frame = _blank_rows_dropped(frame.with_row_index("row", offset=2))
-    return ParsedFile(_with_all_fields(frame), "csv", warnings)
+    # The reader skips the header line itself: no copy of the body is made for it.
+    rows = pl.scan_csv(
+        io.BytesIO(data),
+        skip_lines=1,
+        has_header=False,
+        new_columns=names,
+        schema={name: pl.String for name in names},
+        separator=separator,
+        quote_char='"',
+        extra_columns="raise",
+        missing_columns="raise",
+        row_index_name="row",
+        row_index_offset=2,
+    )
+    rows = rows.select("row", *[n for n in names if not n.startswith("_ignored_")])
+    rows = _with_all_fields(_blank_rows_dropped(rows))
+
+    def locate() -> list[RowProblem]:
+        text = io.TextIOWrapper(io.BytesIO(body), encoding="utf-8", newline="")
+        return _locate_csv_problems(text, separator, len(names))
+
+    return ParsedFile(rows, "csv", warnings, on_error=locate)
 
 
-def _blank_rows_dropped(frame: pl.DataFrame) -> pl.DataFrame:
+def _blank(view: memoryview) -> bool:
+    """Whether the bytes are only whitespace (usually decided by the first few)."""
+    return all(
+        not bytes(view[offset : offset + 65536]).strip() for offset in range(0, len(view), 65536)
+    )
+
+
+def _blank_rows_dropped(frame: FrameT) -> FrameT:
     """Exports often end with empty lines or rows of separators only: they are not rows."""
-    fields = [c for c in frame.columns if c != "row"]
+    fields = [c for c in frame.collect_schema().names() if c != "row"]
     if not fields:
         return frame
     blank = pl.all_horizontal(
@@ -217,10 +288,10 @@ def _blank_rows_dropped(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.filter(~blank)
 
 
-def _locate_csv_problems(body: str, separator: str, width: int) -> list[RowProblem]:
+def _locate_csv_problems(body: Iterable[str], separator: str, width: int) -> list[RowProblem]:
     """Row-level reasons why the CSV reader gave up (only run when it did)."""
     problems: list[RowProblem] = []
-    reader = csv.reader(io.StringIO(body), delimiter=separator, strict=True)
+    reader = csv.reader(body, delimiter=separator, strict=True)
     try:
         for index, record in enumerate(reader, start=2):
             if record and len(record) != width and any(cell.strip() for cell in record):
@@ -232,8 +303,9 @@ def _locate_csv_problems(body: str, separator: str, width: int) -> list[RowProbl
     return problems or [RowProblem(2, "", "the file could not be read as CSV")]
 
 
-def _with_all_fields(frame: pl.DataFrame) -> pl.DataFrame:
-    missing = [pl.lit(None, dtype=pl.String).alias(f) for f in ALL_FIELDS if f not in frame.columns]
+def _with_all_fields(frame: FrameT) -> FrameT:
+    present = frame.collect_schema().names()
+    missing = [pl.lit(None, dtype=pl.String).alias(f) for f in ALL_FIELDS if f not in present]
     return (
         frame.with_columns(missing)
         .select("row", *ALL_FIELDS)

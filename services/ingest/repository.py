@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import cast
 
@@ -11,8 +12,8 @@ import polars as pl
 from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
-from shared.bulk import insert_frame
-from shared.models import ApiKey, Delivery, DeliveryStatus, Partner, Signal
+from shared.bulk import frame_writer
+from shared.models import ApiKey, Delivery, DeliveryStatus, Partner, PartnerCertificate, Signal
 
 SIGNAL_COLUMNS = (
     "delivery_id",
@@ -56,6 +57,22 @@ def api_key_by_key_id(session: Session, key_id: str) -> ApiKey | None:
 def keys_of_partner(session: Session, partner_id: uuid.UUID) -> Sequence[ApiKey]:
     return session.scalars(
         select(ApiKey).where(ApiKey.partner_id == partner_id).order_by(ApiKey.created_at)
+    ).all()
+
+
+def certificate_by_fingerprint(session: Session, fingerprint: str) -> PartnerCertificate | None:
+    return session.scalars(
+        select(PartnerCertificate).where(PartnerCertificate.fingerprint == fingerprint)
+    ).first()
+
+
+def certificates_of_partner(
+    session: Session, partner_id: uuid.UUID
+) -> Sequence[PartnerCertificate]:
+    return session.scalars(
+        select(PartnerCertificate)
+        .where(PartnerCertificate.partner_id == partner_id)
+        .order_by(PartnerCertificate.created_at, PartnerCertificate.id)
     ).all()
 
 
@@ -111,11 +128,14 @@ def delivery_of_partner(
     ).first()
 
 
-def insert_signals(session: Session, frame: pl.DataFrame) -> None:
-    """Bulk insert of signals (COPY on PostgreSQL); never one ORM object per row."""
-    insert_frame(
+@contextmanager
+def signal_writer(session: Session) -> Iterator[Callable[[pl.DataFrame], None]]:
+    """Bulk insert of signals, a batch per call, into one COPY on PostgreSQL (see
+    :func:`shared.bulk.frame_writer`); never one ORM object per row."""
+    with frame_writer(
         session,
         cast(Table, Signal.__table__),
-        frame.select(SIGNAL_COLUMNS),
+        SIGNAL_COLUMNS,
         uuid_columns=("delivery_id", "partner_id"),
-    )
+    ) as write:
+        yield write

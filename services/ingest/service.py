@@ -25,33 +25,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.ingest import repository
-from services.ingest.parsing import parse_upload
-from services.ingest.validation import ValidationRules, validate
+from services.ingest.parsing import ParsedFile, parse_upload
+from services.ingest.validation import ValidationRules, Validator
 from shared import audit
 from shared.auth import Principal
 from shared.context import Context
+from shared.crypto import SIGNAL_PII_FIELDS, SIGNAL_PII_FORMAT
 from shared.db import unit_of_work
 from shared.errors import AppError, DeliveryWindowClosed, RowProblem, ValidationFailed
 from shared.metrics import REGISTRY
 from shared.models import Delivery, DeliveryStatus, Partner, Signaalstatus
 from shared.periods import Period, local_today, open_period
-
-# What goes into the encrypted envelope of a signal.
-PII_FIELDS = (
-    "referentie",
-    "achternaam",
-    "tussenvoegsel",
-    "voorletters",
-    "geboortedatum",
-    "bsn",
-    "straat",
-    "huisnummer",
-    "huisnummer_suffix",
-    "postcode",
-    "woonplaats",
-    "telefoon",
-    "email",
-)
 
 
 @dataclass
@@ -103,24 +87,19 @@ def ingest_delivery(
     if existing is not None and existing.content_sha256 == digest:
         return IngestOutcome(existing, created=False, warnings=_stored_warnings(existing))
 
+    limit = ctx.settings.max_reported_errors
     try:
         parsed = parse_upload(content, filename, content_type)
-        rules = ValidationRules(
+    except ValidationFailed as exc:
+        raise _capped(exc, limit) from None
+    validator = Validator(
+        ValidationRules(
             today=local_today(now, ctx.tz),
             amount_warning_ceiling_cents=ctx.settings.amount_warning_ceiling_cents,
             max_age_years=ctx.settings.max_age_years_warning,
-        )
-        result = validate(parsed.frame, rules, ctx.settings.max_reported_errors)
-    except ValidationFailed as exc:
-        raise _capped(exc, ctx.settings.max_reported_errors) from None
-    if result.errors:
-        raise ValidationFailed(
-            f"{result.error_count} problem(s) in the file; nothing was stored",
-            result.errors,
-            total=result.error_count,
-        )
-    warnings = (parsed.warnings + result.warnings)[: ctx.settings.max_reported_errors]
-
+        ),
+        limit,
+    )
     delivery = Delivery(
         id=uuid.uuid4(),
         partner_id=partner.id,
@@ -131,9 +110,7 @@ def ingest_delivery(
         filename=_safe_filename(filename),
         content_sha256=digest,
         size_bytes=len(content),
-        row_count=result.rows.height,
-        warning_count=len(parsed.warnings) + len(result.warnings),
-        warnings=json.dumps([w.as_dict() for w in warnings]),
+        row_count=0,
         received_at=now,
     )
     if existing is not None and not repository.supersede(session, existing, now):
@@ -142,7 +119,12 @@ def ingest_delivery(
     session.flush()
     if existing is not None:
         repository.link_successor(session, existing.id, delivery.id)
-    _store_signals(session, ctx, delivery, partner, result.rows, now)
+    _store_signals(session, ctx, delivery, partner, parsed, validator, now)
+    warnings = (parsed.warnings + validator.warnings)[:limit]
+    delivery.row_count = validator.rows
+    delivery.warning_count = len(parsed.warnings) + validator.warning_count
+    delivery.warnings = json.dumps([w.as_dict() for w in warnings])
+    session.flush()
     audit.record(
         session,
         action="delivery.replace" if existing is not None else "delivery.upload",
@@ -250,55 +232,99 @@ def _store_signals(
     ctx: Context,
     delivery: Delivery,
     partner: Partner,
-    rows: pl.DataFrame,
+    parsed: ParsedFile,
+    validator: Validator,
     now: datetime,
 ) -> None:
-    """Encrypt, hash and bulk-insert the rows, a batch at a time (memory stays flat)."""
-    batch = ctx.settings.ingest_batch_rows
+    """Validate, encrypt, hash and store the rows a batch at a time, all-or-nothing.
+
+    Memory stays flat however long the file is: a batch is read, validated and handed to the
+    database before the next one is read. Once a batch has an error nothing more is stored (the
+    rest is still validated, so that the report is complete) and the ValidationFailed raised at
+    the end abandons the COPY; the caller's rollback removes what went before.
+    """
+    limit = ctx.settings.max_reported_errors
+    try:
+        with repository.signal_writer(session) as write:
+            for batch in parsed.batches(ctx.settings.ingest_batch_rows):
+                result = validator.check(batch)
+                if validator.error_count == 0:
+                    write(_signal_frame(ctx, delivery, partner, result.rows, now))
+            if validator.error_count:
+                raise ValidationFailed(
+                    f"{validator.error_count} problem(s) in the file; nothing was stored",
+                    validator.errors,
+                    total=validator.error_count,
+                )
+            if validator.rows == 0:
+                raise ValidationFailed(
+                    "the file has a header but no rows", [RowProblem(2, "", "no rows")]
+                )
+    except ValidationFailed as exc:
+        raise _capped(exc, limit) from None
+
+
+def _signal_frame(
+    ctx: Context, delivery: Delivery, partner: Partner, rows: pl.DataFrame, now: datetime
+) -> pl.DataFrame:
+    """Validated rows as ``signals`` rows: personal data sealed, keys hashed."""
     delivery_id = str(delivery.id)
-    for offset in range(0, rows.height, batch):
-        chunk = rows.slice(offset, batch)
-        envelopes_json = chunk.select(
-            pl.struct(
-                [
-                    pl.col(c).cast(pl.String) if c in ("geboortedatum", "huisnummer") else pl.col(c)
-                    for c in PII_FIELDS
-                ]
-            ).struct.json_encode()
-        ).to_series()
-        aads = [f"signal:{delivery_id}:{row}".encode() for row in chunk["row"]]
-        envelopes = ctx.cipher.encrypt_many((s.encode() for s in envelopes_json), aads)
-        frame = chunk.select(
-            pl.lit(delivery_id).alias("delivery_id"),
-            pl.lit(str(partner.id)).alias("partner_id"),
-            pl.lit(delivery.period).alias("period"),
-            pl.col("row").cast(pl.Int32).alias("row_number"),
-            pl.lit(partner.kind).alias("kind"),
-            pl.Series(
-                "address_hash",
-                ctx.hasher.hash_many("address", chunk["address_key"].to_list()),
-                dtype=pl.String,
-            ),
-            pl.Series(
-                "person_hash",
-                ctx.hasher.hash_many("person", chunk["person_key"].to_list()),
-                dtype=pl.String,
-            ),
-            pl.col("postcode").str.slice(0, 4).alias("pc4"),
-            pl.Series(
-                "pc6_hash",
-                ctx.hasher.hash_many("pc6", chunk["postcode"].to_list()),
-                dtype=pl.String,
-            ),
-            "bedrag_cent",
-            "achterstand_sinds",
-            "signaaldatum",
-            "crisis",
-            "warme_overdracht",
-            "eindelevering",
-            pl.lit(Signaalstatus.nog_niet_opgepakt.value).alias("status"),
-            pl.Series("pii", envelopes, dtype=pl.Binary),
-            pl.lit(ctx.cipher.active_key_id).alias("pii_key_id"),
-            pl.lit(now).alias("created_at"),
+    # The compact envelope (format 2, see shared.crypto.unpack_signal_pii): [2, values in order].
+    # Polars writes it as an object with one-letter keys, which are then cut out: a quote right
+    # after a comma is always structure in JSON text (inside a string a quote is escaped).
+    keys = [chr(ord("a") + i) for i in range(len(SIGNAL_PII_FIELDS))]
+    as_object = pl.struct(
+        pl.lit(SIGNAL_PII_FORMAT).alias("v"),
+        *[pl.col(c).cast(pl.String).alias(k) for c, k in zip(SIGNAL_PII_FIELDS, keys, strict=True)],
+    ).struct.json_encode()
+    compact = as_object.str.replace_all(r',"[a-z]":', ",")
+    plaintexts = (
+        rows.select(
+            pl.concat_str(pl.lit("["), compact.str.slice(5).str.strip_suffix("}"), pl.lit("]"))
         )
-        repository.insert_signals(session, frame)
+        .to_series()
+        .cast(pl.Binary)
+        .to_list()
+    )
+    aads = (
+        rows.select(pl.format("signal:{}:{}", pl.lit(delivery_id), pl.col("row")))
+        .to_series()
+        .cast(pl.Binary)
+        .to_list()
+    )
+    envelopes = ctx.cipher.encrypt_many(plaintexts, aads)
+    return rows.select(
+        pl.lit(delivery_id).alias("delivery_id"),
+        pl.lit(str(partner.id)).alias("partner_id"),
+        pl.lit(delivery.period).alias("period"),
+        pl.col("row").cast(pl.Int32).alias("row_number"),
+        pl.lit(partner.kind).alias("kind"),
+        _hashed(ctx, "address", rows["address_key"]),
+        _hashed(ctx, "person", rows["person_key"]),
+        pl.col("postcode").str.slice(0, 4).alias("pc4"),
+        _hashed(ctx, "pc6", rows["postcode"], distinct=True),
+        "bedrag_cent",
+        "achterstand_sinds",
+        "signaaldatum",
+        "crisis",
+        "warme_overdracht",
+        "eindelevering",
+        pl.lit(Signaalstatus.nog_niet_opgepakt.value).alias("status"),
+        pl.Series("pii", envelopes, dtype=pl.Binary),
+        pl.lit(ctx.cipher.active_key_id).alias("pii_key_id"),
+        pl.lit(now).alias("created_at"),
+    )
+
+
+HASH_COLUMNS = {"address": "address_hash", "person": "person_hash", "pc6": "pc6_hash"}
+
+
+def _hashed(ctx: Context, domain: str, values: pl.Series, *, distinct: bool = False) -> pl.Series:
+    """The keyed hashes of ``values`` as the column for ``domain``; with ``distinct``, each
+    distinct value is hashed once (postcodes repeat: a street shares one)."""
+    name = HASH_COLUMNS[domain]
+    if not distinct:
+        return pl.Series(name, ctx.hasher.hash_many(domain, values.to_list()), dtype=pl.String)
+    keys = values.drop_nulls().unique()
+    hashes = pl.Series(ctx.hasher.hash_many(domain, keys.to_list()), dtype=pl.String)
+    return values.replace_strict(keys, hashes, default=None, return_dtype=pl.String).rename(name)

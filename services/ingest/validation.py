@@ -98,6 +98,7 @@ class ValidationResult:
     errors: list[RowProblem]
     warnings: list[RowProblem]
     error_count: int
+    warning_count: int = 0
 
 
 def _trimmed(name: str) -> pl.Expr:
@@ -186,6 +187,51 @@ def validate(
     frame: pl.DataFrame, rules: ValidationRules, max_problems: int = 1000
 ) -> ValidationResult:
     """Normalise every column and list every problem; see the module docstring for the rules."""
+    return Validator(rules, max_problems).check(frame)
+
+
+class Validator:
+    """Validates a file a batch at a time, with what must hold across batches.
+
+    A reference may appear once per file, so the references seen in earlier batches (with the
+    row each first appeared on) are kept: that is the only state that grows with the file, a
+    few dozen bytes per row. Problems are kept up to ``max_problems`` of each level; the counts
+    cover all of them.
+    """
+
+    def __init__(self, rules: ValidationRules, max_problems: int = 1000) -> None:
+        self.rules = rules
+        self.max_problems = max_problems
+        self.errors: list[RowProblem] = []
+        self.warnings: list[RowProblem] = []
+        self.error_count = 0
+        self.warning_count = 0
+        self.rows = 0
+        self._seen = pl.DataFrame(schema={"referentie": pl.String, "seen_row": pl.Int64})
+
+    def check(self, frame: pl.DataFrame) -> ValidationResult:
+        """One batch: its normalised rows and its problems (also added to the file's)."""
+        result = _validate_batch(frame, self.rules, self.max_problems, self._seen)
+        firsts = (
+            result.rows.lazy()
+            .filter(pl.col("referentie").is_not_null())
+            .group_by("referentie")
+            .agg(pl.col("row").min().alias("seen_row"))
+            .join(self._seen.lazy(), on="referentie", how="anti")
+            .collect()
+        )
+        self._seen = pl.concat([self._seen, firsts]) if firsts.height else self._seen
+        self.rows += result.rows.height
+        self.error_count += result.error_count
+        self.warning_count += result.warning_count
+        self.errors.extend(result.errors[: self.max_problems - len(self.errors)])
+        self.warnings.extend(result.warnings[: self.max_problems - len(self.warnings)])
+        return result
+
+
+def _validate_batch(
+    frame: pl.DataFrame, rules: ValidationRules, max_problems: int, seen: pl.DataFrame
+) -> ValidationResult:
     today = pl.lit(rules.today)
     text = frame.select(
         "row",
@@ -200,24 +246,34 @@ def validate(
     bsn_digits = pl.col("bsn").str.replace_all(r"[\s.\-]", "")
     phone = pl.col("telefoon").str.replace_all(r"[\s\-().]", "")
 
-    values = text.with_columns(
-        postcode=postcode,
-        huisnummer_n=number,
-        huisnummer_suffix=suffix,
-        bedrag_cent=bedrag,
-        bedrag_error=bedrag_error,
-        geboortedatum_d=parse_date(pl.col("geboortedatum")),
-        achterstand_sinds_d=parse_date(pl.col("achterstand_sinds")),
-        signaaldatum_d=pl.coalesce(parse_date(pl.col("signaaldatum")), pl.lit(rules.today)).alias(
-            "signaaldatum_d"
-        ),
-        bsn_n=bsn_digits,
-        telefoon_n=phone,
-        **{f"{name}_b": expr for name, (expr, _) in booleans.items()},
-        **{f"{name}_error": err for name, (_, err) in booleans.items()},
-        referentie_count=pl.col("row").count().over("referentie"),
-        referentie_first=pl.col("row").min().over("referentie"),
+    # Lazy, so that Polars computes the sub-expressions the parsers share (a cleaned amount, a
+    # date's groups) once per batch instead of once per use.
+    values = (
+        text.lazy()
+        .with_columns(
+            postcode=postcode,
+            huisnummer_n=number,
+            huisnummer_suffix=suffix,
+            bedrag_cent=bedrag,
+            bedrag_error=bedrag_error,
+            geboortedatum_d=parse_date(pl.col("geboortedatum")),
+            achterstand_sinds_d=parse_date(pl.col("achterstand_sinds")),
+            signaaldatum_d=pl.coalesce(
+                parse_date(pl.col("signaaldatum")), pl.lit(rules.today)
+            ).alias("signaaldatum_d"),
+            bsn_n=bsn_digits,
+            telefoon_n=phone,
+            **{f"{name}_b": expr for name, (expr, _) in booleans.items()},
+            **{f"{name}_error": err for name, (_, err) in booleans.items()},
+            referentie_first=pl.col("row").min().over("referentie"),
+        )
+        .collect()
     )
+    if seen.height:
+        # The first appearance may lie in an earlier batch.
+        values = values.join(seen, on="referentie", how="left", maintain_order="left").with_columns(
+            referentie_first=pl.coalesce("seen_row", "referentie_first")
+        )
 
     def date_error(name: str, required: bool, allow_future: bool = False) -> Any:
         raw, parsed = pl.col(name), pl.col(f"{name}_d")
@@ -232,7 +288,7 @@ def validate(
     errors: dict[str, Any] = {
         "referentie": pl.when(pl.col("referentie").is_null())
         .then(pl.lit("required"))
-        .when((pl.col("referentie_count") > 1) & (pl.col("row") > pl.col("referentie_first")))
+        .when(pl.col("row") > pl.col("referentie_first"))
         .then(
             pl.lit("duplicate reference: also on row ") + pl.col("referentie_first").cast(pl.String)
         ),
@@ -296,7 +352,7 @@ def validate(
         + [expr.alias(f"warn:{name}") for name, expr in warnings.items()]
     )
     error_list, error_count = _problems(checked, "err:", max_problems)
-    warning_list, _ = _problems(checked, "warn:", max_problems)
+    warning_list, warning_count = _problems(checked, "warn:", max_problems)
     rows = checked.select(
         "row",
         "referentie",
@@ -321,7 +377,7 @@ def validate(
         ).alias("address_key"),
         person_key_expr(pl.col("achternaam"), pl.col("geboortedatum_d")).alias("person_key"),
     )
-    return ValidationResult(rows, error_list, warning_list, error_count)
+    return ValidationResult(rows, error_list, warning_list, error_count, warning_count)
 
 
 def _problems(checked: pl.DataFrame, prefix: str, limit: int) -> tuple[list[RowProblem], int]:

@@ -1,0 +1,230 @@
+"""The ingest a batch at a time: same outcome as one batch, all-or-nothing across batches, the
+compact envelope and the fast keyed hash, on each database backend."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.ingest.partners import add_partner
+from services.ingest.service import ingest_with_retry
+from shared.context import Context, build_context
+from shared.crypto import KeyedHasher, signal_aad, unpack_signal_pii
+from shared.db import unit_of_work
+from shared.errors import ValidationFailed
+from shared.models import Delivery, Partner, Signal
+from tests.conftest import Clock, make_settings
+from tests.helpers import csv_file, row
+
+BATCH = 7  # rows per batch: the files below span several batches
+
+
+@pytest.fixture
+def small_batches(database_url: str, tmp_path: Path, clock: Clock) -> Context:
+    settings_ = make_settings(database_url, tmp_path / "data", ingest_batch_rows=BATCH)
+    return build_context(settings_, clock=clock)
+
+
+def _partner(ctx: Context) -> uuid.UUID:
+    with unit_of_work(ctx.sessions) as session:
+        add_partner(session, name="Woonstichting Stroom", kind="huur", now=ctx.now())
+        partner = session.scalar(sa.select(Partner).where(Partner.name == "Woonstichting Stroom"))
+        assert partner is not None
+        return partner.id
+
+
+def _ingest(ctx: Context, partner_id: uuid.UUID, content: bytes) -> Delivery:
+    outcome = ingest_with_retry(ctx, partner_id=partner_id, content=content, filename="a.csv")
+    return outcome.delivery
+
+
+def _stored(ctx: Context) -> tuple[int, int]:
+    with ctx.sessions() as session:
+        deliveries = session.scalar(sa.select(sa.func.count()).select_from(Delivery)) or 0
+        signals = session.scalar(sa.select(sa.func.count()).select_from(Signal)) or 0
+    return deliveries, signals
+
+
+def test_a_file_of_many_batches_is_stored_whole_with_its_row_numbers(
+    small_batches: Context,
+) -> None:
+    ctx = small_batches
+    partner_id = _partner(ctx)
+    rows = [
+        row(f"R{i}", nummer=str(i + 1), telefoon="" if i % 5 == 0 else "0612345678")
+        for i in range(30)
+    ]
+    delivery = _ingest(ctx, partner_id, csv_file(*rows))
+    assert delivery.row_count == 30
+    assert delivery.warning_count == 6  # rows 0, 5, ..., 25 have no phone and no e-mail
+    with ctx.sessions() as session:
+        stored = session.scalars(sa.select(Signal).order_by(Signal.row_number)).all()
+        assert [s.row_number for s in stored] == list(range(2, 32))
+        last = stored[-1]
+        assert last.pii is not None
+        assert last.pii_key_id is not None
+        data = ctx.cipher.decrypt_json(
+            last.pii, signal_aad(str(delivery.id), last.row_number), last.pii_key_id
+        )
+    assert data["referentie"] == "R29"
+    assert data["huisnummer"] == "30"
+    ctx.engine.dispose()
+
+
+def test_an_error_in_a_late_batch_stores_nothing_and_reports_every_batch(
+    small_batches: Context,
+) -> None:
+    ctx = small_batches
+    partner_id = _partner(ctx)
+    rows = [row(f"R{i}", nummer=str(i + 1)) for i in range(30)]
+    rows[3] = row("R3", postcode="ABCDEF")  # batch 1
+    rows[27] = row("R27", bedrag="-5")  # batch 4, after three batches were stored
+    with pytest.raises(ValidationFailed) as info:
+        _ingest(ctx, partner_id, csv_file(*rows))
+    found = {(p.row, p.column) for p in info.value.problems}
+    assert found == {(5, "postcode"), (29, "bedrag")}
+    assert _stored(ctx) == (0, 0)
+    ctx.engine.dispose()
+
+
+def test_a_duplicate_reference_is_found_across_batches(small_batches: Context) -> None:
+    ctx = small_batches
+    partner_id = _partner(ctx)
+    rows = [row(f"R{i}", nummer=str(i + 1)) for i in range(20)]
+    rows[18] = row("R2", nummer="99")  # R2 is on row 4, two batches earlier
+    with pytest.raises(ValidationFailed) as info:
+        _ingest(ctx, partner_id, csv_file(*rows))
+    assert [(p.row, p.column, p.message) for p in info.value.problems] == [
+        (20, "referentie", "duplicate reference: also on row 4")
+    ]
+    assert _stored(ctx) == (0, 0)
+    ctx.engine.dispose()
+
+
+def test_a_malformed_line_in_a_late_batch_stores_nothing(small_batches: Context) -> None:
+    ctx = small_batches
+    partner_id = _partner(ctx)
+    rows = [row(f"R{i}", nummer=str(i + 1)) for i in range(30)]
+    rows[25] = rows[25] + ";one;too;many"
+    with pytest.raises(ValidationFailed) as info:
+        _ingest(ctx, partner_id, csv_file(*rows))
+    assert any(p.row == 27 for p in info.value.problems)
+    assert _stored(ctx) == (0, 0)
+    # And the same partner's corrected file is then accepted (nothing was left half-done).
+    rows[25] = row("R25", nummer="26")
+    assert _ingest(ctx, partner_id, csv_file(*rows)).row_count == 30
+    ctx.engine.dispose()
+
+
+def test_only_blank_lines_after_the_header_is_no_rows(small_batches: Context) -> None:
+    ctx = small_batches
+    partner_id = _partner(ctx)
+    with pytest.raises(ValidationFailed) as info:
+        _ingest(ctx, partner_id, csv_file(";;;;;;;;;;;;;", ";;;;;;;;;;;;;"))
+    assert [p.message for p in info.value.problems] == ["no rows"]
+    assert _stored(ctx) == (0, 0)
+    ctx.engine.dispose()
+
+
+# --- the compact envelope ---------------------------------------------------------------------
+
+awkward_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    max_size=30,
+) | st.sampled_from(['","a":"', '\\",', "}", "[2,", ',"b":null', "\\", '"', "é€ß", "a\tb"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(names=st.lists(awkward_text, min_size=2, max_size=2))
+def test_awkward_text_survives_the_compact_envelope(names: list[str]) -> None:
+    """The envelope is built by cutting keys out of JSON text: quotes, commas, braces and
+    key-like text inside the values must come back exactly."""
+    import polars as pl
+
+    from services.ingest import service
+
+    class _Ctx:
+        from shared.crypto import PiiCipher
+
+        cipher = PiiCipher({"k1": b"\x01" * 32})
+        hasher = KeyedHasher(b"\x02" * 32)
+
+    achternaam, straat = names
+    frame = pl.DataFrame(
+        {
+            "row": [2],
+            "referentie": ["R1"],
+            "achternaam": [achternaam],
+            "tussenvoegsel": [None],
+            "voorletters": ["J."],
+            "geboortedatum": [None],
+            "bsn": [None],
+            "straat": [straat],
+            "huisnummer": [12],
+            "huisnummer_suffix": ["A"],
+            "postcode": ["2011AB"],
+            "woonplaats": ["Haarlem"],
+            "telefoon": [None],
+            "email": [None],
+            "bedrag_cent": [100],
+            "achterstand_sinds": [None],
+            "signaaldatum": [None],
+            "crisis": [False],
+            "warme_overdracht": [False],
+            "eindelevering": [False],
+            "address_key": ["2011AB|12|A"],
+            "person_key": [None],
+        },
+        schema_overrides={"geboortedatum": pl.Date, "tussenvoegsel": pl.String},
+    )
+
+    class _Delivery:
+        id = uuid.UUID(int=1)
+        period = "2026-11"
+
+    class _Partner:
+        id = uuid.UUID(int=2)
+        kind = "huur"
+
+    from datetime import UTC, datetime
+
+    out = service._signal_frame(_Ctx, _Delivery, _Partner, frame, datetime.now(UTC))  # type: ignore[arg-type]
+    envelope = out["pii"][0]
+    plain = json.loads(_Ctx.cipher.decrypt(envelope, signal_aad(str(_Delivery.id), 2), "k1"))
+    assert plain[0] == 2
+    assert len(plain) == 14
+    data = unpack_signal_pii(plain)
+    assert data["achternaam"] == achternaam
+    assert data["straat"] == straat
+    assert data["huisnummer"] == "12"
+    assert data["tussenvoegsel"] is None
+
+
+def test_envelopes_of_the_first_format_still_read() -> None:
+    named = {"referentie": "R1", "achternaam": "Jansen"}
+    assert unpack_signal_pii(named) == named
+    assert unpack_signal_pii({"note": "a contact note"}) == {"note": "a contact note"}
+
+
+# --- the keyed hash ---------------------------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    key=st.binary(min_size=1, max_size=200),
+    values=st.lists(st.none() | st.text(max_size=40), max_size=5),
+)
+def test_fast_keyed_hash_is_hmac_sha256(key: bytes, values: list[str | None]) -> None:
+    hasher = KeyedHasher(key)
+    expected = [
+        None if v is None else hmac.digest(key, f"address:{v}".encode(), "sha256").hex()
+        for v in values
+    ]
+    assert hasher.hash_many("address", values) == expected
