@@ -179,9 +179,9 @@ WITH ins AS (
     JOIN hdel hd ON hd.partner_id = h.partner_id
     JOIN hgrp g ON g.address_hash = h.address_hash
     JOIN hpool p ON p.i = h.src_id %% 1021
-    RETURNING id, address_hash
+    RETURNING id, address_hash, partner_id, bedrag_cent
 )
-INSERT INTO hsig SELECT id, address_hash FROM ins
+INSERT INTO hsig SELECT id, address_hash, partner_id, bedrag_cent FROM ins
 """
 
 _RUN = """
@@ -285,7 +285,10 @@ def build_history(url: str, months: int, key_id: str) -> dict[str, Any]:
                 "INSERT INTO hpool VALUES (%s, %s)", [(i, os.urandom(1024)) for i in range(1021)]
             )
         conn.execute("CREATE TEMP TABLE hcases_all (period text, address_hash text)")
-        conn.execute("CREATE TEMP TABLE hsig (id bigint, address_hash text) ON COMMIT DELETE ROWS")
+        conn.execute(
+            "CREATE TEMP TABLE hsig (id bigint, address_hash text, partner_id uuid, "
+            "bedrag_cent bigint) ON COMMIT DELETE ROWS"
+        )
         conn.execute("CREATE TEMP TABLE hcase (id uuid, address_hash text) ON COMMIT DELETE ROWS")
         conn.commit()
         timings["drop_indexes"] = time.perf_counter() - started
@@ -304,8 +307,9 @@ def build_history(url: str, months: int, key_id: str) -> dict[str, Any]:
                 )
                 cur.execute(
                     """
-                    INSERT INTO case_signals (case_id, signal_id)
-                    SELECT c.id, s.id FROM hsig s JOIN hcase c ON c.address_hash = s.address_hash
+                    INSERT INTO case_signals (case_id, signal_id, partner_id, bedrag_cent)
+                    SELECT c.id, s.id, s.partner_id, s.bedrag_cent
+                    FROM hsig s JOIN hcase c ON c.address_hash = s.address_hash
                     """
                 )
                 linked = cur.rowcount

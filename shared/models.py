@@ -228,8 +228,8 @@ class Signal(Base):
     warme_overdracht: Mapped[bool] = mapped_column(Boolean, default=False)
     eindelevering: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(64), default=Signaalstatus.nog_niet_opgepakt)
-    # What the last run of the period did with the signal (matched, single, stale, below_minimum,
-    # repeat); null until a run has seen it.
+    # Why the last run of the period set the signal aside (stale, below_minimum, repeat); null for
+    # a signal the run used (it is in case_signals) or left single, and before any run.
     run_outcome: Mapped[str | None] = mapped_column(String(16))
     pii: Mapped[bytes | None] = mapped_column(LargeBinary)
     pii_key_id: Mapped[str | None] = mapped_column(String(16))
@@ -477,6 +477,10 @@ class CaseSignal(Base):
     signal_id: Mapped[int] = mapped_column(
         ForeignKey("signals.id", ondelete="CASCADE"), primary_key=True, unique=True
     )
+    # The signal's partner and amount, copied when the case is made: what later runs read of
+    # earlier cases (repeat rule, recidive) without reading the signals themselves.
+    partner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    bedrag_cent: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ContactAttempt(Base):

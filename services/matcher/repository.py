@@ -40,21 +40,22 @@ def period_signals(session: Session, period: str) -> pl.DataFrame:
                s.address_hash, s.pc4, s.pc6_hash, s.person_hash, s.bedrag_cent, s.signaaldatum,
                s.crisis, s.warme_overdracht
         FROM signals s JOIN deliveries d ON d.id = s.delivery_id
-        WHERE d.period = :period AND d.status = 'accepted' AND s.address_hash IS NOT NULL
+        WHERE s.period = :period AND d.period = :period AND d.status = 'accepted'
+          AND s.address_hash IS NOT NULL
     """  # noqa: S608 (no user input in the text)
     return read_frame(session, query, {"period": period}, SIGNAL_SCHEMA)
 
 
 def history(session: Session, first_period: str, before_period: str) -> pl.DataFrame:
-    """Earlier cases (periods in [first, before)) with their signals' partner and amount."""
+    """Earlier cases (periods in [first, before)) with their signals' partner and amount (kept
+    with each link, so the signals themselves are not read)."""
     query = f"""
         SELECT {_uuid_text(session, "c.id")} AS case_id, c.period, c.address_hash,
-               {_uuid_text(session, "s.partner_id")} AS partner_id, s.bedrag_cent,
+               {_uuid_text(session, "cs.partner_id")} AS partner_id, cs.bedrag_cent,
                CASE WHEN c.status = 'open' THEN 1 ELSE 0 END AS case_open,
                CAST(c.closed_at AS DATE) AS closed_on
         FROM cases c
         JOIN case_signals cs ON cs.case_id = c.id
-        JOIN signals s ON s.id = cs.signal_id
         WHERE c.period >= :first AND c.period < :before
     """  # noqa: S608 (no user input in the text)
     schema = dict(HISTORY_SCHEMA)
@@ -126,7 +127,8 @@ def delete_cases(session: Session, case_ids: Sequence[str | uuid.UUID]) -> None:
 
 
 def insert_cases(session: Session, frame: pl.DataFrame) -> None:
-    insert_frame(session, cast(Table, Case.__table__), frame, uuid_columns=("id", "run_id"))
+    uuids = tuple(c for c in ("id", "run_id", "team_id") if c in frame.columns)
+    insert_frame(session, cast(Table, Case.__table__), frame, uuid_columns=uuids)
 
 
 def update_cases(
@@ -144,7 +146,13 @@ def update_cases(
 
 
 def insert_case_signals(session: Session, frame: pl.DataFrame) -> None:
-    insert_frame(session, cast(Table, CaseSignal.__table__), frame, uuid_columns=("case_id",))
+    """Links of cases to signals (frame: case_id, signal_id, partner_id, bedrag_cent)."""
+    insert_frame(
+        session,
+        cast(Table, CaseSignal.__table__),
+        frame.select("case_id", "signal_id", "partner_id", "bedrag_cent"),
+        uuid_columns=("case_id", "partner_id"),
+    )
 
 
 def insert_case_links(session: Session, frame: pl.DataFrame) -> None:

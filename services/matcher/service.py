@@ -38,11 +38,12 @@ from services.matcher.rules import (
     MatchConfig,
     match,
 )
-from services.routing.service import route_new_cases
+from services.routing.service import ROUTED_COLUMNS, plan_routes, record_routes
 from shared import audit
 from shared.bulk import is_postgres
 from shared.context import Context
 from shared.errors import Conflict
+from shared.ids import time_ordered_uuids
 from shared.models import CaseLink, CaseSignal, Run, RunStatus, Signaalstatus
 from shared.periods import Period, last_closed_period, local_today, open_period
 
@@ -166,15 +167,20 @@ def run_period(
             )
             repository.add_run(session, run)
             progress(f"writing {result.cases.height} cases")
-            cases = _write_cases(session, run, result.cases, rerun=done is not None, now=now)
-            outcomes = result.outcomes.select(
-                "signal_id",
-                "outcome",
-                pl.col("outcome").replace_strict(STATUS_AFTER_RUN).alias("status"),
+            cases, routed = _write_cases(
+                session,
+                run,
+                result.cases,
+                rerun=done is not None,
+                now=now,
+                plan=lambda fresh: plan_routes(session, ctx, run, fresh),
+                facts=signals.select("signal_id", "partner_id", "bedrag_cent"),
             )
-            repository.set_signal_outcomes(session, outcomes)
-            progress("routing the new cases to SDV, the budget coach and the wijkteams")
-            routed = route_new_cases(session, ctx, run, cases.filter("is_new"), now)
+            repository.set_signal_outcomes(
+                session, _outcomes_to_store(result.outcomes, rerun=done is not None)
+            )
+            progress("recording the routing of the new cases")
+            record_routes(session, routed, now, cases_hold_routes=True)
             figures["routes"] = _route_counts(routed)
             figures["outside_areas"] = (
                 int(routed["outside_areas"].sum()) if not routed.is_empty() else 0
@@ -198,6 +204,26 @@ def run_period(
             raise
         finally:
             session.close()
+
+
+def _outcomes_to_store(outcomes: pl.DataFrame, *, rerun: bool) -> pl.DataFrame:
+    """The signals whose stored outcome and status the run must write.
+
+    ``run_outcome`` records why the run set a signal aside (repeat, stale, below the minimum);
+    signals it used are in ``case_signals`` and the rest were single, so both keep ``NULL`` and the
+    status they arrived with. A first run therefore writes only the signals it set aside (a few
+    percent: at a million signals, updating every row was most of the run). A rerun writes all of
+    the period's signals, so that what the earlier run set aside and this one did not is reset.
+    """
+    stored = outcomes.select(
+        "signal_id",
+        pl.when(pl.col("outcome").is_in([OUTCOME_MATCHED, OUTCOME_SINGLE]))
+        .then(None)
+        .otherwise(pl.col("outcome"))
+        .alias("outcome"),
+        pl.col("outcome").replace_strict(STATUS_AFTER_RUN).alias("status"),
+    )
+    return stored if rerun else stored.filter(pl.col("outcome").is_not_null())
 
 
 def _route_counts(routed: pl.DataFrame) -> dict[str, int]:
@@ -236,9 +262,22 @@ CASE_FIELDS = (
 
 
 def _write_cases(
-    session: Session, run: Run, matched: pl.DataFrame, *, rerun: bool, now: datetime
-) -> pl.DataFrame:
-    """Insert (or, on a rerun, reconcile) the period's cases and their links; returns the cases."""
+    session: Session,
+    run: Run,
+    matched: pl.DataFrame,
+    *,
+    rerun: bool,
+    now: datetime,
+    plan: Callable[[pl.DataFrame], pl.DataFrame],
+    facts: pl.DataFrame,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Insert (or, on a rerun, reconcile) the period's cases and their links.
+
+    New cases are routed first (``plan``: SDV, budget coach or wijkteam, team, due date) and
+    inserted with their route, so they are written once. Each link carries its signal's partner
+    and amount (``facts``), which later runs read instead of the signals. Returns the cases and
+    the routing.
+    """
     cases = matched.with_columns(
         pl.col("kinds").list.join(",").alias("kinds"),
         pl.col("partner_count").cast(pl.Int32),
@@ -265,11 +304,19 @@ def _write_cases(
 
     fresh = cases.filter(pl.col("case_id").is_null())
     fresh = fresh.with_columns(
-        pl.Series("case_id", [str(uuid.uuid4()) for _ in range(fresh.height)], dtype=pl.String),
+        pl.Series(
+            "case_id", [str(i) for i in time_ordered_uuids(fresh.height, now)], dtype=pl.String
+        ),
         pl.lit(True).alias("is_new"),
     )
     kept = cases.filter(pl.col("case_id").is_not_null()).with_columns(pl.lit(False).alias("is_new"))
     cases = pl.concat([kept, fresh])
+    routed = plan(fresh)
+    routes = (
+        fresh.select("case_id").join(routed, on="case_id", how="left", maintain_order="left")
+        if not routed.is_empty()
+        else fresh.select("case_id")
+    )
     repository.insert_cases(
         session,
         fresh.select(
@@ -281,11 +328,17 @@ def _write_cases(
             pl.lit("open").alias("status"),
             pl.lit(now).alias("created_at"),
             pl.lit(now).alias("updated_at"),
+        ).hstack(
+            routes.select(*ROUTED_COLUMNS, pl.lit(now).alias("routed_at")).get_columns()
+            if not routed.is_empty()
+            else []
         ),
     )
     repository.insert_case_signals(
         session,
-        cases.select("case_id", pl.col("signal_ids").alias("signal_id")).explode("signal_id"),
+        cases.select("case_id", pl.col("signal_ids").alias("signal_id"))
+        .explode("signal_id")
+        .join(facts, on="signal_id", how="left"),
     )
     repository.insert_case_links(
         session,
@@ -293,4 +346,4 @@ def _write_cases(
         .explode("earlier_case_id")
         .drop_nulls("earlier_case_id"),
     )
-    return cases.sort("priority")
+    return cases.sort("priority"), routed

@@ -1,7 +1,8 @@
 """Routing at run time, and the work on a case: who sees it, contact attempts, transfer, closure.
 
-* :func:`route_new_cases` is called by the monthly run, inside the run's transaction, for the cases
-  it created: it applies :mod:`services.routing.rules` and records a ``routed`` event per case.
+* :func:`plan_routes` and :func:`record_routes` serve the monthly run, inside the run's
+  transaction, for the cases it creates: the first applies :mod:`services.routing.rules` (the
+  run inserts the cases with the result), the second records a ``routed`` event per case.
 * Visibility: the coordinator sees every case; SDV the cases routed to SDV; the budget coach its
   own; a wijkteam member only its own team's. Any other case id answers 404 (never "forbidden",
   which would confirm that the case exists).
@@ -12,15 +13,21 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import OrderedDict, defaultdict
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
+from weakref import WeakKeyDictionary
 
 import polars as pl
-from sqlalchemy import Select, Table, delete, false, func, select
+from sqlalchemy import ColumnElement, Select, String, Table, delete, false, func, null, select
+from sqlalchemy import case as sa_case
+from sqlalchemy import cast as sa_cast
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from services.routing.rules import AreaMap, RoutingConfig, route
@@ -86,10 +93,15 @@ def sdv_register(session: Session) -> tuple[pl.Series, pl.Series]:
     return addresses, persons
 
 
-def route_new_cases(
-    session: Session, ctx: Context, run: Run, cases: pl.DataFrame, now: datetime
-) -> pl.DataFrame:
-    """Route ``cases`` (new cases of ``run``) and store the result; returns the routing frame."""
+ROUTED_COLUMNS = ("route", "team_id", "known_to_sdv", "outside_areas", "due_date")
+
+
+def plan_routes(session: Session, ctx: Context, run: Run, cases: pl.DataFrame) -> pl.DataFrame:
+    """Where each of ``cases`` (new cases of ``run``) goes: ``case_id`` and ``ROUTED_COLUMNS``.
+
+    Nothing is written: the monthly run puts these columns into the cases as it inserts them,
+    so a million-signal month does not update every new case a second time.
+    """
     if cases.is_empty():
         return pl.DataFrame()
     addresses, persons = sdv_register(session)
@@ -98,27 +110,32 @@ def route_new_cases(
         due_days=ctx.settings.due_days,
         crisis_due_working_days=ctx.settings.crisis_due_working_days,
     )
-    routed = route(
+    return route(
         cases,
         sdv_addresses=addresses,
         sdv_persons=persons,
         areas=area_map(session, ctx),
         config=config,
     )
-    update_from_frame(
-        session,
-        cast(Table, Case.__table__),
-        "id",
-        routed.select(
-            pl.col("case_id").alias("id"),
-            "route",
-            "team_id",
-            "known_to_sdv",
-            "outside_areas",
-            "due_date",
-            pl.lit(now).alias("routed_at"),
-        ),
-    )
+
+
+def record_routes(
+    session: Session, routed: pl.DataFrame, now: datetime, *, cases_hold_routes: bool
+) -> None:
+    """Store the routing of new cases: the case columns (unless ``cases_hold_routes``: they were
+    inserted with them), a ``routed`` event per case, and the status of the signals of cases whose
+    household SDV already knows. The cases' signals must be linked (``case_signals``) first."""
+    if routed.is_empty():
+        return
+    if not cases_hold_routes:
+        update_from_frame(
+            session,
+            cast(Table, Case.__table__),
+            "id",
+            routed.select(
+                pl.col("case_id").alias("id"), *ROUTED_COLUMNS, pl.lit(now).alias("routed_at")
+            ),
+        )
     insert_frame(
         session,
         cast(Table, CaseEvent.__table__),
@@ -138,7 +155,6 @@ def route_new_cases(
             [uuid.UUID(c) for c in known],
             Signaalstatus.bekend_bij_shv.value,
         )
-    return routed
 
 
 def _set_signal_status(session: Session, case_ids: Sequence[uuid.UUID], status: str) -> None:
@@ -278,16 +294,20 @@ def register_size(session: Session) -> int:
 # --- visibility ----------------------------------------------------------------------------------
 
 
+def visibility(principal: Principal) -> list[ColumnElement[bool]]:
+    """The conditions on ``cases`` that keep to what ``principal`` may see."""
+    if principal.role == Role.coordinator:
+        return []
+    if principal.role == Role.wijkteam:
+        return [Case.route == Route.wijkteam.value, Case.team_id == principal.team_id]
+    if principal.role in (Role.sdv, Role.budgetcoach):
+        return [Case.route == principal.role]
+    return [false()]  # no case for any other role
+
+
 def visible_cases(principal: Principal) -> Select[Case]:
     """The cases ``principal`` may see, as a query to filter further."""
-    query = select(Case)
-    if principal.role == Role.coordinator:
-        return query
-    if principal.role == Role.wijkteam:
-        return query.where(Case.route == Route.wijkteam.value, Case.team_id == principal.team_id)
-    if principal.role in (Role.sdv, Role.budgetcoach):
-        return query.where(Case.route == principal.role)
-    return query.where(false())  # no case for any other role
+    return select(Case).where(*visibility(principal))
 
 
 def case_for(session: Session, principal: Principal, case_id: uuid.UUID) -> Case:
@@ -297,8 +317,8 @@ def case_for(session: Session, principal: Principal, case_id: uuid.UUID) -> Case
     return case
 
 
-def is_overdue(case: Case, today: date) -> bool:
-    return case.status == CaseStatus.open and case.due_date is not None and case.due_date < today
+def is_overdue(status: str, due_date: date | None, today: date) -> bool:
+    return status == CaseStatus.open and due_date is not None and due_date < today
 
 
 @dataclass(frozen=True)
@@ -310,6 +330,134 @@ class CaseFilter:
     period: str | None = None
 
 
+# The list view's columns (no personal data: PC4 only), in the order :func:`summary` unpacks them.
+SUMMARY_COLUMNS = (
+    Case.id,
+    Case.period,
+    Case.status,
+    Case.route,
+    Case.team_id,
+    Case.priority,
+    Case.classification,
+    Case.is_recidive,
+    Case.has_rent,
+    Case.has_crisis,
+    Case.has_warm_handover,
+    Case.known_to_sdv,
+    Case.outside_areas,
+    Case.partner_count,
+    Case.signal_count,
+    Case.total_cent,
+    Case.kinds,
+    Case.pc4,
+    Case.due_date,
+    Case.resultaat,
+    Case.closed_at,
+)
+SUMMARY_WIDTH = len(SUMMARY_COLUMNS)
+
+
+@dataclass(frozen=True)
+class CasePage:
+    items: list[dict[str, Any]]
+    total: int
+
+
+def case_conditions(
+    principal: Principal, filters: CaseFilter, today: date
+) -> list[ColumnElement[bool]]:
+    """Visibility and the filters, as conditions on ``cases``."""
+    conditions = visibility(principal)
+    if filters.status:
+        conditions.append(Case.status == filters.status)
+    if filters.route:
+        conditions.append(Case.route == filters.route)
+    if filters.team:
+        team_ids = select(Team.id).where(Team.name == filters.team.strip().lower()).correlate(None)
+        try:
+            conditions.append(
+                (Case.team_id == uuid.UUID(filters.team)) | Case.team_id.in_(team_ids)
+            )
+        except ValueError:
+            conditions.append(Case.team_id.in_(team_ids))
+    if filters.period:
+        conditions.append(Case.period == filters.period)
+    if filters.overdue is not None:
+        late = (Case.status == CaseStatus.open.value) & (Case.due_date < today)
+        conditions.append(late if filters.overdue else ~late)
+    return conditions
+
+
+class ListTotals:
+    """The totals of case lists, remembered with the PostgreSQL snapshot they were counted in.
+
+    ``COUNT(*)`` of a coordinator's list reads every case (tens of thousands at smoke scale, more
+    with every month): most of the list's database time. Two snapshots with the same
+    ``xmin:xmax:xip`` (:func:`pg_current_snapshot`) see exactly the same committed transactions,
+    so a total counted in one holds in the other: the list statement compares the snapshot it
+    runs in with the remembered one and counts only when they differ (the count is a scalar
+    subquery in a ``CASE``, never run when it is not needed). Any write anywhere in the database
+    cluster (a change to a case, a run, even a key's last-use stamp) starts a new snapshot, so the
+    total is always exact; a busy writer only makes the counting more frequent. A transaction
+    that has itself written (its own changes are visible only to it) adds its transaction id to
+    the snapshot text, which no other transaction shares.
+
+    Per process and engine, at most ``max_entries`` lists (least recently used go first), none
+    older than ``max_age`` seconds (so that a database restored to an earlier point, whose
+    snapshots may repeat, never meets an old total). SQLite has no such snapshot: it always
+    counts.
+    """
+
+    def __init__(self, max_entries: int = 1024, max_age: float = 60.0) -> None:
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self._entries: OrderedDict[Hashable, tuple[str, int, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> tuple[str, int] | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None:
+                return None
+            if time.monotonic() - found[2] > self.max_age:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return found[0], found[1]
+
+    def put(self, key: Hashable, snapshot: str, total: int) -> None:
+        with self._lock:
+            self._entries[key] = (snapshot, total, time.monotonic())
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_TOTALS: WeakKeyDictionary[Engine, ListTotals] = WeakKeyDictionary()
+_TOTALS_LOCK = threading.Lock()
+
+
+def list_totals(engine: Engine) -> ListTotals:
+    """The remembered totals of the lists read through ``engine`` (one per database)."""
+    with _TOTALS_LOCK:
+        totals = _TOTALS.get(engine)
+        if totals is None:
+            totals = _TOTALS[engine] = ListTotals()
+        return totals
+
+
+# The statement's snapshot, and the transaction's own id once it has written.
+_snapshot: ColumnElement[str] = func.concat(
+    sa_cast(func.pg_current_snapshot(), String),
+    "/",
+    sa_cast(func.pg_current_xact_id_if_assigned(), String),
+)
+
+
 def list_cases(
     session: Session,
     principal: Principal,
@@ -318,35 +466,45 @@ def list_cases(
     today: date,
     page: int,
     page_size: int,
-) -> tuple[list[Case], int, dict[uuid.UUID, str]]:
-    """A page of visible cases (priority, then due date), the total, and team names by id."""
-    query = visible_cases(principal)
-    if filters.status:
-        query = query.where(Case.status == filters.status)
-    if filters.route:
-        query = query.where(Case.route == filters.route)
-    if filters.team:
-        team_ids = select(Team.id).where(Team.name == filters.team.strip().lower())
-        try:
-            query = query.where(
-                (Case.team_id == uuid.UUID(filters.team)) | Case.team_id.in_(team_ids)
-            )
-        except ValueError:
-            query = query.where(Case.team_id.in_(team_ids))
-    if filters.period:
-        query = query.where(Case.period == filters.period)
-    if filters.overdue is not None:
-        late = (Case.status == CaseStatus.open.value) & (Case.due_date < today)
-        query = query.where(late if filters.overdue else ~late)
-    total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
-    rows = list(
-        session.scalars(
-            query.order_by(Case.priority, Case.due_date, Case.id)
-            .offset((page - 1) * page_size)
-            .limit(page_size)
-        )
-    )
-    return rows, total, team_names(session)
+) -> CasePage:
+    """A page of visible cases (priority, then due date) as list views, and the total.
+
+    One statement: the page, with each case's team name joined in and the total as a scalar
+    subquery, so that both come from the same snapshot in one round trip. Only the list view's
+    columns are read, as plain rows (no ORM objects). On PostgreSQL the total is counted only
+    when the snapshot differs from the one it was last counted in (:class:`ListTotals`). A page
+    past the end has no row to carry the total: then it is counted on its own.
+    """
+    conditions = case_conditions(principal, filters, today)
+    counted = select(func.count()).select_from(Case).where(*conditions).correlate(None)
+    total_column: ColumnElement[Any] = counted.scalar_subquery()
+    extra: list[ColumnElement[Any]] = []
+    engine = session.get_bind().engine
+    totals = list_totals(engine) if engine.dialect.name == "postgresql" else None
+    key = (principal.role, principal.team_id, filters, today)
+    known = totals.get(key) if totals is not None else None
+    if known is not None:
+        total_column = sa_case((_snapshot == known[0], null()), else_=total_column)
+    if totals is not None:
+        extra.append(_snapshot.label("snapshot"))
+    rows = session.execute(
+        select(*SUMMARY_COLUMNS, Team.name.label("team_name"), total_column.label("total"), *extra)
+        .outerjoin(Team, Team.id == Case.team_id)
+        .where(*conditions)
+        .order_by(Case.priority, Case.due_date, Case.id)
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    ).all()
+    if not rows:
+        total = 0 if page == 1 else int(session.scalar(counted) or 0)
+    elif rows[0].total is None:  # the snapshot was the remembered one
+        assert known is not None
+        total = known[1]
+    else:
+        total = int(rows[0].total)
+        if totals is not None:
+            totals.put(key, rows[0].snapshot, total)
+    return CasePage([summary(row, row.team_name, today) for row in rows], total)
 
 
 # --- the case in full ----------------------------------------------------------------------------
@@ -444,31 +602,59 @@ def case_detail(session: Session, ctx: Context, case: Case) -> dict[str, Any]:
 
 def case_summary(case: Case, teams: dict[uuid.UUID, str], today: date) -> dict[str, Any]:
     """The list view of a case: no personal data (PC4 only)."""
+    values = [getattr(case, column.key) for column in SUMMARY_COLUMNS]
+    return summary(values, teams.get(case.team_id) if case.team_id else None, today)
+
+
+def summary(values: Sequence[Any], team_name: str | None, today: date) -> dict[str, Any]:
+    """The list view of a case from the values of :data:`SUMMARY_COLUMNS`, in their order (a row
+    unpacks many times faster than its attributes are read by name)."""
+    (
+        case_id,
+        period,
+        status,
+        route,
+        team_id,
+        priority,
+        classification,
+        is_recidive,
+        has_rent,
+        has_crisis,
+        has_warm_handover,
+        known_to_sdv,
+        outside_areas,
+        partner_count,
+        signal_count,
+        total_cent,
+        kinds,
+        pc4,
+        due_date,
+        resultaat,
+        closed_at,
+    ) = values[:SUMMARY_WIDTH]
     return {
-        "id": str(case.id),
-        "period": case.period,
-        "status": case.status,
-        "route": case.route,
-        "team": {"id": str(case.team_id), "name": teams.get(case.team_id)}
-        if case.team_id
-        else None,
-        "priority": case.priority,
-        "classification": case.classification,
-        "is_recidive": case.is_recidive,
-        "has_rent": case.has_rent,
-        "has_crisis": case.has_crisis,
-        "has_warm_handover": case.has_warm_handover,
-        "known_to_sdv": case.known_to_sdv,
-        "outside_areas": case.outside_areas,
-        "partner_count": case.partner_count,
-        "signal_count": case.signal_count,
-        "total_cent": case.total_cent,
-        "kinds": case.kinds.split(",") if case.kinds else [],
-        "pc4": case.pc4,
-        "due_date": case.due_date.isoformat() if case.due_date else None,
-        "overdue": is_overdue(case, today),
-        "resultaat": case.resultaat,
-        "closed_at": case.closed_at.isoformat() if case.closed_at else None,
+        "id": str(case_id),
+        "period": period,
+        "status": status,
+        "route": route,
+        "team": {"id": str(team_id), "name": team_name} if team_id else None,
+        "priority": priority,
+        "classification": classification,
+        "is_recidive": is_recidive,
+        "has_rent": has_rent,
+        "has_crisis": has_crisis,
+        "has_warm_handover": has_warm_handover,
+        "known_to_sdv": known_to_sdv,
+        "outside_areas": outside_areas,
+        "partner_count": partner_count,
+        "signal_count": signal_count,
+        "total_cent": total_cent,
+        "kinds": kinds.split(",") if kinds else [],
+        "pc4": pc4,
+        "due_date": due_date.isoformat() if due_date else None,
+        "overdue": is_overdue(status, due_date, today),
+        "resultaat": resultaat,
+        "closed_at": closed_at.isoformat() if closed_at else None,
     }
 
 

@@ -75,7 +75,8 @@ def test_run_makes_cases_and_records_figures(ctx: Context, clock: Clock, partner
             ).all()
         )
         stored = session.scalars(sa.select(Run)).one()
-    assert outcomes == {"matched": 3, "single": 3}
+    # Only a signal the run sets aside gets an outcome; used ones are in case_signals.
+    assert outcomes == {None: 6}
     assert json.loads(stored.figures)["cases"] == 2
     assert json.loads(stored.parameters)["freshness_days"] == 45
 
@@ -107,13 +108,18 @@ def test_rerun_keeps_worked_cases_and_their_ids(ctx: Context, clock: Clock, part
     assert report.run.rerun
     with ctx.sessions() as session:
         remaining = session.scalars(sa.select(Case.id)).all()
+        set_aside = session.execute(sa.select(Signal.run_outcome, Signal.status).distinct()).all()
     assert remaining == [rent_id]  # worked on: kept; untouched: removed
     assert other_id not in remaining
+    assert set_aside == [("stale", "Niet opgepakt: andere reden")]
     again = run_period(ctx, rerun=True)
     assert again.figures["cases"] == 2
     with ctx.sessions() as session:
         ids = set(session.scalars(sa.select(Case.id)).all())
+        # What the stale run set aside is reset by the rerun that uses the signals again.
+        outcomes = set(session.scalars(sa.select(Signal.run_outcome)).all())
     assert rent_id in ids
+    assert outcomes == {None}
 
 
 def test_recidive_across_periods(ctx: Context, clock: Clock, partners: None) -> None:
@@ -186,7 +192,7 @@ def test_a_failing_run_leaves_no_trace(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("routing failed")
 
-    monkeypatch.setattr("services.matcher.service.route_new_cases", broken)
+    monkeypatch.setattr("services.matcher.service.record_routes", broken)
     with pytest.raises(RuntimeError):
         run_period(ctx)
     with ctx.sessions() as session:
@@ -216,3 +222,18 @@ def test_rerun_keeps_contact_attempts_and_routing(
         assert (kept.route, kept.due_date) == (route, due)
         attempts = session.scalar(sa.select(sa.func.count()).select_from(ContactAttempt))
         assert attempts == 1
+
+
+def test_a_first_run_stores_the_outcome_of_what_it_sets_aside(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    november(ctx, clock)
+    report = run_period(ctx, as_of=clock().date().replace(month=12, day=31))
+    assert report.figures["stale"] == 6
+    with ctx.sessions() as session:
+        stored = session.execute(
+            sa.select(Signal.run_outcome, Signal.status, sa.func.count()).group_by(
+                Signal.run_outcome, Signal.status
+            )
+        ).all()
+    assert stored == [("stale", "Niet opgepakt: andere reden", 6)]
