@@ -132,21 +132,22 @@ def mark_repeats(signals: pl.DataFrame, history: pl.DataFrame, config: MatchConf
     live = history.filter(
         pl.col("case_open") | (pl.col("closed_on") >= pl.lit(config.repeat_closed_since))
     )
-    latest = (
-        live.sort("period", "case_id", "bedrag_cent")
-        .group_by("address_hash", "partner_id")
-        .agg(pl.col("bedrag_cent").last().alias("earlier_cent"))
+    # The latest earlier case's amount per address and partner: ordered within each (small)
+    # group rather than sorting the whole history by its text columns first.
+    latest = live.group_by("address_hash", "partner_id").agg(
+        pl.col("bedrag_cent")
+        .sort_by("period", "case_id", "bedrag_cent")
+        .last()
+        .alias("earlier_cent")
     )
-    joined = signals.select("signal_id", "address_hash", "partner_id", "bedrag_cent").join(
-        latest, on=["address_hash", "partner_id"], how="left"
+    joined = signals.select("address_hash", "partner_id", "bedrag_cent").join(
+        latest, on=["address_hash", "partner_id"], how="left", maintain_order="left"
     )
-    repeat = joined.select(
-        "signal_id",
+    return joined.select(
         (
             pl.col("earlier_cent").is_not_null() & (pl.col("bedrag_cent") <= pl.col("earlier_cent"))
-        ).alias("repeat"),
-    )
-    return signals.select("signal_id").join(repeat, on="signal_id", how="left")["repeat"]
+        ).alias("repeat")
+    )["repeat"]
 
 
 def group_addresses(eligible: pl.DataFrame, config: MatchConfig) -> pl.DataFrame:
