@@ -127,11 +127,8 @@ _AMOUNT_OK = (
 
 def parse_amount(col: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     """(cents as Int64 or null, error message or null) for an amount as partners write it."""
-    text = (
-        col.str.replace_all(r"\s", "")
-        .str.replace(r"(?i)^(?:€|eur)", "")
-        .str.replace(r"(?i)(?:€|eur)$", "")
-    )
+    # Spaces anywhere, and a currency before or after, in one pass.
+    text = col.str.replace_all(r"(?i)\s|^(?:€|eur)|(?:€|eur)$", "")
     fraction = text.str.extract(r"[.,]([0-9]{1,2})$", 1)
     whole = (
         pl.when(fraction.is_not_null())
