@@ -1,16 +1,22 @@
 """API: ``GET /api/v1/cases`` under a fixed request rate, from a process of its own, on loopback.
 
-The server is ``vroegsignaal serve`` (uvicorn, one process, as deployed) in a subprocess, with the
-production settings from the environment: the scratch database and the bench keys. The per-key
-read limit (``VS_RATE_LIMIT_READS_PER_MINUTE``, 600 a minute by default) is switched off: the load
-comes from one coordinator key, where real traffic comes from many staff keys.
+The server is ``vroegsignaal serve --workers 2`` (uvicorn, one worker process per core of the
+2-core machine) in a subprocess, with the production settings from the environment: the scratch
+database and the bench keys. The per-key read limit (``VS_RATE_LIMIT_READS_PER_MINUTE``, 600 a
+minute by default) is switched off: the load comes from one coordinator key, where real traffic
+comes from many staff keys.
 
-This process drives it with httpx (asyncio, keep-alive connections, at most 64 in flight) at an
-open-loop rate: request *i* is due at ``start + i / rate``, and its latency is counted from that
-moment, so time spent waiting for a free connection counts too (no coordinated omission).
-Requests still unanswered 15 s after the last one was due count as failed. The page asked for is
-the coordinator's default view (page 1, 50 cases, most urgent first) over every case: the
-fresh month's and twelve months of history.
+This process drives it at an open-loop rate: request *i* is due at ``start + i / rate``, and its
+latency is counted from that moment, so time spent waiting for a free connection counts too (no
+coordinated omission). At most 64 requests are in flight, over keep-alive connections. Requests
+still unanswered 15 s after the last one was due count as failed. The page asked for is the
+coordinator's default view (page 1, 50 cases, most urgent first) over every case: the fresh
+month's and twelve months of history.
+
+The load driver is a minimal HTTP/1.1 client on asyncio streams, not httpx: on this machine the
+driver shares the two cores with the server and PostgreSQL, and httpx spent about 7 ms of CPU per
+request (more than the server), which starved the server it was measuring. The driver's own CPU
+per request is reported (``load_cpu_ms_per_request``).
 
 Where the time goes: the endpoint's SQL statements are timed in this process on the same data,
 and a short sequential run gives the latency without load.
@@ -27,6 +33,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +42,6 @@ import httpx
 
 from bench.common import (
     SCALES,
-    StatementTimer,
     child_parser,
     measurement,
     peak_rss_bytes,
@@ -45,9 +52,11 @@ from bench.common import (
 )
 
 PATH = "/api/v1/cases"
+WORKERS = 2
 MAX_IN_FLIGHT = 64
 DRAIN_SECONDS = 15.0
-WARMUP_REQUESTS = 40
+WARMUP_ROUNDS = 20
+WARMUP_CONCURRENCY = 16
 
 
 def free_port() -> int:
@@ -57,7 +66,7 @@ def free_port() -> int:
         return port
 
 
-def start_server(port: int) -> subprocess.Popen[bytes]:
+def start_server(port: int, workers: int = WORKERS) -> subprocess.Popen[bytes]:
     script = Path(sys.executable).with_name("vroegsignaal")
     command = (
         [str(script)]
@@ -68,14 +77,23 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
     env["VS_RATE_LIMIT_READS_PER_MINUTE"] = "0"
     env["VS_TRUSTED_HOSTS"] = "127.0.0.1"
     return subprocess.Popen(  # noqa: S603 (the project's own command, fixed arguments)
-        [*command, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            *command,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
 
 
-def wait_until_up(base: str, server: subprocess.Popen[bytes], seconds: float = 30) -> None:
+def wait_until_up(base: str, server: subprocess.Popen[bytes], seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -89,6 +107,18 @@ def wait_until_up(base: str, server: subprocess.Popen[bytes], seconds: float = 3
     raise SystemExit("the API server did not come up")
 
 
+def server_peak_rss_bytes(pid: int) -> int | None:
+    """Peak RSS of the server: its own and its worker processes' (``VmHWM``), added up."""
+    pids = [pid]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pids += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    found = [rss for p in pids if (rss := process_peak_rss_bytes(p)) is not None]
+    return sum(found) if found else None
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile; ``inf`` entries (failed requests) sort last."""
     ordered = sorted(values)
@@ -96,49 +126,120 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-async def load(base: str, key: str, rate: float, seconds: float) -> dict[str, Any]:
+class HttpError(Exception):
+    """The server's answer could not be read (closed, or not HTTP/1.1)."""
+
+
+class Connections:
+    """Keep-alive HTTP/1.1 connections for one fixed GET, opened as needed (at most ``limit``).
+
+    Just enough HTTP for this server's answers: a status line, headers, and a body of
+    ``Content-Length`` bytes or chunked. A connection the server closes is dropped.
+    """
+
+    def __init__(self, host: str, port: int, key: str, limit: int) -> None:
+        self.host, self.port, self.limit = host, port, limit
+        self.request = (
+            f"GET {PATH} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {key}\r\n"
+            "Accept: application/json\r\n\r\n"
+        ).encode("ascii")
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.opened = 0
+
+    async def get(self) -> tuple[int, int]:
+        """One request: (status, body bytes)."""
+        if self.idle:
+            reader, writer = self.idle.pop()
+        else:
+            if self.opened >= self.limit:
+                raise HttpError("no free connection")  # the caller's semaphore prevents this
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            self.opened += 1
+        try:
+            writer.write(self.request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 "):
+                raise HttpError("not an HTTP/1.1 answer")
+            status = int(head[9:12])
+            headers = head.lower()
+            size = 0
+            if b"\r\ntransfer-encoding: chunked" in headers:
+                while chunk := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                    size += len(await reader.readexactly(chunk + 2)) - 2
+                await reader.readuntil(b"\r\n")
+            else:
+                at = headers.find(b"\r\ncontent-length:")
+                if at >= 0:
+                    length = int(headers[at + 17 : headers.index(b"\r\n", at + 2)])
+                    size = len(await reader.readexactly(length))
+        except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            self.opened -= 1
+            writer.close()
+            raise HttpError(type(exc).__name__) from exc
+        if b"\r\nconnection: close" in headers:
+            self.opened -= 1
+            writer.close()
+        else:
+            self.idle.append((reader, writer))
+        return status, size
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
+def _count(statuses: dict[str, int], name: str) -> None:
+    statuses[name] = statuses.get(name, 0) + 1
+
+
+async def load(host: str, port: int, key: str, rate: float, seconds: float) -> dict[str, Any]:
     """Open-loop load; latencies in seconds from each request's due time."""
     total = int(rate * seconds)
     latencies: list[float] = [math.inf] * total
     statuses: dict[str, int] = {}
-    limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(
-        base_url=base, headers=headers, limits=limits, timeout=DRAIN_SECONDS + seconds
-    ) as client:
+    connections = Connections(host, port, key, MAX_IN_FLIGHT)
+    try:
+        # Not counted: keep-alive connections to every worker, their database connections and
+        # prepared statements, the remembered total; as a server that has been up for a while.
         warm_until = time.monotonic() + 5
-        for _ in range(WARMUP_REQUESTS):  # connections, caches; not counted
-            await client.get(PATH)
+        for _ in range(WARMUP_ROUNDS):
+            await asyncio.gather(*(connections.get() for _ in range(WARMUP_CONCURRENCY)))
             if time.monotonic() > warm_until:
                 break
         loop = asyncio.get_running_loop()
-        start = loop.time() + 0.05
         gate = asyncio.Semaphore(MAX_IN_FLIGHT)
         finished: list[float] = []
+        cpu_before = os.times()
+        start = loop.time() + 0.05
 
         async def one(index: int) -> None:
             due = start + index / rate
             await asyncio.sleep(max(0.0, due - loop.time()))
             async with gate:
                 try:
-                    response = await client.get(PATH)
-                except httpx.HTTPError as exc:
-                    statuses[type(exc).__name__] = statuses.get(type(exc).__name__, 0) + 1
+                    status, _size = await connections.get()
+                except HttpError as exc:
+                    _count(statuses, str(exc))
                     return
             now = loop.time()
-            statuses[str(response.status_code)] = statuses.get(str(response.status_code), 0) + 1
-            if response.status_code == 200:
+            _count(statuses, str(status))
+            if status == 200:
                 latencies[index] = now - due
                 finished.append(now)
 
         tasks = [asyncio.create_task(one(i)) for i in range(total)]
         _done, pending = await asyncio.wait(tasks, timeout=seconds + DRAIN_SECONDS)
+        cpu_after = os.times()
         for task in pending:
             task.cancel()
         if pending:
             statuses["unanswered"] = len(pending)
+    finally:
+        connections.close()
     ok = [v for v in latencies if v != math.inf]
     span = (max(finished) - start) if finished else math.inf
+    driver_cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
     return {
         "requests": total,
         "ok": len(ok),
@@ -149,25 +250,62 @@ async def load(base: str, key: str, rate: float, seconds: float) -> dict[str, An
         "max_ms": max(latencies) * 1000,
         "throughput_rps": len(ok) / span if finished else 0.0,
         "offered_rps": rate,
+        "load_cpu_ms_per_request": driver_cpu * 1000 / max(1, total),
     }
 
 
-def sequential(base: str, key: str, count: int = 30, budget_s: float = 10) -> float:
-    """Median latency (ms) of requests one after another: the cost without load."""
+async def _sequential(host: str, port: int, key: str, count: int, budget_s: float) -> float:
+    connections = Connections(host, port, key, 1)
     times: list[float] = []
     deadline = time.monotonic() + budget_s
-    headers = {"Authorization": f"Bearer {key}"}
-    with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+    try:
+        for _ in range(5):
+            await connections.get()
         while len(times) < count and (len(times) < 3 or time.monotonic() < deadline):
             started = time.perf_counter()
-            client.get(PATH).raise_for_status()
+            status, _size = await connections.get()
+            if status != 200:
+                raise SystemExit(f"the API answered {status}")
             times.append(time.perf_counter() - started)
+    finally:
+        connections.close()
     return percentile(times, 50) * 1000
 
 
+def sequential(host: str, port: int, key: str, count: int = 100, budget_s: float = 10) -> float:
+    """Median latency (ms) of requests one after another: the cost without load."""
+    return asyncio.run(_sequential(host, port, key, count, budget_s))
+
+
+@contextmanager
+def _sql_seconds(engine: Any) -> Iterator[dict[str, list[Any]]]:
+    """Seconds and calls per statement shape executed on ``engine`` inside the block."""
+    from sqlalchemy import event
+
+    seconds: dict[str, list[Any]] = {}
+    started: list[float] = []
+
+    def before(*_args: Any) -> None:
+        started.append(time.perf_counter())
+
+    def after(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        entry = seconds.setdefault(" ".join(statement.split())[:90], [0.0, 0])
+        entry[0] += time.perf_counter() - started.pop()
+        entry[1] += 1
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        yield seconds
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
+
+
 def endpoint_sql() -> list[dict[str, Any]]:
-    """The SQL of one ``GET /api/v1/cases`` (coordinator, default page), timed statement by
-    statement over ten calls of the service function the endpoint uses."""
+    """The SQL of one ``GET /api/v1/cases`` (coordinator, default page), timed over ten calls of
+    the service function the endpoint uses: with the total remembered for the snapshot (as under
+    a read-only load) and with the total counted (after any write)."""
     from services.routing import service
     from shared.auth import Principal
     from shared.context import build_context
@@ -175,25 +313,38 @@ def endpoint_sql() -> list[dict[str, Any]]:
     from shared.settings import Settings
 
     ctx = build_context(Settings())
-    timer = StatementTimer()
+    found: list[dict[str, Any]] = []
     try:
         principal = Principal(uuid.uuid4(), "bench", "coordinator")
         today = local_today(ctx.now(), ctx.tz)
+        totals = service.list_totals(ctx.engine)
         with ctx.sessions() as session:
-            service.list_cases(
-                session, principal, service.CaseFilter(), today=today, page=1, page_size=50
-            )
-            timer.attach(ctx.engine)
-            for _ in range(10):
+
+            def one() -> None:
                 service.list_cases(
                     session, principal, service.CaseFilter(), today=today, page=1, page_size=50
                 )
+
+            one()
+            for label, forget in (("total remembered", False), ("total counted", True)):
+                with _sql_seconds(ctx.engine) as seconds:
+                    for _ in range(10):
+                        if forget:
+                            totals.clear()
+                        one()
+                statement = max(seconds, key=lambda shape: seconds[shape][0])
+                spent, calls = seconds[statement]
+                found.append(
+                    {
+                        "statement": f"({label}) {statement}",
+                        "seconds": round(spent, 4),
+                        "calls": calls,
+                        "ms_per_request": round(spent * 1000 / 10, 2),
+                    }
+                )
     finally:
         ctx.engine.dispose()
-    return [
-        {**entry, "ms_per_request": round(entry["seconds"] * 1000 / 10, 2)}
-        for entry in timer.top(4)
-    ]
+    return found
 
 
 def main() -> None:
@@ -201,15 +352,18 @@ def main() -> None:
     scale = SCALES[args.scale]
     state: dict[str, Any] = read_json(args.state)
     key = state["coordinator_key"]
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    host, port = "127.0.0.1", free_port()
+    base = f"http://{host}:{port}"
     server = start_server(port)
     try:
         wait_until_up(base, server)
-        unloaded = sequential(base, key)
-        say(f"api: {scale.api_rate:.0f} req/s for {scale.api_seconds:.0f} s on {PATH}")
-        outcome = asyncio.run(load(base, key, scale.api_rate, scale.api_seconds))
-        server_rss = process_peak_rss_bytes(server.pid)
+        unloaded = sequential(host, port, key)
+        say(
+            f"api: {scale.api_rate:.0f} req/s for {scale.api_seconds:.0f} s on {PATH} "
+            f"({WORKERS} workers)"
+        )
+        outcome = asyncio.run(load(host, port, key, scale.api_rate, scale.api_seconds))
+        server_rss = server_peak_rss_bytes(server.pid)
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -232,12 +386,14 @@ def main() -> None:
         [
             measurement(
                 "api",
-                f"API: GET {PATH} (coordinator, page 1 of 50) at {scale.api_rate:.0f} req/s",
+                f"API: GET {PATH} (coordinator, page 1 of 50) at {scale.api_rate:.0f} req/s, "
+                f"{WORKERS} workers",
                 rows=None,
                 wall_s=scale.api_seconds,
                 peak_rss=server_rss,
                 load_rss_bytes=peak_rss_bytes(),
                 unloaded_p50_ms=round(unloaded, 2),
+                workers=WORKERS,
                 endpoint_sql=sql,
                 **rounded,
             )

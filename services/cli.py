@@ -579,7 +579,13 @@ def run_cmd(
 def served_app() -> Any:
     """The application as ``serve`` runs it; with ``--workers`` uvicorn calls this (an import
     string factory) in each worker process, which gets a context (and connection pool) of its own.
+
+    What the process has built by then (modules, the application) lives as long as the process:
+    it is moved out of the garbage collector's reach (``gc.freeze``), so that a full collection,
+    which comes in the middle of some request, no longer walks it (about 95 ms instead of 6 ms).
     """
+    import gc
+
     from services.app import create_app
     from services.deps import behind_proxies
     from shared.context import build_context
@@ -587,7 +593,10 @@ def served_app() -> Any:
 
     configure_logging()
     ctx = build_context()
-    return behind_proxies(create_app(ctx), ctx.settings.trusted_proxies)
+    served = behind_proxies(create_app(ctx), ctx.settings.trusted_proxies)
+    gc.collect()
+    gc.freeze()
+    return served
 
 
 @app.command("serve")

@@ -12,12 +12,12 @@
   limit off. Over a limit: 429 ``application/problem+json`` with ``Retry-After`` in whole seconds
   (at least 1).
 
-The buckets live in the memory of one API process. With several API replicas each replica limits
-on its own (the effective limit is the per-process limit times the number of replicas), and a
-restart forgets them. That is enough for a municipality's handful of partners and teams; a shared
-store (Redis, the database) is the next step when it is not. The number of tracked keys and
-addresses is bounded (least recently seen are forgotten first), so a flood of addresses cannot
-exhaust memory.
+The buckets live in the memory of one API process. With several API replicas, or worker processes
+(``vroegsignaal serve --workers N``), each process limits on its own (the effective limit is the
+per-process limit times the number of processes), and a restart forgets them. That is enough for
+a municipality's handful of partners and teams; a shared store (Redis, the database) is the next
+step when it is not. The number of tracked keys and addresses is bounded (least recently seen are
+forgotten first), so a flood of addresses cannot exhaust memory.
 
 The client address is the connection's peer as the ASGI server reports it. Behind a reverse proxy
 set ``VS_TRUSTED_PROXIES`` to the proxy's address (``vroegsignaal serve`` then reads the client from

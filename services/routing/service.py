@@ -393,7 +393,7 @@ class ListTotals:
 
     ``COUNT(*)`` of a coordinator's list reads every case (tens of thousands at smoke scale, more
     with every month): most of the list's database time. Two snapshots with the same
-    ``xmin:xmax:xip`` (:func:`pg_current_snapshot`) see exactly the same committed transactions,
+    ``xmin:xmax:xip`` (``pg_current_snapshot()``) see exactly the same committed transactions,
     so a total counted in one holds in the other: the list statement compares the snapshot it
     runs in with the remembered one and counts only when they differ (the count is a scalar
     subquery in a ``CASE``, never run when it is not needed). Any write anywhere in the database
@@ -402,10 +402,10 @@ class ListTotals:
     that has itself written (its own changes are visible only to it) adds its transaction id to
     the snapshot text, which no other transaction shares.
 
-    Per process and engine, at most ``max_entries`` lists (least recently used go first), none
-    older than ``max_age`` seconds (so that a database restored to an earlier point, whose
-    snapshots may repeat, never meets an old total). SQLite has no such snapshot: it always
-    counts.
+    The server's start time is part of the text, so that snapshots of another server instance (a
+    restore to an earlier point, a fail-over) never match. Per process and engine, at most
+    ``max_entries`` lists (least recently used go first), none older than ``max_age`` seconds.
+    SQLite has no such snapshot: it always counts.
     """
 
     def __init__(self, max_entries: int = 1024, max_age: float = 60.0) -> None:
@@ -450,11 +450,14 @@ def list_totals(engine: Engine) -> ListTotals:
         return totals
 
 
-# The statement's snapshot, and the transaction's own id once it has written.
+# The statement's snapshot; the transaction's own id once it has written; and when the server
+# started, so that no snapshot of another server (a restore, a fail-over) can match.
 _snapshot: ColumnElement[str] = func.concat(
     sa_cast(func.pg_current_snapshot(), String),
     "/",
     sa_cast(func.pg_current_xact_id_if_assigned(), String),
+    "/",
+    sa_cast(func.pg_postmaster_start_time(), String),
 )
 
 

@@ -8,19 +8,31 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
+from services.ingest.partners import revoke_key
 from services.matcher.service import run_period
 from services.routing.admin import add_staff, add_team
-from services.routing.service import replace_register
+from services.routing.service import (
+    CaseFilter,
+    ListTotals,
+    list_cases,
+    list_totals,
+    replace_register,
+)
 from shared import audit
+from shared.auth import Principal
 from shared.context import Context
+from shared.crypto import split_api_key
 from shared.db import unit_of_work
-from shared.models import AuditEvent, Case, Signal
+from shared.models import ApiKey, AuditEvent, Case, Signal, Staff
+from shared.periods import local_today
 from tests.conftest import Clock, LiveServer
 from tests.helpers import register, row
 from tests.matcher.test_run import deliver
 
 ROLES = ("sdv", "noord", "zuid", "budgetcoach", "coordinator", "admin")
+ADVICE = "(Budget)advies en/of quick fix"
 
 
 @dataclass
@@ -190,6 +202,136 @@ def test_list_is_ordered_and_filterable(world: World, clock: Clock) -> None:
     overdue = world.get("coordinator", "/api/v1/cases", **november).json()
     assert [i["id"] for i in overdue["items"]] == [world.cases["zuid_crisis"]]
     assert overdue["items"][0]["overdue"] is True
+
+
+def test_list_pages_past_the_end_and_shows_each_case_as_its_detail_does(world: World) -> None:
+    past = world.get("coordinator", "/api/v1/cases", page=4, page_size=2)
+    assert past.status_code == 200
+    assert past.headers["content-type"] == "application/json"
+    assert past.json() == {"items": [], "total": 6, "page": 4, "page_size": 2}
+    listing = world.get("coordinator", "/api/v1/cases", page_size=500).json()
+    assert listing["total"] == len(listing["items"]) == 6
+    for item in listing["items"]:
+        detail = world.get("coordinator", f"/api/v1/cases/{item['id']}").json()
+        assert {key: detail[key] for key in item} == item
+    zuid = next(i["team"] for i in listing["items"] if (i["team"] or {}).get("name") == "zuid")
+    by_id = world.get("coordinator", "/api/v1/cases", team=zuid["id"]).json()
+    assert by_id == world.get("coordinator", "/api/v1/cases", team="zuid").json()
+    assert by_id["total"] == 2
+    assert world.get("noord", "/api/v1/cases", team="zuid").json()["total"] == 0
+
+
+def test_the_total_is_exact_after_every_change(world: World, ctx: Context) -> None:
+    """Totals may be remembered per snapshot (PostgreSQL); any committed write shows at once,
+    also one that bypasses the application."""
+
+    def total(**params: Any) -> int:
+        found: int = world.get("coordinator", "/api/v1/cases", **params).json()["total"]
+        return found
+
+    assert total() == total() == 6
+    assert total(status="open") == 6
+    closed = world.post(
+        "coordinator", f"/api/v1/cases/{world.cases['noord']}/close", {"resultaat": ADVICE}
+    )
+    assert closed.status_code == 200, closed.text
+    assert total(status="open") == 5
+    assert total() == 6
+    with unit_of_work(ctx.sessions) as session:
+        session.execute(sa.delete(Case).where(Case.id == uuid.UUID(world.cases["outside"])))
+    assert total() == 5
+    assert total(status="open") == 4
+
+
+def test_a_remembered_total_holds_only_in_its_own_snapshot(world: World, ctx: Context) -> None:
+    if ctx.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite always counts")
+    principal = Principal(uuid.uuid4(), "k", "coordinator")
+    today = local_today(ctx.now(), ctx.tz)
+    totals = list_totals(ctx.engine)
+    totals.clear()
+    key = (principal.role, principal.team_id, CaseFilter(), today)
+
+    def listed(session: Session) -> int:
+        return list_cases(session, principal, CaseFilter(), today=today, page=1, page_size=2).total
+
+    with ctx.sessions() as session:
+        # One snapshot for the whole transaction, whatever else the cluster does meanwhile.
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        assert listed(session) == 6
+        remembered = totals.get(key)
+        assert remembered is not None
+        totals.put(key, remembered[0], 999)  # the same snapshot: the count is not run again
+        assert listed(session) == 999
+    with ctx.sessions() as session:
+        # A transaction that has written sees its own change: its snapshot matches no other.
+        session.execute(sa.delete(Case).where(Case.id == uuid.UUID(world.cases["outside"])))
+        assert listed(session) == 5
+        session.rollback()
+    with ctx.sessions() as session:
+        assert listed(session) == 6
+
+
+def test_remembered_totals_are_bounded_in_number_and_age(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr("services.routing.service.time.monotonic", lambda: now[0])
+    totals = ListTotals(max_entries=2, max_age=60)
+    totals.put("a", "1:1:", 1)
+    totals.put("b", "1:1:", 2)
+    assert totals.get("a") == ("1:1:", 1)  # now the most recently used
+    totals.put("c", "1:1:", 3)
+    assert (totals.get("a"), totals.get("b"), totals.get("c")) == (("1:1:", 1), None, ("1:1:", 3))
+    now[0] += 61
+    assert totals.get("a") is None
+
+
+def test_a_read_takes_one_connection_and_one_transaction(world: World, ctx: Context) -> None:
+    """Authentication runs in the endpoint's own session: one checkout, one transaction."""
+    world.get("coordinator", "/api/v1/cases")  # stamps the key's last use (once a minute)
+    seen = {"checkout": 0, "begin": 0}
+
+    def checkout(*_args: object) -> None:
+        seen["checkout"] += 1
+
+    def begin(*_args: object) -> None:
+        seen["begin"] += 1
+
+    sa.event.listen(ctx.engine, "checkout", checkout)
+    sa.event.listen(ctx.engine, "begin", begin)
+    try:
+        assert world.get("coordinator", "/api/v1/cases").status_code == 200
+    finally:
+        sa.event.remove(ctx.engine, "checkout", checkout)
+        sa.event.remove(ctx.engine, "begin", begin)
+    assert seen == {"checkout": 1, "begin": 1}
+
+
+@pytest.mark.parametrize(("who", "status"), [("coordinator", 404), ("admin", 403)])
+def test_the_last_use_is_stamped_when_the_request_then_fails(
+    world: World, ctx: Context, clock: Clock, who: str, status: int
+) -> None:
+    parts = split_api_key(world.keys[who])
+    assert parts is not None
+    clock.set_local(2026, 11, 27, 9, 0)  # later than any stamp so far
+    assert world.get(who, f"/api/v1/cases/{uuid.uuid4()}").status_code == status
+    with ctx.sessions() as session:
+        used = session.scalar(sa.select(ApiKey.last_used_at).where(ApiKey.key_id == parts[1]))
+    assert used == ctx.now()
+
+
+def test_a_revoked_or_deactivated_staff_key_stops_at_once(world: World, ctx: Context) -> None:
+    assert world.get("noord", "/api/v1/cases").status_code == 200
+    assert world.get("zuid", "/api/v1/cases").status_code == 200
+    noord = split_api_key(world.keys["noord"])
+    zuid = split_api_key(world.keys["zuid"])
+    assert noord is not None
+    assert zuid is not None
+    with unit_of_work(ctx.sessions) as session:
+        revoke_key(session, noord[1], now=ctx.now())
+        key = session.scalars(sa.select(ApiKey).where(ApiKey.key_id == zuid[1])).one()
+        session.execute(sa.update(Staff).where(Staff.id == key.staff_id).values(active=False))
+    assert world.get("noord", "/api/v1/cases").status_code == 401
+    assert world.get("zuid", "/api/v1/cases").status_code == 401
 
 
 def test_case_detail_is_complete_and_audited(world: World, ctx: Context) -> None:

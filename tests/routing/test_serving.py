@@ -1,0 +1,147 @@
+"""How the API is served: ``vroegsignaal serve --workers N``, and Nagle's algorithm off.
+
+With ``--workers`` uvicorn binds the listening socket itself, and asyncio then leaves
+``TCP_NODELAY`` off on the accepted connections: every keep-alive answer (head, then body in a
+second write) waited 40 ms for the client's delayed ACK. ``serve`` runs uvicorn with
+:class:`services.middleware.NoDelayHTTPProtocol`, which switches it on per connection.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+from services.middleware import NoDelayHTTPProtocol
+from services.routing.admin import add_staff
+from shared.context import Context
+from shared.db import unit_of_work
+
+
+async def _hello(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_every_connection_has_nagle_off_on_a_socket_bound_as_for_workers() -> None:
+    # As uvicorn binds it for --workers: no protocol given, so asyncio does not set TCP_NODELAY.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        _hello, http=NoDelayHTTPProtocol, log_config=None, access_log=False, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            assert client.get("/").text == "ok"
+            connections = list(server.server_state.connections)
+            assert connections
+            for protocol in connections:
+                accepted = protocol.transport.get_extra_info("socket")
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _server_env(ctx: Context, database_url: str, tmp_path: Path) -> dict[str, str]:
+    settings = ctx.settings
+    return {
+        **os.environ,
+        "VS_ENVIRONMENT": "test",
+        "VS_DATABASE_URL": database_url,
+        "VS_DATA_DIR": str(tmp_path / "data"),
+        "VS_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),  # type: ignore[union-attr]
+        "VS_ADDRESS_HASH_KEY": settings.address_hash_key.get_secret_value(),  # type: ignore[union-attr]
+    }
+
+
+def test_the_served_application_is_frozen_for_the_garbage_collector(
+    ctx: Context, database_url: str, tmp_path: Path
+) -> None:
+    # In a process of its own: freezing this one would keep the test session's garbage.
+    code = (
+        "import gc; from services.cli import served_app; served_app(); "
+        "assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        env=_server_env(ctx, database_url, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+
+
+def test_serve_with_two_workers(ctx: Context, database_url: str, tmp_path: Path) -> None:
+    with unit_of_work(ctx.sessions) as session:
+        key = add_staff(session, name="Coord", role="coordinator", team=None, now=ctx.now()).secret
+    env = _server_env(ctx, database_url, tmp_path)
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from services.cli import main; main()",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90  # two processes import the application
+        while True:
+            assert server.poll() is None, "the server exited"
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+        headers = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+            answers = [client.get("/api/v1/cases") for _ in range(5)]
+        assert [a.status_code for a in answers] == [200] * 5
+        assert answers[0].json() == {"items": [], "total": 0, "page": 1, "page_size": 50}
+        with httpx.Client(base_url=base, timeout=30) as client:
+            assert client.get("/api/v1/cases").status_code == 401
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
