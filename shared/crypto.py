@@ -142,14 +142,15 @@ class KeyedHasher:
     """
 
     def __init__(self, key: bytes) -> None:
-        self._key = key
         block = hashlib.sha256().block_size
         padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
 
     def hash(self, domain: str, value: str) -> str:
-        return hmac.digest(self._key, f"{domain}:{value}".encode(), "sha256").hex()
+        digest = self.hash_many(domain, [value])[0]
+        assert digest is not None
+        return digest
 
     def hash_many(self, domain: str, values: Sequence[str | None]) -> list[str | None]:
         """Hashes for many values; None stays None."""

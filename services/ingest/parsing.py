@@ -124,11 +124,6 @@ def _empty_frame() -> pl.DataFrame:
     return pl.DataFrame(schema={"row": pl.Int64, **{name: pl.String for name in ALL_FIELDS}})
 
 
-def decode(content: bytes) -> str:
-    """The file as text: UTF-8 (BOM stripped) or else Windows-1252."""
-    return as_utf8(content).decode("utf-8-sig")
-
-
 _CHECK_CHUNK = 4 * 1024 * 1024
 
 

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from services.routing.rules import AreaMap, RoutingConfig, route
 from shared.address import address_key_expr, house_number_parts, normalised_postcode, valid_postcode
 from shared.auth import Principal
-from shared.bulk import insert_frame, update_from_frame
+from shared.bulk import insert_frame
 from shared.context import Context
 from shared.crypto import signal_aad
 from shared.errors import Conflict, NotFound, RowProblem, ValidationFailed
@@ -119,23 +119,12 @@ def plan_routes(session: Session, ctx: Context, run: Run, cases: pl.DataFrame) -
     )
 
 
-def record_routes(
-    session: Session, routed: pl.DataFrame, now: datetime, *, cases_hold_routes: bool
-) -> None:
-    """Store the routing of new cases: the case columns (unless ``cases_hold_routes``: they were
-    inserted with them), a ``routed`` event per case, and the status of the signals of cases whose
-    household SDV already knows. The cases' signals must be linked (``case_signals``) first."""
+def record_routes(session: Session, routed: pl.DataFrame, now: datetime) -> None:
+    """Record the routing of new cases, which were inserted with their route: a ``routed`` event
+    per case, and the status of the signals of cases whose household SDV already knows. The
+    cases' signals must be linked (``case_signals``) first."""
     if routed.is_empty():
         return
-    if not cases_hold_routes:
-        update_from_frame(
-            session,
-            cast(Table, Case.__table__),
-            "id",
-            routed.select(
-                pl.col("case_id").alias("id"), *ROUTED_COLUMNS, pl.lit(now).alias("routed_at")
-            ),
-        )
     insert_frame(
         session,
         cast(Table, CaseEvent.__table__),

@@ -6,17 +6,21 @@ from __future__ import annotations
 import hmac
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
+import polars as pl
 import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.ingest import service
 from services.ingest.partners import add_partner
 from services.ingest.service import ingest_with_retry
 from shared.context import Context, build_context
-from shared.crypto import KeyedHasher, signal_aad, unpack_signal_pii
+from shared.crypto import KeyedHasher, PiiCipher, signal_aad, unpack_signal_pii
 from shared.db import unit_of_work
 from shared.errors import ValidationFailed
 from shared.models import Delivery, Partner, Signal
@@ -146,16 +150,8 @@ awkward_text = st.text(
 def test_awkward_text_survives_the_compact_envelope(names: list[str]) -> None:
     """The envelope is built by cutting keys out of JSON text: quotes, commas, braces and
     key-like text inside the values must come back exactly."""
-    import polars as pl
-
-    from services.ingest import service
-
-    class _Ctx:
-        from shared.crypto import PiiCipher
-
-        cipher = PiiCipher({"k1": b"\x01" * 32})
-        hasher = KeyedHasher(b"\x02" * 32)
-
+    cipher = PiiCipher({"k1": b"\x01" * 32})
+    fake_ctx = SimpleNamespace(cipher=cipher, hasher=KeyedHasher(b"\x02" * 32))
     achternaam, straat = names
     frame = pl.DataFrame(
         {
@@ -185,19 +181,11 @@ def test_awkward_text_survives_the_compact_envelope(names: list[str]) -> None:
         schema_overrides={"geboortedatum": pl.Date, "tussenvoegsel": pl.String},
     )
 
-    class _Delivery:
-        id = uuid.UUID(int=1)
-        period = "2026-11"
-
-    class _Partner:
-        id = uuid.UUID(int=2)
-        kind = "huur"
-
-    from datetime import UTC, datetime
-
-    out = service._signal_frame(_Ctx, _Delivery, _Partner, frame, datetime.now(UTC))  # type: ignore[arg-type]
+    delivery = SimpleNamespace(id=uuid.UUID(int=1), period="2026-11")
+    partner = SimpleNamespace(id=uuid.UUID(int=2), kind="huur")
+    out = service._signal_frame(fake_ctx, delivery, partner, frame, datetime.now(UTC))  # type: ignore[arg-type]
     envelope = out["pii"][0]
-    plain = json.loads(_Ctx.cipher.decrypt(envelope, signal_aad(str(_Delivery.id), 2), "k1"))
+    plain = json.loads(cipher.decrypt(envelope, signal_aad(str(delivery.id), 2), "k1"))
     assert plain[0] == 2
     assert len(plain) == 14
     data = unpack_signal_pii(plain)
