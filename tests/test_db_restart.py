@@ -455,6 +455,33 @@ def test_postgres_pool_replaces_dead_connections() -> None:
     with pytest.raises(RuntimeError):
         engine.connect()
     assert seen["connect_timeout"] == CONNECT_TIMEOUT_S
+    assert seen["options"] == "-c jit=off"
+    engine.dispose()
+
+
+def test_a_url_with_its_own_options_keeps_them() -> None:
+    engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none?options=-c%20jit%3Don")
+    seen: dict[str, Any] = {}
+
+    @sa.event.listens_for(engine, "do_connect")
+    def capture(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        seen.update(cparams)
+        raise RuntimeError("not connecting")
+
+    with pytest.raises(RuntimeError):
+        engine.connect()
+    assert seen["options"] == "-c jit=on"
+    engine.dispose()
+
+
+def test_the_service_sessions_settings(database_url: str) -> None:
+    """What make_engine sets, read back from a real session of each backend."""
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            assert conn.exec_driver_sql("SHOW jit").scalar() == "off"
+        else:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     engine.dispose()
 
 
