@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import threading
 import time
 import uuid
@@ -31,6 +30,7 @@ from shared import migrate
 from shared.context import Context, build_context
 from shared.db import Base
 from shared.settings import Settings, new_key_text
+from tests.helpers import free_port
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 PG_ENV = "VS_TEST_DATABASE_URL"
@@ -130,13 +130,6 @@ def ctx(database_url: str, tmp_path: Path, clock: Clock) -> Iterator[Context]:
     context.engine.dispose()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class LiveServer:
     url: str
@@ -154,7 +147,7 @@ def live_server(ctx: Context) -> Iterator[LiveServer]:
 
     from services.app import create_app
 
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         create_app(ctx),
         host="127.0.0.1",

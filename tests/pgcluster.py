@@ -24,7 +24,6 @@ import os
 import pwd
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port
 
 BIN_ENV = "VS_TEST_PG_BIN"
 PREFERRED_VERSION = "15"
@@ -90,13 +91,6 @@ def require_binaries() -> Path:
     if _in_ci():
         pytest.fail(f"CI=true: {reason}")
     pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -170,7 +164,7 @@ def private_cluster(bin_dir: Path | None = None) -> Iterator[PgCluster]:
     """A fresh cluster, running; stopped and deleted on exit, whatever happened."""
     bin_dir = bin_dir or require_binaries()
     root = Path(tempfile.mkdtemp(prefix="vs-pg-"))
-    cluster = PgCluster(bin_dir=bin_dir, root=root, port=_free_port())
+    cluster = PgCluster(bin_dir=bin_dir, root=root, port=free_port())
     try:
         if os.geteuid() == 0:
             user = pwd.getpwnam(OS_USER)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import socket
 import threading
 import time
 import uuid
@@ -34,7 +33,7 @@ from shared.context import Context, build_context
 from shared.db import CONNECT_TIMEOUT_S, make_engine, unit_of_work
 from shared.models import AuditEvent, Case, Delivery, Signal
 from tests.conftest import Clock, make_settings
-from tests.helpers import csv_file, register, row
+from tests.helpers import csv_file, free_port, register, row
 from tests.matcher.test_run import deliver
 from tests.pgcluster import PgCluster, private_cluster
 
@@ -127,19 +126,12 @@ class World:
     cases: int
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def _serve(app: FastAPI) -> Iterator[str]:
     """The application under a real uvicorn server on a loopback port (in a thread)."""
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"
     )

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,16 +15,9 @@ import sqlalchemy as sa
 
 from shared.context import Context
 from shared.models import Delivery
-from tests.helpers import csv_file, register, row
+from tests.helpers import csv_file, free_port, register, row, server_env
 
 BOUNDARY = "vroegsignaal-test-boundary"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _slow_multipart(content: bytes, started: threading.Event) -> Iterator[bytes]:
@@ -46,16 +37,8 @@ def test_sigterm_lets_the_upload_in_flight_finish(
     ctx: Context, database_url: str, tmp_path: Path
 ) -> None:
     key = register(ctx, "Huur BV", "huur")
-    settings = ctx.settings
-    env = {
-        **os.environ,
-        "VS_ENVIRONMENT": "test",
-        "VS_DATABASE_URL": database_url,
-        "VS_DATA_DIR": str(tmp_path / "data"),
-        "VS_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),  # type: ignore[union-attr]
-        "VS_ADDRESS_HASH_KEY": settings.address_hash_key.get_secret_value(),  # type: ignore[union-attr]
-    }
-    port = _free_port()
+    env = server_env(ctx, database_url, tmp_path)
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,

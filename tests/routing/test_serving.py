@@ -8,7 +8,6 @@ second write) waited 40 ms for the client's delayed ACK. ``serve`` runs uvicorn 
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from services.middleware import NoDelayHTTPProtocol
 from services.routing.admin import add_staff
 from shared.context import Context
 from shared.db import unit_of_work
+from tests.helpers import free_port, server_env
 
 
 async def _hello(scope: Scope, receive: Receive, send: Send) -> None:
@@ -61,25 +61,6 @@ def test_every_connection_has_nagle_off_on_a_socket_bound_as_for_workers() -> No
         sock.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _server_env(ctx: Context, database_url: str, tmp_path: Path) -> dict[str, str]:
-    settings = ctx.settings
-    return {
-        **os.environ,
-        "VS_ENVIRONMENT": "test",
-        "VS_DATABASE_URL": database_url,
-        "VS_DATA_DIR": str(tmp_path / "data"),
-        "VS_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),  # type: ignore[union-attr]
-        "VS_ADDRESS_HASH_KEY": settings.address_hash_key.get_secret_value(),  # type: ignore[union-attr]
-    }
-
-
 def test_the_served_application_is_frozen_for_the_garbage_collector(
     ctx: Context, database_url: str, tmp_path: Path
 ) -> None:
@@ -90,7 +71,7 @@ def test_the_served_application_is_frozen_for_the_garbage_collector(
     )
     completed = subprocess.run(
         [sys.executable, "-c", code],
-        env=_server_env(ctx, database_url, tmp_path),
+        env=server_env(ctx, database_url, tmp_path),
         capture_output=True,
         text=True,
         timeout=120,
@@ -102,8 +83,8 @@ def test_the_served_application_is_frozen_for_the_garbage_collector(
 def test_serve_with_two_workers(ctx: Context, database_url: str, tmp_path: Path) -> None:
     with unit_of_work(ctx.sessions) as session:
         key = add_staff(session, name="Coord", role="coordinator", team=None, now=ctx.now()).secret
-    env = _server_env(ctx, database_url, tmp_path)
-    port = _free_port()
+    env = server_env(ctx, database_url, tmp_path)
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,
