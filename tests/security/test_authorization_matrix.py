@@ -34,8 +34,8 @@ from shared.context import Context, build_context
 from shared.crypto import split_api_key
 from shared.db import Base, unit_of_work
 from shared.models import Case, Delivery, Partner, Run, Team
-from tests.conftest import Clock, _backends, _free_port, make_settings
-from tests.helpers import csv_file, register, row
+from tests.conftest import Clock, _backends, make_settings
+from tests.helpers import csv_file, free_port, register, row
 from tests.matcher.test_run import deliver
 
 PARTNERS = ("partner_a", "partner_b")
@@ -198,7 +198,7 @@ def world(
     ctx = build_context(settings, clock=clock)
     keys, ids = _build(ctx, clock)
     app = create_app(ctx)
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"
     )

@@ -48,8 +48,8 @@ from shared.db import unit_of_work
 from shared.errors import ConfigurationError
 from shared.models import AuditEvent, Delivery, Partner, PartnerCertificate
 from shared.settings import Settings, get_settings, new_key_text
-from tests.conftest import Clock, _free_port, make_settings
-from tests.helpers import csv_file, row
+from tests.conftest import Clock, make_settings
+from tests.helpers import csv_file, free_port, row
 
 PROBLEM = "application/problem+json"
 WIRINGS = ("serve", "plain")
@@ -100,7 +100,7 @@ def pem() -> bytes:
 @contextmanager
 def running(app: Any, **options: Any) -> Iterator[str]:
     """A real uvicorn server on a loopback port; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     values: dict[str, Any] = {"log_config": None, "access_log": False, "lifespan": "off"}
     values.update(options)
     values.update(host="127.0.0.1", port=port)
