@@ -5,8 +5,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from services.ingest.partners import add_partner
 from shared.context import Context
@@ -70,3 +77,47 @@ def server_env(ctx: Context, database_url: str, tmp_path: Path) -> dict[str, str
         "VS_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
         "VS_ADDRESS_HASH_KEY": settings.address_hash_key.get_secret_value(),
     }
+
+
+@contextmanager
+def serving(
+    env: dict[str, str], *options: str, startup_s: float = 30
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``vroegsignaal serve`` in a process of its own on a free loopback port, once its
+    ``/healthz`` answers: (the process, its base URL). Stopped afterwards if it still runs."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from services.cli import main; main()",
+            "serve",
+            "--port",
+            str(port),
+            *options,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            assert server.poll() is None, "the server exited"
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+        yield server, base
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()

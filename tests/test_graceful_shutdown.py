@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +13,7 @@ import sqlalchemy as sa
 
 from shared.context import Context
 from shared.models import Delivery
-from tests.helpers import csv_file, free_port, register, row, server_env
+from tests.helpers import csv_file, register, row, server_env, serving
 
 BOUNDARY = "vroegsignaal-test-boundary"
 
@@ -37,32 +35,7 @@ def test_sigterm_lets_the_upload_in_flight_finish(
     ctx: Context, database_url: str, tmp_path: Path
 ) -> None:
     key = register(ctx, "Huur BV", "huur")
-    env = server_env(ctx, database_url, tmp_path)
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from services.cli import main; main()",
-            "serve",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
+    with serving(server_env(ctx, database_url, tmp_path), startup_s=20) as (server, base):
         started = threading.Event()
         result: dict[str, int] = {}
 
@@ -88,10 +61,6 @@ def test_sigterm_lets_the_upload_in_flight_finish(
         assert result.get("status") == 201
         # uvicorn shuts down gracefully, then re-raises the signal: exit status -SIGTERM.
         assert server.wait(timeout=30) in (0, -signal.SIGTERM)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
     with ctx.sessions() as session:
         stored = session.scalars(sa.select(Delivery)).one()
         assert stored.row_count == 200

@@ -23,7 +23,7 @@ from services.middleware import NoDelayHTTPProtocol
 from services.routing.admin import add_staff
 from shared.context import Context
 from shared.db import unit_of_work
-from tests.helpers import free_port, server_env
+from tests.helpers import server_env, serving
 
 
 async def _hello(scope: Scope, receive: Receive, send: Send) -> None:
@@ -84,34 +84,8 @@ def test_serve_with_two_workers(ctx: Context, database_url: str, tmp_path: Path)
     with unit_of_work(ctx.sessions) as session:
         key = add_staff(session, name="Coord", role="coordinator", team=None, now=ctx.now()).secret
     env = server_env(ctx, database_url, tmp_path)
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from services.cli import main; main()",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90  # two processes import the application
-        while True:
-            assert server.poll() is None, "the server exited"
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+    # Two processes import the application: a longer start.
+    with serving(env, "--workers", "2", startup_s=90) as (_server, base):
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
             answers = [client.get("/api/v1/cases") for _ in range(5)]
@@ -119,10 +93,3 @@ def test_serve_with_two_workers(ctx: Context, database_url: str, tmp_path: Path)
         assert answers[0].json() == {"items": [], "total": 0, "page": 1, "page_size": 50}
         with httpx.Client(base_url=base, timeout=30) as client:
             assert client.get("/api/v1/cases").status_code == 401
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
