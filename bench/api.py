@@ -130,6 +130,10 @@ class HttpError(Exception):
     """The server's answer could not be read (closed, or not HTTP/1.1)."""
 
 
+class _StaleConnection(Exception):
+    """The connection was closed before any byte of the answer came."""
+
+
 class Connections:
     """Keep-alive HTTP/1.1 connections for one fixed GET, opened as needed (at most ``limit``).
 
@@ -145,10 +149,27 @@ class Connections:
         ).encode("ascii")
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.opened = 0
+        self.retried = 0
 
     async def get(self) -> tuple[int, int]:
-        """One request: (status, body bytes)."""
-        if self.idle:
+        """One request: (status, body bytes).
+
+        A kept-alive connection the server closed while it was idle (uvicorn closes them after
+        5 s) fails before any byte of an answer arrives: the GET is sent again once on a new
+        connection, as HTTP clients do for idempotent requests (RFC 9110, 9.2.2), and counted
+        in ``retried``. The time it took still counts in the request's latency.
+        """
+        reused = bool(self.idle)
+        try:
+            return await self._get()
+        except _StaleConnection:
+            if not reused:
+                raise HttpError("closed before answering") from None
+            self.retried += 1
+            return await self._get(fresh=True)
+
+    async def _get(self, fresh: bool = False) -> tuple[int, int]:
+        if self.idle and not fresh:
             reader, writer = self.idle.pop()
         else:
             if self.opened >= self.limit:
@@ -157,7 +178,14 @@ class Connections:
             self.opened += 1
         try:
             writer.write(self.request)
-            head = await reader.readuntil(b"\r\n\r\n")
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    raise
+                raise _StaleConnection from exc
+            except ConnectionError as exc:
+                raise _StaleConnection from exc
             if not head.startswith(b"HTTP/1.1 "):
                 raise HttpError("not an HTTP/1.1 answer")
             status = int(head[9:12])
@@ -172,6 +200,10 @@ class Connections:
                 if at >= 0:
                     length = int(headers[at + 17 : headers.index(b"\r\n", at + 2)])
                     size = len(await reader.readexactly(length))
+        except _StaleConnection:
+            self.opened -= 1
+            writer.close()
+            raise
         except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             self.opened -= 1
             writer.close()
@@ -251,6 +283,7 @@ async def load(host: str, port: int, key: str, rate: float, seconds: float) -> d
         "throughput_rps": len(ok) / span if finished else 0.0,
         "offered_rps": rate,
         "load_cpu_ms_per_request": driver_cpu * 1000 / max(1, total),
+        "retried_stale_connections": connections.retried,
     }
 
 

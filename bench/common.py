@@ -102,6 +102,27 @@ def process_peak_rss_bytes(pid: int) -> int | None:
     return None
 
 
+def cpu_ticks() -> list[int] | None:
+    """The machine's CPU time so far (``/proc/stat``: user, nice, system, idle, iowait, irq,
+    softirq, steal), or None where there is no such file."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            first = stat.readline().split()
+    except OSError:
+        return None
+    return [int(v) for v in first[1:9]] if first and first[0] == "cpu" else None
+
+
+def steal_percent(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Share of the CPU time between two :func:`cpu_ticks` that the hypervisor gave to other
+    machines (steal): on a shared virtual machine the same code is that much slower."""
+    if before is None or after is None:
+        return None
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(spent)
+    return round(100 * spent[7] / total, 1) if total > 0 else None
+
+
 def psycopg_url(sqlalchemy_url: str) -> str:
     """``postgresql+psycopg://...`` as a libpq URI."""
     import sqlalchemy as sa

@@ -309,16 +309,18 @@ def markdown(doc: dict[str, Any]) -> str:
         f"synchronous_commit {pg.get('synchronous_commit', '?')}) · {m['os']}"
         + (f" · commit {m['commit']}" if m.get("commit") else ""),
         "",
-        "| Measurement | Rows | Wall | Rows/s | Peak RSS |",
-        "|---|---:|---:|---:|---:|",
+        "| Measurement | Rows | Wall | Rows/s | Peak RSS | CPU steal |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in doc["results"]:
         if "error" in r:
-            out.append(f"| {r['part']}: FAILED ({r['error']}) | – | – | – | – |")
+            out.append(f"| {r['part']}: FAILED ({r['error']}) | – | – | – | – | – |")
             continue
+        steal = r.get("cpu_steal_percent")
         out.append(
             f"| {r['label']} | {_fmt_rows(r['rows'])} | {_fmt_wall(r['wall_s'])} | "
-            f"{_fmt_rate(r['rows_per_s'])} | {_fmt_rss(r['peak_rss_bytes'])} |"
+            f"{_fmt_rate(r['rows_per_s'])} | {_fmt_rss(r['peak_rss_bytes'])} | "
+            f"{'–' if steal is None else f'{steal:.0f}%'} |"
         )
     api = _by_part(doc["results"]).get("api")
     if api:
@@ -333,6 +335,8 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{d['ok']:,} answered 200; p50 {ms(d['p50_ms'])}, p95 {ms(d['p95_ms'])}, "
             f"p99 {ms(d['p99_ms'])}, max {ms(d['max_ms'])}; "
             f"{d['throughput_rps']:.0f} req/s answered; statuses {d['statuses']}; "
+            f"{d.get('retried_stale_connections', 0)} sent again on a new connection after the "
+            "server had closed the idle one; "
             f"server peak RSS {_fmt_rss(api['peak_rss_bytes'])}, "
             f"load driver {_fmt_rss(d['load_rss_bytes'])}.",
         ]
@@ -363,6 +367,9 @@ METHOD = (
     "work_mem 256MB; it omits the repeat rule, the per-signal outcomes and the routing.",
     "API: open-loop load; latency counts from each request's due time; the per-key read limit "
     "is off for the load test.",
+    "CPU steal: the share of the machine's CPU time during each part that the hypervisor gave "
+    "to other virtual machines (`/proc/stat`). On a shared virtual machine the same work takes "
+    "that much longer; compare runs with similar steal.",
 )
 
 

@@ -29,7 +29,7 @@ import psycopg
 
 from bench import data as bench_data
 from bench import report
-from bench.common import SCALES, psycopg_url, read_json, say
+from bench.common import SCALES, cpu_ticks, psycopg_url, read_json, say, steal_percent
 from shared.settings import new_key_text
 
 DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -152,6 +152,7 @@ def run_part(
         *(extra or []),
     ]
     started = time.perf_counter()
+    ticks = cpu_ticks()
     try:
         completed = subprocess.run(  # noqa: S603 (our own modules, fixed arguments)
             command, env=env, timeout=timeout, check=False, cwd=BENCH_DIR.parent
@@ -162,6 +163,9 @@ def run_part(
     say(f"{name}: done in {time.perf_counter() - started:.1f} s")
     if code == 0 and result_file.exists():
         found: list[dict[str, Any]] = read_json(result_file)
+        steal = steal_percent(ticks, cpu_ticks())
+        for result in found:
+            result["cpu_steal_percent"] = steal
         return found
     return [{"part": name, "error": f"exit {code}"}]
 

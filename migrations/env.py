@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 import shared.models  # noqa: F401  (registers the tables on Base.metadata)
-from shared.db import Base, make_engine
+from shared.db import Base, make_engine, schema_comparison_filter
 
 config = context.config
 target_metadata = Base.metadata
@@ -32,6 +32,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_object=schema_comparison_filter(connection.dialect.name),
         )
         with context.begin_transaction():
             context.run_migrations()

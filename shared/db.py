@@ -7,7 +7,7 @@ functions below it only ``flush()``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,26 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+# Foreign keys declared on the models that PostgreSQL enforces with statement triggers instead of
+# a constraint (same guarantees, checked once per statement rather than once per row; see
+# migration 0009). SQLite keeps them as constraints.
+TRIGGER_ENFORCED_FOREIGN_KEYS = frozenset({"fk_signals_delivery_id_deliveries"})
+
+
+def schema_comparison_filter(dialect: str) -> Callable[..., bool]:
+    """Alembic's ``include_object`` hook for comparing the models with a database's schema: on
+    PostgreSQL it leaves out the foreign keys enforced by triggers there."""
+
+    def include(obj: object, name: str | None, type_: str, *_args: object) -> bool:
+        return not (
+            dialect == "postgresql"
+            and type_ == "foreign_key_constraint"
+            and name in TRIGGER_ENFORCED_FOREIGN_KEYS
+        )
+
+    return include
+
 
 # Seconds a new PostgreSQL connection may take before the attempt fails (not a query timeout).
 CONNECT_TIMEOUT_S = 10

@@ -7,14 +7,20 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from shared import migrate
-from shared.db import Base, make_engine
+from shared.db import Base, make_engine, schema_comparison_filter
 
 
 def _diff(url: str) -> list[object]:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                conn,
+                opts={
+                    "compare_type": True,
+                    "include_object": schema_comparison_filter(conn.dialect.name),
+                },
+            )
             return list(compare_metadata(context, Base.metadata))
     finally:
         engine.dispose()
