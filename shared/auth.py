@@ -19,12 +19,13 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services.ingest import repository
 from shared.crypto import api_key_matches, issue_api_key, split_api_key
 from shared.errors import AuthenticationError
-from shared.models import ApiKey, Staff
+from shared.models import ApiKey, Partner, Staff
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 PARTNER_ROLE = "partner"
@@ -56,30 +57,61 @@ class Principal:
         return str(self.partner_id or self.staff_id)
 
 
+# Set on the session when :func:`authenticate` stamped the key's last use (an UPDATE the ORM does
+# not see as a pending change): the caller commits it whatever the request does next.
+CREDENTIAL_STAMPED = "credential_stamped"
+
+
 def authenticate(session: Session, presented: str | None, now: datetime) -> Principal:
-    """The principal behind a bearer key, or AuthenticationError (401)."""
+    """The principal behind a bearer key, or AuthenticationError (401).
+
+    One round trip reads the key with its owner (every request of the API does this), and a
+    second one, at most once a minute per key, stamps its last use.
+    """
     if not presented:
         raise AuthenticationError(KEY_REQUIRED)
     parts = split_api_key(presented)
-    record = repository.api_key_by_key_id(session, parts[1]) if parts else None
+    record = (
+        session.execute(
+            select(
+                ApiKey.id,
+                ApiKey.key_id,
+                ApiKey.key_hash,
+                ApiKey.revoked_at,
+                ApiKey.last_used_at,
+                ApiKey.partner_id,
+                ApiKey.staff_id,
+                Staff.role,
+                Staff.team_id,
+                Staff.active.label("staff_active"),
+                Partner.active.label("partner_active"),
+            )
+            .outerjoin(Staff, Staff.id == ApiKey.staff_id)
+            .outerjoin(Partner, Partner.id == ApiKey.partner_id)
+            .where(ApiKey.key_id == parts[1])
+        ).first()
+        if parts
+        else None
+    )
     # Compare even when nothing was found, so timing does not tell unknown from wrong keys.
     stored_hash = record.key_hash if record is not None else "0" * 64
     valid = api_key_matches(presented, stored_hash)
     if record is None or not valid or record.revoked_at is not None:
         raise AuthenticationError("the API key is not valid")
-    if record.last_used_at is None or now - record.last_used_at > LAST_USED_RESOLUTION:
-        record.last_used_at = now
     if record.staff_id is not None:
-        staff = session.get(Staff, record.staff_id)
-        if staff is None or not staff.active:
+        if not record.staff_active:
             raise AuthenticationError("the API key is not valid")
-        return Principal(
-            record.id, record.key_id, staff.role, staff_id=staff.id, team_id=staff.team_id
+        principal = Principal(
+            record.id, record.key_id, record.role, staff_id=record.staff_id, team_id=record.team_id
         )
-    partner = repository.partner_by_id(session, record.partner_id) if record.partner_id else None
-    if partner is None or not partner.active:
+    elif record.partner_id is not None and record.partner_active:
+        principal = Principal(record.id, record.key_id, PARTNER_ROLE, partner_id=record.partner_id)
+    else:
         raise AuthenticationError("the API key is not valid")
-    return Principal(record.id, record.key_id, PARTNER_ROLE, partner_id=partner.id)
+    if record.last_used_at is None or now - record.last_used_at > LAST_USED_RESOLUTION:
+        session.execute(update(ApiKey).where(ApiKey.id == record.id).values(last_used_at=now))
+        session.info[CREDENTIAL_STAMPED] = True
+    return principal
 
 
 def certificate_fingerprint(certificate: x509.Certificate) -> str:
