@@ -326,3 +326,33 @@ def test_a_fresh_signal_from_a_new_partner_never_removes_a_case(
     )
     after = match(pl.concat([frame, extra]), empty_history(), CONFIG)
     assert before <= set(after.cases["address_hash"].to_list())
+
+
+@st.composite
+def history_frames(draw: st.DrawFn, prefix: str) -> pl.DataFrame:
+    """Earlier cases' rows at addresses ``{prefix}0`` … ``{prefix}12``."""
+    rows = [
+        {
+            "case_id": f"{prefix}-case-{draw(st.integers(0, 30))}",
+            "period": str(CONFIG.period.shift(-draw(st.integers(1, 8)))),
+            "address_hash": f"{prefix}{draw(st.integers(0, 12))}",
+            "partner_id": f"p{draw(st.integers(0, 5))}",
+            "bedrag_cent": draw(st.integers(1, 500_000)),
+            "case_open": draw(st.booleans()),
+            "closed_on": RUN_DATE - timedelta(days=draw(st.integers(1, 400))),
+        }
+        for _ in range(draw(st.integers(0, 30)))
+    ]
+    return pl.DataFrame(rows, schema=empty_history().schema)
+
+
+@settings(max_examples=100, deadline=None)
+@given(signal_frames(), history_frames("a"), history_frames("b"))
+def test_history_of_addresses_without_a_signal_changes_nothing(
+    frame: pl.DataFrame, related: pl.DataFrame, unrelated: pl.DataFrame
+) -> None:
+    """The run may leave out the history of every address it has no signal for (signals are at
+    ``a*`` addresses; ``b*`` history belongs to other addresses)."""
+    assert canonical(match(frame, related, CONFIG)) == canonical(
+        match(frame, pl.concat([unrelated, related, unrelated]), CONFIG)
+    )
