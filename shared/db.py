@@ -28,8 +28,20 @@ NAMING_CONVENTION = {
 
 # Foreign keys declared on the models that PostgreSQL enforces with statement triggers instead of
 # a constraint (same guarantees, checked once per statement rather than once per row; see
-# migration 0009). SQLite keeps them as constraints.
-TRIGGER_ENFORCED_FOREIGN_KEYS = frozenset({"fk_signals_delivery_id_deliveries"})
+# migration 0009): those of the tables the upload and the monthly run write in bulk. SQLite keeps
+# them as constraints.
+TRIGGER_ENFORCED_FOREIGN_KEYS = frozenset(
+    {
+        "fk_signals_delivery_id_deliveries",
+        "fk_cases_run_id_runs",
+        "fk_cases_team_id_teams",
+        "fk_case_signals_case_id_cases",
+        "fk_case_signals_signal_id_signals",
+        "fk_case_links_case_id_cases",
+        "fk_case_links_earlier_case_id_cases",
+        "fk_case_events_case_id_cases",
+    }
+)
 
 
 def schema_comparison_filter(dialect: str) -> Callable[..., bool]:

@@ -1,0 +1,263 @@
+"""The foreign keys of the bulk-written tables, on each backend.
+
+SQLite enforces them as constraints; PostgreSQL with statement triggers (migration 0009: one
+check per statement instead of one per row, with row locks on the parents, or a table lock when
+a statement refers to more than ``ESCALATE_ABOVE`` of them). Both must refuse a reference to a
+missing parent, cascade or refuse deletes as declared, and (PostgreSQL) keep a parent from being
+deleted or changed while another transaction is storing rows that refer to it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from services.ingest.partners import add_partner
+from services.ingest.service import ingest_with_retry
+from services.matcher.service import run_period
+from shared.context import Context
+from shared.db import make_engine, unit_of_work
+from shared.models import Case, CaseEvent, CaseSignal, Delivery, Partner, Run, Signal, Team
+from tests.conftest import Clock
+from tests.helpers import csv_file, register, row
+
+# Migration 0009: above this many distinct parents in one statement, PostgreSQL locks the
+# parent table instead of each parent row.
+ESCALATE_ABOVE = 10_000
+
+
+def _delivered(ctx: Context, rows: int = 3) -> uuid.UUID:
+    with unit_of_work(ctx.sessions) as session:
+        add_partner(session, name="Woonstichting Stroom", kind="huur", now=ctx.now())
+        partner = session.scalar(sa.select(Partner).where(Partner.name == "Woonstichting Stroom"))
+        assert partner is not None
+    content = csv_file(*[row(ref=f"R{i}", nummer=str(i + 1)) for i in range(rows)])
+    outcome = ingest_with_retry(ctx, partner_id=partner.id, content=content, filename="a.csv")
+    return outcome.delivery.id
+
+
+def _copy_of_signal(session: sa.orm.Session, delivery_id: uuid.UUID) -> dict[str, object]:
+    signal = session.scalars(sa.select(Signal).where(Signal.delivery_id == delivery_id)).first()
+    assert signal is not None
+    values = {c.key: getattr(signal, c.key) for c in sa.inspect(Signal).column_attrs}
+    values.pop("id")
+    values["row_number"] = 10_000
+    return values
+
+
+def _signal_count(ctx: Context, delivery_id: uuid.UUID) -> int:
+    with ctx.sessions() as session:
+        counted = session.scalar(
+            sa.select(sa.func.count()).select_from(Signal).where(Signal.delivery_id == delivery_id)
+        )
+        return int(counted or 0)
+
+
+def test_a_signal_of_an_unknown_delivery_is_refused(ctx: Context) -> None:
+    delivery_id = _delivered(ctx)
+    with ctx.sessions() as session:
+        values = _copy_of_signal(session, delivery_id)
+        values["delivery_id"] = uuid.uuid4()
+        with pytest.raises(IntegrityError):
+            session.execute(sa.insert(Signal), [values])
+        session.rollback()
+    assert _signal_count(ctx, delivery_id) == 3
+
+
+def test_many_signals_with_one_unknown_delivery_are_refused_together(ctx: Context) -> None:
+    delivery_id = _delivered(ctx)
+    with ctx.sessions() as session:
+        good = _copy_of_signal(session, delivery_id)
+        bad = dict(good, delivery_id=uuid.uuid4(), row_number=10_001)
+        with pytest.raises(IntegrityError):
+            session.execute(sa.insert(Signal), [good, bad])
+        session.rollback()
+    assert _signal_count(ctx, delivery_id) == 3
+
+
+def test_deleting_a_delivery_deletes_its_signals(ctx: Context) -> None:
+    kept = _delivered(ctx)
+    with unit_of_work(ctx.sessions) as session:
+        other = _copy_of_signal(session, kept)
+        first = session.get(Delivery, kept)
+        assert first is not None
+        second = Delivery(
+            partner_id=first.partner_id,
+            period=first.period,
+            status="superseded",
+            file_format=first.file_format,
+            content_sha256="0" * 64,
+            size_bytes=1,
+            row_count=1,
+        )
+        session.add(second)
+        session.flush()
+        session.execute(sa.insert(Signal), [dict(other, delivery_id=second.id)])
+    assert _signal_count(ctx, second.id) == 1
+    with unit_of_work(ctx.sessions) as session:
+        session.execute(sa.delete(Delivery).where(Delivery.id == second.id))
+    assert _signal_count(ctx, second.id) == 0
+    assert _signal_count(ctx, kept) == 3
+
+
+def test_a_signal_keeps_its_delivery(ctx: Context) -> None:
+    delivery_id = _delivered(ctx)
+    with ctx.sessions() as session:
+        with pytest.raises(IntegrityError):
+            session.execute(
+                sa.update(Signal)
+                .where(Signal.delivery_id == delivery_id)
+                .values(delivery_id=uuid.uuid4())
+            )
+        session.rollback()
+    assert _signal_count(ctx, delivery_id) == 3
+
+
+def test_a_delivery_is_not_deleted_while_its_signals_are_being_stored(
+    ctx: Context, database_url: str, tmp_path: Path
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks across connections: PostgreSQL only (SQLite locks the database)")
+    delivery_id = _delivered(ctx)
+    with ctx.sessions() as writer:
+        writer.execute(sa.insert(Signal), [_copy_of_signal(writer, delivery_id)])
+        # The writer's transaction is open: its check holds the delivery, as a foreign key would.
+        engine = make_engine(database_url)
+        try:
+            with engine.connect() as other:
+                other.execute(sa.text("SET lock_timeout = '300ms'"))
+                with pytest.raises(DBAPIError, match="lock timeout"):
+                    other.execute(sa.delete(Delivery).where(Delivery.id == delivery_id))
+                other.rollback()
+        finally:
+            engine.dispose()
+        writer.commit()
+    assert _signal_count(ctx, delivery_id) == 4
+
+
+# --- the monthly run's tables ----------------------------------------------------------------
+
+
+def _november_cases(ctx: Context, clock: Clock) -> None:
+    """Two cases (a zorg + energie address and a rent address) with their links and events."""
+    for name, kind in (("Huur BV", "huur"), ("Energie NV", "energie"), ("Zorg UA", "zorg")):
+        register(ctx, name, kind)
+    clock.set_local(2026, 11, 10, 9, 0)
+    for name, rows in (
+        ("Zorg UA", [row("Z1", nummer="1")]),
+        ("Energie NV", [row("E1", nummer="1")]),
+        ("Huur BV", [row("H5", nummer="5")]),
+    ):
+        with ctx.sessions() as session:
+            partner = session.scalars(sa.select(Partner.id).where(Partner.name == name)).one()
+        ingest_with_retry(ctx, partner_id=partner, content=csv_file(*rows), filename="f.csv")
+    clock.set_local(2026, 11, 26, 2, 0)
+    assert run_period(ctx).figures["cases"] == 2
+
+
+def _count(ctx: Context, table: type[Any]) -> int:
+    with ctx.sessions() as session:
+        return int(session.scalar(sa.select(sa.func.count()).select_from(table)) or 0)
+
+
+def test_deleting_a_case_deletes_its_links_and_events(ctx: Context, clock: Clock) -> None:
+    _november_cases(ctx, clock)
+    assert (_count(ctx, CaseSignal), _count(ctx, CaseEvent)) == (3, 2)
+    with unit_of_work(ctx.sessions) as session:
+        case_id = session.scalars(sa.select(Case.id).where(Case.signal_count == 2)).one()
+        session.execute(sa.delete(Case).where(Case.id == case_id))
+    assert (_count(ctx, Case), _count(ctx, CaseSignal), _count(ctx, CaseEvent)) == (1, 1, 1)
+
+
+def test_a_case_moves_only_to_an_existing_team_which_then_stays(ctx: Context, clock: Clock) -> None:
+    _november_cases(ctx, clock)
+    with ctx.sessions() as session:
+        with pytest.raises(IntegrityError):
+            session.execute(sa.update(Case).values(team_id=uuid.uuid4()))
+        session.rollback()
+        team = Team(name="Wijkteam Noord")
+        session.add(team)
+        session.flush()
+        session.execute(sa.update(Case).values(team_id=team.id))
+        session.commit()
+    with ctx.sessions() as session:
+        with pytest.raises(IntegrityError):
+            session.execute(sa.delete(Team))
+        session.rollback()
+    assert _count(ctx, Team) == 1
+
+
+def test_a_run_with_cases_cannot_be_deleted(ctx: Context, clock: Clock) -> None:
+    _november_cases(ctx, clock)
+    with ctx.sessions() as session:
+        with pytest.raises(IntegrityError):
+            session.execute(sa.delete(Run))
+        session.rollback()
+    assert _count(ctx, Run) == 1
+
+
+def _many_cases(ctx: Context, count: int) -> list[uuid.UUID]:
+    """``count`` more cases (October), like the first one."""
+    with ctx.sessions() as session:
+        template = session.execute(sa.select(Case).limit(1)).scalar_one()
+        values = {
+            c.key: getattr(template, c.key)
+            for c in sa.inspect(Case).column_attrs
+            if c.key not in ("id", "address_hash", "period")
+        }
+    ids = [uuid.uuid4() for _ in range(count)]
+    with unit_of_work(ctx.sessions) as session:
+        session.execute(
+            sa.insert(Case),
+            [
+                dict(values, id=case_id, address_hash=f"{i:064x}", period="2026-10")
+                for i, case_id in enumerate(ids)
+            ],
+        )
+    return ids
+
+
+def _notes(ctx: Context, case_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
+    return [{"case_id": case_id, "at": ctx.now(), "kind": "note"} for case_id in case_ids]
+
+
+def test_links_to_many_parents_are_checked_together(ctx: Context, clock: Clock) -> None:
+    """More distinct parents than the row-lock limit (a table lock then): one missing fails all."""
+    _november_cases(ctx, clock)
+    many = _many_cases(ctx, ESCALATE_ABOVE + 5)
+    events = _notes(ctx, many)
+    with ctx.sessions() as session:
+        with pytest.raises(IntegrityError):
+            session.execute(sa.insert(CaseEvent), [*events, dict(events[0], case_id=uuid.uuid4())])
+        session.rollback()
+        session.execute(sa.insert(CaseEvent), events)
+        session.commit()
+    assert _count(ctx, CaseEvent) == 2 + len(many)
+
+
+@pytest.mark.parametrize("parents", [1, ESCALATE_ABOVE + 1], ids=["row-locks", "table-lock"])
+def test_cases_are_not_deleted_while_links_to_them_are_being_stored(
+    ctx: Context, clock: Clock, database_url: str, parents: int
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("locks across connections: PostgreSQL only (SQLite locks the database)")
+    _november_cases(ctx, clock)
+    linked = _many_cases(ctx, parents)
+    with ctx.sessions() as writer:
+        writer.execute(sa.insert(CaseEvent), _notes(ctx, linked))
+        engine = make_engine(database_url)
+        try:
+            with engine.connect() as other:
+                other.execute(sa.text("SET lock_timeout = '300ms'"))
+                with pytest.raises(DBAPIError, match="lock timeout"):
+                    other.execute(sa.delete(Case).where(Case.id == linked[0]))
+                other.rollback()
+        finally:
+            engine.dispose()
+        writer.commit()
+    assert _count(ctx, CaseEvent) == 2 + parents
