@@ -3,7 +3,7 @@
 SQLite enforces them as constraints; PostgreSQL with statement triggers (migration 0009: one
 check per statement instead of one per row, with row locks on the parents, or a table lock when
 a statement refers to more than ``ESCALATE_ABOVE`` of them). Both must refuse a reference to a
-missing parent, cascade or refuse deletes as declared, and (PostgreSQL) keep a parent from being
+missing parent, cascade or refuse deletes as declared, and keep a parent from being
 deleted or changed while another transaction is storing rows that refer to it.
 """
 
@@ -118,24 +118,34 @@ def test_a_signal_keeps_its_delivery(ctx: Context) -> None:
     assert _signal_count(ctx, delivery_id) == 3
 
 
+def _refused_while_held(database_url: str, statement: sa.Executable) -> None:
+    """Another connection's ``statement`` waits for the open transaction and gives up: on
+    PostgreSQL at the parent's lock (``lock_timeout``), on SQLite at the database's write lock."""
+    postgres = database_url.startswith("postgresql")
+    engine = (
+        make_engine(database_url)
+        if postgres
+        else sa.create_engine(database_url, connect_args={"timeout": 0.3})
+    )
+    try:
+        with engine.connect() as other:
+            if postgres:
+                other.execute(sa.text("SET lock_timeout = '300ms'"))
+            with pytest.raises(DBAPIError, match="lock timeout" if postgres else "locked"):
+                other.execute(statement)
+            other.rollback()
+    finally:
+        engine.dispose()
+
+
 def test_a_delivery_is_not_deleted_while_its_signals_are_being_stored(
     ctx: Context, database_url: str, tmp_path: Path
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("row locks across connections: PostgreSQL only (SQLite locks the database)")
     delivery_id = _delivered(ctx)
     with ctx.sessions() as writer:
         writer.execute(sa.insert(Signal), [_copy_of_signal(writer, delivery_id)])
         # The writer's transaction is open: its check holds the delivery, as a foreign key would.
-        engine = make_engine(database_url)
-        try:
-            with engine.connect() as other:
-                other.execute(sa.text("SET lock_timeout = '300ms'"))
-                with pytest.raises(DBAPIError, match="lock timeout"):
-                    other.execute(sa.delete(Delivery).where(Delivery.id == delivery_id))
-                other.rollback()
-        finally:
-            engine.dispose()
+        _refused_while_held(database_url, sa.delete(Delivery).where(Delivery.id == delivery_id))
         writer.commit()
     assert _signal_count(ctx, delivery_id) == 4
 
@@ -244,20 +254,10 @@ def test_links_to_many_parents_are_checked_together(ctx: Context, clock: Clock) 
 def test_cases_are_not_deleted_while_links_to_them_are_being_stored(
     ctx: Context, clock: Clock, database_url: str, parents: int
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("locks across connections: PostgreSQL only (SQLite locks the database)")
     _november_cases(ctx, clock)
     linked = _many_cases(ctx, parents)
     with ctx.sessions() as writer:
         writer.execute(sa.insert(CaseEvent), _notes(ctx, linked))
-        engine = make_engine(database_url)
-        try:
-            with engine.connect() as other:
-                other.execute(sa.text("SET lock_timeout = '300ms'"))
-                with pytest.raises(DBAPIError, match="lock timeout"):
-                    other.execute(sa.delete(Case).where(Case.id == linked[0]))
-                other.rollback()
-        finally:
-            engine.dispose()
+        _refused_while_held(database_url, sa.delete(Case).where(Case.id == linked[0]))
         writer.commit()
     assert _count(ctx, CaseEvent) == 2 + parents
