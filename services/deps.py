@@ -41,7 +41,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.ratelimit import RateLimits
 from shared import audit
 from shared.auth import (
-    CREDENTIAL_STAMPED,
     KEY_REQUIRED,
     PARTNER_ROLE,
     Principal,
@@ -250,12 +249,12 @@ def _authentication_session(request: Request, ctx: Context) -> Iterator[Session]
     shared = getattr(request.state, "session", None)
     if isinstance(shared, Session):
         try:
-            with shared.no_autoflush:  # so that an ORM stamp is still pending (dirty) at the end
+            with shared.no_autoflush:  # so that a stamp is still pending (dirty) at the end
                 yield shared
         except BaseException:
             shared.rollback()
             raise
-        if shared.dirty or shared.info.pop(CREDENTIAL_STAMPED, False):
+        if shared.dirty:
             shared.commit()
         return
     with unit_of_work(ctx.sessions) as session:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.ingest import repository
@@ -57,30 +57,19 @@ class Principal:
         return str(self.partner_id or self.staff_id)
 
 
-# Set on the session when :func:`authenticate` stamped the key's last use (an UPDATE the ORM does
-# not see as a pending change): the caller commits it whatever the request does next.
-CREDENTIAL_STAMPED = "credential_stamped"
-
-
 def authenticate(session: Session, presented: str | None, now: datetime) -> Principal:
     """The principal behind a bearer key, or AuthenticationError (401).
 
-    One round trip reads the key with its owner (every request of the API does this), and a
-    second one, at most once a minute per key, stamps its last use.
+    One statement reads the key with its owner (every request of the API does this); the key's
+    last use is stamped at most once a minute (the caller commits it).
     """
     if not presented:
         raise AuthenticationError(KEY_REQUIRED)
     parts = split_api_key(presented)
-    record = (
+    found = (
         session.execute(
             select(
-                ApiKey.id,
-                ApiKey.key_id,
-                ApiKey.key_hash,
-                ApiKey.revoked_at,
-                ApiKey.last_used_at,
-                ApiKey.partner_id,
-                ApiKey.staff_id,
+                ApiKey,
                 Staff.role,
                 Staff.team_id,
                 Staff.active.label("staff_active"),
@@ -93,24 +82,24 @@ def authenticate(session: Session, presented: str | None, now: datetime) -> Prin
         if parts
         else None
     )
+    record = found[0] if found is not None else None
     # Compare even when nothing was found, so timing does not tell unknown from wrong keys.
     stored_hash = record.key_hash if record is not None else "0" * 64
     valid = api_key_matches(presented, stored_hash)
-    if record is None or not valid or record.revoked_at is not None:
+    if found is None or record is None or not valid or record.revoked_at is not None:
         raise AuthenticationError("the API key is not valid")
     if record.staff_id is not None:
-        if not record.staff_active:
+        if not found.staff_active:
             raise AuthenticationError("the API key is not valid")
         principal = Principal(
-            record.id, record.key_id, record.role, staff_id=record.staff_id, team_id=record.team_id
+            record.id, record.key_id, found.role, staff_id=record.staff_id, team_id=found.team_id
         )
-    elif record.partner_id is not None and record.partner_active:
+    elif record.partner_id is not None and found.partner_active:
         principal = Principal(record.id, record.key_id, PARTNER_ROLE, partner_id=record.partner_id)
     else:
         raise AuthenticationError("the API key is not valid")
     if record.last_used_at is None or now - record.last_used_at > LAST_USED_RESOLUTION:
-        session.execute(update(ApiKey).where(ApiKey.id == record.id).values(last_used_at=now))
-        session.info[CREDENTIAL_STAMPED] = True
+        record.last_used_at = now
     return principal
 
 

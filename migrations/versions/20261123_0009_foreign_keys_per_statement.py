@@ -8,7 +8,8 @@ A foreign key checks, and locks, each inserted row's parent on its own: for an u
 signals a million look-ups of the same delivery, and for the monthly run a look-up per case, per
 case link and per recidive link. Measured on the 2-core machine (a month copied in on the server,
 into tables of national size): 9.6 s of 26.4 s for a million signals; 3.4 s of 25.2 s for 271,118
-cases (their run and team); for 401,921 case links, see README, Benchmarks.
+cases (their run and team); 401,921 case links took 31.2 s with their two per-row checks, 10.9 s
+with the statement triggers below and 6.2 s with no check at all.
 
 Here the same rules are kept by statement triggers, which check all rows of a statement at once:
 
