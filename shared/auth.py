@@ -82,12 +82,12 @@ def authenticate(session: Session, presented: str | None, now: datetime) -> Prin
         if parts
         else None
     )
-    record = found[0] if found is not None else None
     # Compare even when nothing was found, so timing does not tell unknown from wrong keys.
-    stored_hash = record.key_hash if record is not None else "0" * 64
+    stored_hash = found[0].key_hash if found is not None else "0" * 64
     valid = api_key_matches(presented, stored_hash)
-    if found is None or record is None or not valid or record.revoked_at is not None:
+    if found is None or not valid or found[0].revoked_at is not None:
         raise AuthenticationError("the API key is not valid")
+    record: ApiKey = found[0]
     if record.staff_id is not None:
         if not found.staff_active:
             raise AuthenticationError("the API key is not valid")

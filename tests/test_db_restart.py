@@ -433,37 +433,35 @@ def _assert_consistent(world: World, succeeded: list[Call], failed: list[Call]) 
         )
 
 
+def _connect_parameters(engine: sa.Engine) -> dict[str, Any]:
+    """The parameters the engine would connect with (the attempt is stopped before it is made)."""
+    seen: dict[str, Any] = {}
+
+    @sa.event.listens_for(engine, "do_connect")
+    def capture(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        seen.update(cparams)
+        raise RuntimeError("not connecting")
+
+    try:
+        with pytest.raises(RuntimeError):
+            engine.connect()
+    finally:
+        engine.dispose()
+    return seen
+
+
 def test_postgres_pool_replaces_dead_connections() -> None:
     """Pre-ping on, and a connection attempt that gets no answer gives up (never a hung request)."""
     engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")
     assert engine.pool._pre_ping
-    seen: dict[str, Any] = {}
-
-    @sa.event.listens_for(engine, "do_connect")
-    def capture(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
-        seen.update(cparams)
-        raise RuntimeError("not connecting")
-
-    with pytest.raises(RuntimeError):
-        engine.connect()
+    seen = _connect_parameters(engine)
     assert seen["connect_timeout"] == CONNECT_TIMEOUT_S
     assert seen["options"] == "-c jit=off"
-    engine.dispose()
 
 
 def test_a_url_with_its_own_options_keeps_them() -> None:
     engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none?options=-c%20jit%3Don")
-    seen: dict[str, Any] = {}
-
-    @sa.event.listens_for(engine, "do_connect")
-    def capture(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
-        seen.update(cparams)
-        raise RuntimeError("not connecting")
-
-    with pytest.raises(RuntimeError):
-        engine.connect()
-    assert seen["options"] == "-c jit=on"
-    engine.dispose()
+    assert _connect_parameters(engine)["options"] == "-c jit=on"
 
 
 def test_the_service_sessions_settings(database_url: str) -> None:

@@ -10,7 +10,6 @@ deleted or changed while another transaction is storing rows that refer to it.
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -105,6 +104,17 @@ def test_deleting_a_delivery_deletes_its_signals(ctx: Context) -> None:
     assert _signal_count(ctx, kept) == 3
 
 
+def test_a_delivery_keeps_its_id(ctx: Context) -> None:
+    delivery_id = _delivered(ctx)
+    with ctx.sessions() as session:
+        with pytest.raises(IntegrityError):
+            session.execute(
+                sa.update(Delivery).where(Delivery.id == delivery_id).values(id=uuid.uuid4())
+            )
+        session.rollback()
+    assert _signal_count(ctx, delivery_id) == 3
+
+
 def test_a_signal_keeps_its_delivery(ctx: Context) -> None:
     delivery_id = _delivered(ctx)
     with ctx.sessions() as session:
@@ -139,7 +149,7 @@ def _refused_while_held(database_url: str, statement: sa.Executable) -> None:
 
 
 def test_a_delivery_is_not_deleted_while_its_signals_are_being_stored(
-    ctx: Context, database_url: str, tmp_path: Path
+    ctx: Context, database_url: str
 ) -> None:
     delivery_id = _delivered(ctx)
     with ctx.sessions() as writer:
