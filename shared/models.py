@@ -425,8 +425,7 @@ class Case(Base):
         _enum_check("status", CaseStatus),
         _enum_check("classification", Classification),
         Index("uq_cases_period_address", "period", "address_hash", unique=True),
-        # Equality look-ups only: a hash index on PostgreSQL (migration 0010).
-        Index("ix_cases_address", "address_hash", postgresql_using="hash"),
+        # No index by address alone: nothing looks a case up by it (migration 0011).
         # The teams' case list: sorted by priority, then due date, within a route (and team).
         Index("ix_cases_queue", "route", "team_id", "priority", "due_date", "id"),
         Index("ix_cases_order", "priority", "due_date", "id"),

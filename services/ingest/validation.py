@@ -158,24 +158,28 @@ def parse_amount(col: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     return pl.when(ok).then(cents).otherwise(None), error
 
 
+BOOLEAN_WORDS = {word: True for word in TRUE_WORDS} | {word: False for word in FALSE_WORDS}
+
+
 def parse_boolean(col: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     """(bool with default False, error message or null)."""
     word = col.str.strip_chars().str.to_lowercase()
     value = (
-        pl.when(word.is_null() | (word == ""))
+        pl.when(col.is_null() | (word == ""))
         .then(pl.lit(False))
-        .when(word.is_in(TRUE_WORDS))
-        .then(pl.lit(True))
-        .when(word.is_in(FALSE_WORDS))
-        .then(pl.lit(False))
+        .otherwise(word.replace_strict(BOOLEAN_WORDS, default=None, return_dtype=pl.Boolean))
     )
     return value, pl.when(value.is_null()).then(pl.lit("expected ja or nee"))
 
 
 def bsn_valid(bsn: pl.Expr) -> pl.Expr:
-    """The elfproef: nine digits whose weighted sum (9..2, then -1) is a multiple of 11."""
+    """The elfproef: nine digits whose weighted sum (9..2, then -1) is a multiple of 11.
+
+    The digits are taken from the number by arithmetic (no string per digit).
+    """
+    number = bsn.str.to_integer(strict=False)
     total = pl.sum_horizontal(
-        [bsn.str.slice(i, 1).cast(pl.Int32, strict=False) * w for i, w in enumerate(BSN_WEIGHTS)]
+        [(number // 10 ** (8 - i) % 10) * w for i, w in enumerate(BSN_WEIGHTS)]
     )
     return bsn.str.contains(r"^[0-9]{9}$") & (total % 11 == 0) & (total != 0)
 
@@ -230,7 +234,7 @@ def _validate_batch(
     frame: pl.DataFrame, rules: ValidationRules, max_problems: int, seen: pl.DataFrame
 ) -> ValidationResult:
     today = pl.lit(rules.today)
-    text = frame.select(
+    text = frame.lazy().select(
         "row",
         *[_trimmed(c).alias(c) for c in frame.columns if c != "row"],
     )
@@ -243,34 +247,31 @@ def _validate_batch(
     bsn_digits = pl.col("bsn").str.replace_all(r"[\s.\-]", "")
     phone = pl.col("telefoon").str.replace_all(r"[\s\-().]", "")
 
-    # Lazy, so that Polars computes the sub-expressions the parsers share (a cleaned amount, a
-    # date's groups) once per batch instead of once per use.
-    values = (
-        text.lazy()
-        .with_columns(
-            postcode=postcode,
-            huisnummer_n=number,
-            huisnummer_suffix=suffix,
-            bedrag_cent=bedrag,
-            bedrag_error=bedrag_error,
-            geboortedatum_d=parse_date(pl.col("geboortedatum")),
-            achterstand_sinds_d=parse_date(pl.col("achterstand_sinds")),
-            signaaldatum_d=pl.coalesce(
-                parse_date(pl.col("signaaldatum")), pl.lit(rules.today)
-            ).alias("signaaldatum_d"),
-            bsn_n=bsn_digits,
-            telefoon_n=phone,
-            **{f"{name}_b": expr for name, (expr, _) in booleans.items()},
-            **{f"{name}_error": err for name, (_, err) in booleans.items()},
-            referentie_first=pl.col("row").min().over("referentie"),
-        )
-        .collect()
+    # One lazy plan, collected once, so that Polars computes the sub-expressions the parsers and
+    # the checks share (a cleaned amount, a date's groups, a BSN's digits) once per batch instead
+    # of once per use.
+    values = text.with_columns(
+        postcode=postcode,
+        huisnummer_n=number,
+        huisnummer_suffix=suffix,
+        bedrag_cent=bedrag,
+        bedrag_error=bedrag_error,
+        geboortedatum_d=parse_date(pl.col("geboortedatum")),
+        achterstand_sinds_d=parse_date(pl.col("achterstand_sinds")),
+        signaaldatum_d=pl.coalesce(parse_date(pl.col("signaaldatum")), pl.lit(rules.today)).alias(
+            "signaaldatum_d"
+        ),
+        bsn_n=bsn_digits,
+        telefoon_n=phone,
+        **{f"{name}_b": expr for name, (expr, _) in booleans.items()},
+        **{f"{name}_error": err for name, (_, err) in booleans.items()},
+        referentie_first=pl.col("row").min().over("referentie"),
     )
     if seen.height:
         # The first appearance may lie in an earlier batch.
-        values = values.join(seen, on="referentie", how="left", maintain_order="left").with_columns(
-            referentie_first=pl.coalesce("seen_row", "referentie_first")
-        )
+        values = values.join(
+            seen.lazy(), on="referentie", how="left", maintain_order="left"
+        ).with_columns(referentie_first=pl.coalesce("seen_row", "referentie_first"))
 
     def date_error(name: str, required: bool, allow_future: bool = False) -> Any:
         raw, parsed = pl.col(name), pl.col(f"{name}_d")
@@ -344,36 +345,30 @@ def _validate_batch(
         ),
     }
 
+    outputs = {
+        "geboortedatum": pl.col("geboortedatum_d"),
+        "bsn": pl.col("bsn_n"),
+        "huisnummer": pl.col("huisnummer_n"),
+        "telefoon": pl.col("telefoon_n"),
+        "email": pl.col("email").str.to_lowercase(),
+        "achterstand_sinds": pl.col("achterstand_sinds_d"),
+        "signaaldatum": pl.col("signaaldatum_d"),
+        **{name: pl.col(f"{name}_b") for name in BOOLEAN_FIELDS},
+        "address_key": address_key_expr(
+            pl.col("postcode"), pl.col("huisnummer_n"), pl.col("huisnummer_suffix")
+        ),
+        "person_key": person_key_expr(pl.col("achternaam"), pl.col("geboortedatum_d")),
+    }
+    # Every expression of one with_columns reads the columns as they were before it, so the
+    # checks see the raw values while the outputs take their names.
     checked = values.with_columns(
         [expr.alias(f"err:{name}") for name, expr in errors.items()]
         + [expr.alias(f"warn:{name}") for name, expr in warnings.items()]
-    )
+        + [expr.alias(name) for name, expr in outputs.items()]
+    ).collect()
     error_list, error_count = _problems(checked, "err:", max_problems)
     warning_list, warning_count = _problems(checked, "warn:", max_problems)
-    rows = checked.select(
-        "row",
-        "referentie",
-        "achternaam",
-        "tussenvoegsel",
-        "voorletters",
-        pl.col("geboortedatum_d").alias("geboortedatum"),
-        pl.col("bsn_n").alias("bsn"),
-        "straat",
-        pl.col("huisnummer_n").alias("huisnummer"),
-        "huisnummer_suffix",
-        "postcode",
-        "woonplaats",
-        pl.col("telefoon_n").alias("telefoon"),
-        pl.col("email").str.to_lowercase().alias("email"),
-        "bedrag_cent",
-        pl.col("achterstand_sinds_d").alias("achterstand_sinds"),
-        pl.col("signaaldatum_d").alias("signaaldatum"),
-        *[pl.col(f"{name}_b").alias(name) for name in BOOLEAN_FIELDS],
-        address_key_expr(
-            pl.col("postcode"), pl.col("huisnummer_n"), pl.col("huisnummer_suffix")
-        ).alias("address_key"),
-        person_key_expr(pl.col("achternaam"), pl.col("geboortedatum_d")).alias("person_key"),
-    )
+    rows = checked.select(OUTPUT_COLUMNS)
     return ValidationResult(rows, error_list, warning_list, error_count, warning_count)
 
 
@@ -381,11 +376,14 @@ def _problems(checked: pl.DataFrame, prefix: str, limit: int) -> tuple[list[RowP
     """Messages as (row, column, message) in row order, at most ``limit``; and the total."""
     columns = [c for c in checked.columns if c.startswith(prefix)]
     long = (
-        checked.select("row", *columns)
+        checked.lazy()
+        .select("row", *columns)
+        .filter(pl.any_horizontal(pl.col(columns).is_not_null()))
         .unpivot(index="row", variable_name="column", value_name="message")
         .drop_nulls("message")
         .with_columns(pl.col("column").str.strip_prefix(prefix))
         .sort("row", maintain_order=True)
+        .collect()
     )
     problems = [RowProblem(r, c, m) for r, c, m in long.head(limit).iter_rows()]
     return problems, long.height
