@@ -217,7 +217,8 @@ def match(signals: pl.DataFrame, history: pl.DataFrame, config: MatchConfig) -> 
     signals = signals.select(list(SIGNAL_SCHEMA)).sort("signal_id")
     # Only the history of this period's addresses can matter (the repeat rule looks up a signal's
     # address, recidive a case's): at national scale that is one earlier row in sixteen, and the
-    # rules below then group and sort that much less.
+    # rules below then group and sort that much less. The run reads only that part
+    # (services.matcher.repository.history); the rules do not rely on it.
     history = history.select(list(HISTORY_SCHEMA)).join(
         signals.select("address_hash").unique(), on="address_hash", how="semi"
     )

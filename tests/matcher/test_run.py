@@ -5,11 +5,13 @@ from __future__ import annotations
 import concurrent.futures
 import fcntl
 import json
+import uuid
 
 import pytest
 import sqlalchemy as sa
 
 from services.ingest.service import ingest_with_retry
+from services.matcher import repository
 from services.matcher.service import RunInProgress, run_period
 from shared.context import Context
 from shared.errors import Conflict
@@ -140,6 +142,29 @@ def test_recidive_across_periods(ctx: Context, clock: Clock, partners: None) -> 
     assert earlier is not None
     assert earlier.period == "2026-10"
     assert report.figures["recidive"] == 1
+
+
+def test_history_holds_the_earlier_cases_of_the_periods_addresses_only(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    clock.set_local(2026, 10, 5, 9, 0)
+    deliver(ctx, "Huur BV", row("H1", nummer="1", bedrag="400"), row("H4", nummer="4"))
+    clock.set_local(2026, 10, 26, 2, 0)
+    assert run_period(ctx).figures["cases"] == 2
+    november(ctx, clock)  # signals at numbers 1, 2, 3, 5 and 9: not at number 4
+    with ctx.sessions() as session:
+        october = {c.address_hash: str(c.id) for c in session.scalars(sa.select(Case)).all()}
+        november_addresses = session.scalars(
+            sa.select(Signal.address_hash).where(Signal.period == "2026-11")
+        ).all()
+        earlier = repository.history(session, "2026-01", "2026-11")
+        before_october = repository.history(session, "2026-01", "2026-10")
+    kept = set(october).intersection(november_addresses)
+    assert len(kept) == 1  # number 1 had a case in October and signals in November
+    assert set(earlier["address_hash"]) == kept
+    assert {uuid.UUID(c) for c in earlier["case_id"]} == {uuid.UUID(str(october[h])) for h in kept}
+    assert earlier.height == 1  # the one link of that case (its one signal)
+    assert before_october.is_empty()
 
 
 def test_open_window_cannot_be_run(ctx: Context, clock: Clock) -> None:
