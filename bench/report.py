@@ -366,7 +366,8 @@ METHOD = (
     "SQL baseline: run before the matching run (so it reads the same, unupdated rows), with "
     "work_mem 256MB; it omits the repeat rule, the per-signal outcomes and the routing.",
     "API: open-loop load; latency counts from each request's due time; the per-key read limit "
-    "is off for the load test.",
+    "is off for the load test. Before it the run's tables are vacuumed and analysed and a "
+    "checkpoint is taken, as the nightly run's would be by the working day.",
     "CPU steal: the share of the machine's CPU time during each part that the hypervisor gave "
     "to other virtual machines (`/proc/stat`). On a shared virtual machine the same work takes "
     "that much longer; compare runs with similar steal.",

@@ -24,8 +24,7 @@ from typing import Any, cast
 from weakref import WeakKeyDictionary
 
 import polars as pl
-from sqlalchemy import ColumnElement, Select, String, Table, delete, false, func, null, select
-from sqlalchemy import case as sa_case
+from sqlalchemy import ColumnElement, Select, String, Table, delete, false, func, select
 from sqlalchemy import cast as sa_cast
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -380,16 +379,21 @@ def case_conditions(
 class ListTotals:
     """The totals of case lists, remembered with the PostgreSQL snapshot they were counted in.
 
-    ``COUNT(*)`` of a coordinator's list reads every case (tens of thousands at smoke scale, more
-    with every month): most of the list's database time. Two snapshots with the same
+    ``COUNT(*)`` of a coordinator's list reads every case (3.5 million at national scale, more
+    than half a second): most of the list's database time. Two snapshots with the same
     ``xmin:xmax:xip`` (``pg_current_snapshot()``) see exactly the same committed transactions,
-    so a total counted in one holds in the other: the list statement compares the snapshot it
-    runs in with the remembered one and counts only when they differ (the count is a scalar
-    subquery in a ``CASE``, never run when it is not needed). Any write anywhere in the database
-    cluster (a change to a case, a run, even a key's last-use stamp) starts a new snapshot, so the
-    total is always exact; a busy writer only makes the counting more frequent. A transaction
-    that has itself written (its own changes are visible only to it) adds its transaction id to
-    the snapshot text, which no other transaction shares.
+    so a total counted in one holds in the other: the page statement returns the snapshot it
+    ran in, and the total is counted only when that is not the remembered one. Any write
+    anywhere in the database cluster (a change to a case, a run, even a key's last-use stamp)
+    starts a new snapshot, so the total is always exact; a busy writer only makes the counting
+    more frequent. A transaction that has itself written (its own changes are visible only to
+    it) adds its transaction id to the snapshot text, which no other transaction shares.
+
+    One count at a time per list (:meth:`counting`): after a write, every request in flight
+    finds its snapshot unknown; without this each would count (at national scale a dozen
+    five-second counts at once, which stalled the API for seconds). The others wait for the
+    one count and take its total when it was counted in their own snapshot, as it is when no
+    other write came in between.
 
     The server's start time is part of the text, so that snapshots of another server instance (a
     restore to an earlier point, a fail-over) never match. Per process and engine, at most
@@ -397,11 +401,15 @@ class ListTotals:
     SQLite has no such snapshot: it always counts.
     """
 
+    STRIPES = 64
+
     def __init__(self, max_entries: int = 1024, max_age: float = 60.0) -> None:
         self.max_entries = max_entries
         self.max_age = max_age
         self._entries: OrderedDict[Hashable, tuple[str, int, float]] = OrderedDict()
         self._lock = threading.Lock()
+        # Lists share a fixed number of counting locks (by hash): bounded, whatever the keys.
+        self._counting = [threading.Lock() for _ in range(self.STRIPES)]
 
     def get(self, key: Hashable) -> tuple[str, int] | None:
         with self._lock:
@@ -414,12 +422,21 @@ class ListTotals:
             self._entries.move_to_end(key)
             return found[0], found[1]
 
+    def total_in(self, key: Hashable, snapshot: str | None) -> int | None:
+        """The remembered total of the list when it was counted in ``snapshot``, else None."""
+        known = self.get(key)
+        return known[1] if known is not None and known[0] == snapshot else None
+
     def put(self, key: Hashable, snapshot: str, total: int) -> None:
         with self._lock:
             self._entries[key] = (snapshot, total, time.monotonic())
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+
+    def counting(self, key: Hashable) -> threading.Lock:
+        """The lock to hold while counting the list ``key`` (shared with a few other lists)."""
+        return self._counting[hash(key) % self.STRIPES]
 
     def clear(self) -> None:
         with self._lock:
@@ -461,42 +478,47 @@ def list_cases(
 ) -> CasePage:
     """A page of visible cases (priority, then due date) as list views, and the total.
 
-    One statement: the page, with each case's team name joined in and the total as a scalar
-    subquery, so that both come from the same snapshot in one round trip. Only the list view's
-    columns are read, as plain rows (no ORM objects). On PostgreSQL the total is counted only
-    when the snapshot differs from the one it was last counted in (:class:`ListTotals`). A page
-    past the end has no row to carry the total: then it is counted on its own.
+    Only the list view's columns are read, as plain rows (no ORM objects), with each case's team
+    name joined in. On SQLite the total is a scalar subquery of the same statement. On
+    PostgreSQL the statement also returns its snapshot, and the total is counted (in a second
+    statement) only when no total of this list is remembered for that snapshot
+    (:class:`ListTotals`). The count then runs in a snapshot of its own: when another write
+    committed in between, the total is that newer one.
     """
     conditions = case_conditions(principal, filters, today)
     counted = select(func.count()).select_from(Case).where(*conditions).correlate(None)
-    total_column: ColumnElement[Any] = counted.scalar_subquery()
-    extra: list[ColumnElement[Any]] = []
     engine = session.get_bind().engine
     totals = list_totals(engine) if engine.dialect.name == "postgresql" else None
-    key = (principal.role, principal.team_id, filters, today)
-    known = totals.get(key) if totals is not None else None
-    if known is not None:
-        total_column = sa_case((_snapshot == known[0], null()), else_=total_column)
-    if totals is not None:
-        extra.append(_snapshot.label("snapshot"))
+    extra = (
+        _snapshot.label("snapshot")
+        if totals is not None
+        else counted.scalar_subquery().label("total")
+    )
     rows = session.execute(
-        select(*SUMMARY_COLUMNS, Team.name.label("team_name"), total_column.label("total"), *extra)
+        select(*SUMMARY_COLUMNS, Team.name.label("team_name"), extra)
         .outerjoin(Team, Team.id == Case.team_id)
         .where(*conditions)
         .order_by(Case.priority, Case.due_date, Case.id)
         .offset((page - 1) * page_size)
         .limit(page_size)
     ).all()
-    if not rows:
-        total = 0 if page == 1 else int(session.scalar(counted) or 0)
-    elif rows[0].total is None:  # the snapshot was the remembered one
-        assert known is not None
-        total = known[1]
-    else:
-        total = int(rows[0].total)
-        if totals is not None:
-            totals.put(key, rows[0].snapshot, total)
-    return CasePage([summary(row, row.team_name, today) for row in rows], total)
+    items = [summary(row, row.team_name, today) for row in rows]
+    if not rows and page == 1:
+        return CasePage(items, 0)
+    if totals is None:
+        return CasePage(items, int(rows[0].total if rows else session.scalar(counted) or 0))
+    key = (principal.role, principal.team_id, filters, today)
+    snapshot = rows[0].snapshot if rows else None
+    total = totals.total_in(key, snapshot)
+    if total is None:
+        with totals.counting(key):
+            # Another request may have counted this snapshot while this one waited.
+            total = totals.total_in(key, snapshot)
+            if total is None:
+                found = session.execute(select(counted.scalar_subquery(), _snapshot)).one()
+                total = int(found[0])
+                totals.put(key, found[1], total)
+    return CasePage(items, total)
 
 
 # --- the case in full ----------------------------------------------------------------------------

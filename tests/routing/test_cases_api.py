@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -275,6 +278,55 @@ def test_a_remembered_total_holds_only_in_its_own_snapshot(world: World, ctx: Co
         session.rollback()
     with ctx.sessions() as session:
         assert listed(session) == 6
+
+
+def test_requests_that_find_their_snapshot_unknown_wait_for_one_count(
+    world: World, ctx: Context
+) -> None:
+    """After a write every request in flight needs a new total: one counts, the rest take it."""
+    principal = Principal(uuid.uuid4(), "k", "coordinator")
+    today = local_today(ctx.now(), ctx.tz)
+    totals = list_totals(ctx.engine)
+    totals.clear()
+    key = (principal.role, principal.team_id, CaseFilter(), today)
+    executed = {"page": 0, "count": 0}
+    lock = threading.Lock()
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        kind = "page" if "ORDER BY cases.priority" in statement else "count"
+        if "count(*)" in statement or kind == "page":
+            with lock:
+                executed[kind] += 1
+
+    def listed() -> int:
+        with ctx.sessions() as session:
+            page = list_cases(session, principal, CaseFilter(), today=today, page=1, page_size=2)
+            return page.total
+
+    sa.event.listen(ctx.engine, "before_cursor_execute", seen)
+    if ctx.engine.dialect.name != "postgresql":
+        # SQLite counts in each page's own statement: there is nothing to share or wait for.
+        try:
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                assert list(pool.map(lambda _: listed(), range(4))) == [6, 6, 6, 6]
+        finally:
+            sa.event.remove(ctx.engine, "before_cursor_execute", seen)
+        assert executed == {"page": 4, "count": 0}
+        return
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            with totals.counting(key):
+                found = [pool.submit(listed) for _ in range(4)]
+                deadline = time.monotonic() + 30
+                while executed["page"] < 4 and time.monotonic() < deadline:
+                    time.sleep(0.01)  # every page is read; every request now waits to count
+                waiting = dict(executed)
+            # the lock is let go: one request counts, the others take its total
+            assert [f.result(timeout=30) for f in found] == [6, 6, 6, 6]
+        assert waiting == {"page": 4, "count": 0}
+    finally:
+        sa.event.remove(ctx.engine, "before_cursor_execute", seen)
+    assert executed == {"page": 4, "count": 1}
 
 
 def test_remembered_totals_are_bounded_in_number_and_age(monkeypatch: pytest.MonkeyPatch) -> None:
