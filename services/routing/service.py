@@ -391,9 +391,9 @@ class ListTotals:
 
     One count at a time per list (:meth:`counting`): after a write, every request in flight
     finds its snapshot unknown; without this each would count (at national scale a dozen
-    five-second counts at once, which stalled the API for seconds). The others wait for the
-    one count and take its total when it was counted in their own snapshot, as it is when no
-    other write came in between.
+    counts of 3.5 million cases ran side by side, each slowed by the others, and held the API
+    up for seconds). The others wait for the one count and take its total when it was counted
+    in their own snapshot, as it is when no other write came in between.
 
     The server's start time is part of the text, so that snapshots of another server instance (a
     restore to an earlier point, a fail-over) never match. Per process and engine, at most
