@@ -141,6 +141,32 @@ def db_current(as_json: JsonOption = False) -> None:
     emit(data, as_json, lambda: typer.echo(f"revision {current} (head {head})"))
 
 
+@db_app.command("recount")
+def db_recount(as_json: JsonOption = False) -> None:
+    """Count the cases again and repair the case lists' totals if any was wrong.
+
+    The database keeps the totals itself; only a bulk load or repair that bypassed its triggers
+    can leave them wrong. Safe to run at any time: writes to cases wait until it is done.
+    """
+    from services.routing.admin import recount_cases
+    from shared.db import unit_of_work
+
+    ctx = _context()
+    with unit_of_work(ctx.sessions) as session:
+        found = recount_cases(session)
+        if found.wrong:
+            _audit(session, ctx, "cases.recount", "case_counts", None, {"wrong": found.wrong})
+    data = {"keys": found.keys, "wrong": found.wrong, "repaired": found.wrong > 0}
+    emit(
+        data,
+        as_json,
+        lambda: typer.echo(
+            f"case counts: {found.keys} keys, "
+            + (f"{found.wrong} were wrong and are repaired" if found.wrong else "all correct")
+        ),
+    )
+
+
 # --- partners ---------------------------------------------------------------------------------
 
 

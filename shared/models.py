@@ -468,6 +468,42 @@ class Case(Base):
     resultaat: Mapped[str | None] = mapped_column(String(80))
 
 
+class CaseCount(Base):
+    """How many cases share a route, team, status, period and due date: the case lists' totals.
+
+    Every condition a case list can have (who may see what, and the filters) is a condition on
+    these five columns, so a list's total is the sum of ``n`` over the rows that meet the same
+    conditions: a few thousand rows at national scale instead of millions of cases. The database
+    keeps the rows itself, in the statement that changes the cases (triggers of migration 0012):
+    on PostgreSQL one upsert per statement of the changed keys' differences, on SQLite per row.
+    A key's row goes when its count reaches zero. ``vroegsignaal db recount`` rebuilds the rows
+    after a bulk load that bypassed triggers, and says what it found wrong.
+    """
+
+    __tablename__ = "case_counts"
+    __table_args__ = (
+        # One row per key; a missing route, team or due date is a key like any other.
+        Index(
+            "uq_case_counts_key",
+            "route",
+            "team_id",
+            "status",
+            "period",
+            "due_date",
+            unique=True,
+            postgresql_nulls_not_distinct=True,
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    route: Mapped[str | None] = mapped_column(String(16))
+    team_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    status: Mapped[str] = mapped_column(String(16))
+    period: Mapped[str] = mapped_column(String(7))
+    due_date: Mapped[date | None] = mapped_column(Date)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
 class CaseSignal(Base):
     """Which signals a case was built from; a signal belongs to at most one case."""
 

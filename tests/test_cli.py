@@ -8,9 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from services.cli import app
+from shared.context import Context
+from shared.db import unit_of_work
+from shared.models import AuditEvent, Case, CaseCount
 from shared.settings import get_settings, new_key_text
 from tests.conftest import LiveServer
 from tests.helpers import csv_file, row
@@ -78,3 +82,22 @@ def test_revoked_key_stops_working_at_once(cli_env: None, live_server: LiveServe
     invoke("partners", "revoke-key", added["key_id"], "--json")
     gone = httpx.get(f"{live_server.url}/api/v1/deliveries", headers=headers)
     assert gone.status_code == 401
+
+
+def test_db_recount_repairs_a_wrong_case_count_and_says_so(cli_env: None, ctx: Context) -> None:
+    from tests.test_case_counts import Parents, _new_case
+
+    parents = Parents(ctx)
+    with unit_of_work(ctx.sessions) as session:
+        session.execute(sa.insert(Case), [_new_case(parents, (1, 0, 0, 1, 1)) for _ in range(2)])
+    assert invoke("db", "recount", "--json") == {"keys": 1, "wrong": 0, "repaired": False}
+    with unit_of_work(ctx.sessions) as session:
+        session.execute(sa.update(CaseCount).values(n=5))  # as a load bypassing triggers might
+    assert invoke("db", "recount", "--json") == {"keys": 1, "wrong": 1, "repaired": True}
+    human = runner.invoke(app, ["db", "recount"])
+    assert human.exit_code == 0
+    assert human.stdout.strip() == "case counts: 1 keys, all correct"
+    with ctx.sessions() as session:
+        assert session.scalar(sa.select(CaseCount.n)) == 2
+        recounts = sa.select(sa.func.count()).where(AuditEvent.action == "cases.recount")
+        assert session.scalar(recounts) == 1

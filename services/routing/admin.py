@@ -14,14 +14,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.auth import new_api_key
 from shared.crypto import STAFF_KEY_PREFIX
 from shared.errors import Conflict, NotFound, ValidationFailed
-from shared.models import ApiKey, Role, Staff, Team, TeamArea
+from shared.models import ApiKey, Case, CaseCount, Role, Staff, Team, TeamArea
 
 PC4 = re.compile(r"[1-9][0-9]{3}")
 PC6 = re.compile(r"([1-9][0-9]{3}) ?([A-Z]{2})")
@@ -195,3 +195,43 @@ def new_staff_key(
 
 def list_staff(session: Session) -> list[Staff]:
     return list(session.scalars(select(Staff).order_by(Staff.name)))
+
+
+# --- the case counts ------------------------------------------------------------------------------
+
+CASE_KEY = ("route", "team_id", "status", "period", "due_date")
+
+
+@dataclass(frozen=True)
+class Recount:
+    keys: int  # rows of case_counts after the recount
+    wrong: int  # keys whose count was wrong, missing or left over before it
+
+
+def recount_cases(session: Session) -> Recount:
+    """Count the cases per key again and rebuild ``case_counts`` when any count was wrong.
+
+    The database keeps the counts itself (migration 0012); they can only be wrong after a bulk
+    load or repair that bypassed the triggers (``session_replication_role = replica``, as the
+    benchmark's history load does). On PostgreSQL the cases are locked against writes until the
+    transaction ends, so that no change falls between the count and the rebuild.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("LOCK TABLE cases IN SHARE MODE"))
+    keys = [getattr(Case, column) for column in CASE_KEY]
+    counted = {
+        tuple(row[:-1]): row[-1]
+        for row in session.execute(select(*keys, func.count()).group_by(*keys))
+    }
+    stored_keys = [getattr(CaseCount, column) for column in CASE_KEY]
+    stored = {
+        tuple(row[:-1]): row[-1] for row in session.execute(select(*stored_keys, CaseCount.n))
+    }
+    wrong = sum(1 for key in counted.keys() | stored.keys() if counted.get(key) != stored.get(key))
+    if wrong:
+        session.execute(delete(CaseCount))
+        session.execute(
+            insert(CaseCount),
+            [dict(zip(CASE_KEY, key, strict=True), n=n) for key, n in counted.items()],
+        )
+    return Recount(keys=len(counted), wrong=wrong)

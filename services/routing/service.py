@@ -13,20 +13,16 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 import uuid
-from collections import OrderedDict, defaultdict
-from collections.abc import Hashable, Sequence
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
-from weakref import WeakKeyDictionary
 
 import polars as pl
-from sqlalchemy import ColumnElement, Select, String, Table, delete, false, func, select
-from sqlalchemy import cast as sa_cast
-from sqlalchemy.engine import Engine
+from sqlalchemy import ColumnElement, Select, Table, delete, false, func, select
+from sqlalchemy import case as sql_case
 from sqlalchemy.orm import Session
 
 from services.routing.rules import AreaMap, RoutingConfig, route
@@ -38,6 +34,7 @@ from shared.crypto import signal_aad
 from shared.errors import Conflict, NotFound, RowProblem, ValidationFailed
 from shared.models import (
     Case,
+    CaseCount,
     CaseEvent,
     CaseLink,
     CaseSignal,
@@ -62,6 +59,8 @@ from shared.person import person_key_expr
 CASE_READERS = (Role.sdv, Role.wijkteam, Role.budgetcoach, Role.coordinator)
 NO_CONTACT = Eindresultaat.geen_contact.value
 SIGNAL_STATUS_VALUES = {s.value for s in Signaalstatus}
+# What the case lists' conditions are written on: the cases, or their counts.
+CaseKeys = type[Case] | type[CaseCount]
 
 
 # --- routing a run's new cases ----------------------------------------------------------------- -
@@ -282,14 +281,15 @@ def register_size(session: Session) -> int:
 # --- visibility ----------------------------------------------------------------------------------
 
 
-def visibility(principal: Principal) -> list[ColumnElement[bool]]:
-    """The conditions on ``cases`` that keep to what ``principal`` may see."""
+def visibility(principal: Principal, cases: CaseKeys = Case) -> list[ColumnElement[bool]]:
+    """The conditions on ``cases`` (or on the case counts) that keep to what ``principal`` may
+    see."""
     if principal.role == Role.coordinator:
         return []
     if principal.role == Role.wijkteam:
-        return [Case.route == Route.wijkteam.value, Case.team_id == principal.team_id]
+        return [cases.route == Route.wijkteam.value, cases.team_id == principal.team_id]
     if principal.role in (Role.sdv, Role.budgetcoach):
-        return [Case.route == principal.role]
+        return [cases.route == principal.role]
     return [false()]  # no case for any other role
 
 
@@ -352,119 +352,29 @@ class CasePage:
 
 
 def case_conditions(
-    principal: Principal, filters: CaseFilter, today: date
+    principal: Principal, filters: CaseFilter, today: date, cases: CaseKeys = Case
 ) -> list[ColumnElement[bool]]:
-    """Visibility and the filters, as conditions on ``cases``."""
-    conditions = visibility(principal)
+    """Visibility and the filters, as conditions on ``cases`` or, in the same words, on the case
+    counts: only the columns the two share (route, team, status, period, due date)."""
+    conditions = visibility(principal, cases)
     if filters.status:
-        conditions.append(Case.status == filters.status)
+        conditions.append(cases.status == filters.status)
     if filters.route:
-        conditions.append(Case.route == filters.route)
+        conditions.append(cases.route == filters.route)
     if filters.team:
         team_ids = select(Team.id).where(Team.name == filters.team.strip().lower()).correlate(None)
         try:
             conditions.append(
-                (Case.team_id == uuid.UUID(filters.team)) | Case.team_id.in_(team_ids)
+                (cases.team_id == uuid.UUID(filters.team)) | cases.team_id.in_(team_ids)
             )
         except ValueError:
-            conditions.append(Case.team_id.in_(team_ids))
+            conditions.append(cases.team_id.in_(team_ids))
     if filters.period:
-        conditions.append(Case.period == filters.period)
+        conditions.append(cases.period == filters.period)
     if filters.overdue is not None:
-        late = (Case.status == CaseStatus.open.value) & (Case.due_date < today)
+        late = (cases.status == CaseStatus.open.value) & (cases.due_date < today)
         conditions.append(late if filters.overdue else ~late)
     return conditions
-
-
-class ListTotals:
-    """The totals of case lists, remembered with the PostgreSQL snapshot they were counted in.
-
-    ``COUNT(*)`` of a coordinator's list reads every case (3.5 million at national scale, more
-    than half a second): most of the list's database time. Two snapshots with the same
-    ``xmin:xmax:xip`` (``pg_current_snapshot()``) see exactly the same committed transactions,
-    so a total counted in one holds in the other: the page statement returns the snapshot it
-    ran in, and the total is counted only when that is not the remembered one. Any write
-    anywhere in the database cluster (a change to a case, a run, even a key's last-use stamp)
-    starts a new snapshot, so the total is always exact; a busy writer only makes the counting
-    more frequent. A transaction that has itself written (its own changes are visible only to
-    it) adds its transaction id to the snapshot text, which no other transaction shares.
-
-    One count at a time per list (:meth:`counting`): after a write, every request in flight
-    finds its snapshot unknown; without this each would count (at national scale a dozen
-    counts of 3.5 million cases ran side by side, each slowed by the others, and held the API
-    up for seconds). The others wait for the one count and take its total when it was counted
-    in their own snapshot, as it is when no other write came in between.
-
-    The server's start time is part of the text, so that snapshots of another server instance (a
-    restore to an earlier point, a fail-over) never match. Per process and engine, at most
-    ``max_entries`` lists (least recently used go first), none older than ``max_age`` seconds.
-    SQLite has no such snapshot: it always counts.
-    """
-
-    STRIPES = 64
-
-    def __init__(self, max_entries: int = 1024, max_age: float = 60.0) -> None:
-        self.max_entries = max_entries
-        self.max_age = max_age
-        self._entries: OrderedDict[Hashable, tuple[str, int, float]] = OrderedDict()
-        self._lock = threading.Lock()
-        # Lists share a fixed number of counting locks (by hash): bounded, whatever the keys.
-        self._counting = [threading.Lock() for _ in range(self.STRIPES)]
-
-    def get(self, key: Hashable) -> tuple[str, int] | None:
-        with self._lock:
-            found = self._entries.get(key)
-            if found is None:
-                return None
-            if time.monotonic() - found[2] > self.max_age:
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return found[0], found[1]
-
-    def total_in(self, key: Hashable, snapshot: str | None) -> int | None:
-        """The remembered total of the list when it was counted in ``snapshot``, else None."""
-        known = self.get(key)
-        return known[1] if known is not None and known[0] == snapshot else None
-
-    def put(self, key: Hashable, snapshot: str, total: int) -> None:
-        with self._lock:
-            self._entries[key] = (snapshot, total, time.monotonic())
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-
-    def counting(self, key: Hashable) -> threading.Lock:
-        """The lock to hold while counting the list ``key`` (shared with a few other lists)."""
-        return self._counting[hash(key) % self.STRIPES]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-_TOTALS: WeakKeyDictionary[Engine, ListTotals] = WeakKeyDictionary()
-_TOTALS_LOCK = threading.Lock()
-
-
-def list_totals(engine: Engine) -> ListTotals:
-    """The remembered totals of the lists read through ``engine`` (one per database)."""
-    with _TOTALS_LOCK:
-        totals = _TOTALS.get(engine)
-        if totals is None:
-            totals = _TOTALS[engine] = ListTotals()
-        return totals
-
-
-# The statement's snapshot; the transaction's own id once it has written; and when the server
-# started, so that no snapshot of another server (a restore, a fail-over) can match.
-_snapshot: ColumnElement[str] = func.concat(
-    sa_cast(func.pg_current_snapshot(), String),
-    "/",
-    sa_cast(func.pg_current_xact_id_if_assigned(), String),
-    "/",
-    sa_cast(func.pg_postmaster_start_time(), String),
-)
 
 
 def list_cases(
@@ -479,46 +389,28 @@ def list_cases(
     """A page of visible cases (priority, then due date) as list views, and the total.
 
     Only the list view's columns are read, as plain rows (no ORM objects), with each case's team
-    name joined in. On SQLite the total is a scalar subquery of the same statement. On
-    PostgreSQL the statement also returns its snapshot, and the total is counted (in a second
-    statement) only when no total of this list is remembered for that snapshot
-    (:class:`ListTotals`). The count then runs in a snapshot of its own: when another write
-    committed in between, the total is that newer one.
+    name joined in. The total comes with the page, in the same statement (one snapshot: the
+    total is that of the cases the page was taken from), as the sum of the case counts under
+    the same conditions (:class:`shared.models.CaseCount`), not a count of the cases.
     """
-    conditions = case_conditions(principal, filters, today)
-    counted = select(func.count()).select_from(Case).where(*conditions).correlate(None)
-    engine = session.get_bind().engine
-    totals = list_totals(engine) if engine.dialect.name == "postgresql" else None
-    extra = (
-        _snapshot.label("snapshot")
-        if totals is not None
-        else counted.scalar_subquery().label("total")
+    total = (
+        select(func.coalesce(func.sum(CaseCount.n), 0))
+        .where(*case_conditions(principal, filters, today, CaseCount))
+        .correlate(None)
+        .scalar_subquery()
     )
     rows = session.execute(
-        select(*SUMMARY_COLUMNS, Team.name.label("team_name"), extra)
+        select(*SUMMARY_COLUMNS, Team.name.label("team_name"), total.label("total"))
         .outerjoin(Team, Team.id == Case.team_id)
-        .where(*conditions)
+        .where(*case_conditions(principal, filters, today))
         .order_by(Case.priority, Case.due_date, Case.id)
         .offset((page - 1) * page_size)
         .limit(page_size)
     ).all()
     items = [summary(row, row.team_name, today) for row in rows]
-    if not rows and page == 1:
-        return CasePage(items, 0)
-    if totals is None:
-        return CasePage(items, int(rows[0].total if rows else session.scalar(counted) or 0))
-    key = (principal.role, principal.team_id, filters, today)
-    snapshot = rows[0].snapshot if rows else None
-    total = totals.total_in(key, snapshot)
-    if total is None:
-        with totals.counting(key):
-            # Another request may have counted this snapshot while this one waited.
-            total = totals.total_in(key, snapshot)
-            if total is None:
-                found = session.execute(select(counted.scalar_subquery(), _snapshot)).one()
-                total = int(found[0])
-                totals.put(key, found[1], total)
-    return CasePage(items, total)
+    if rows:
+        return CasePage(items, int(rows[0].total))
+    return CasePage(items, 0 if page == 1 else int(session.scalar(select(total)) or 0))
 
 
 # --- the case in full ----------------------------------------------------------------------------
@@ -872,24 +764,20 @@ def team_names(session: Session) -> dict[uuid.UUID, str]:
 
 
 def open_and_overdue(session: Session, today: date) -> dict[str, dict[str, int]]:
-    """Open and overdue cases per route (for the coordinator and the run figures)."""
+    """Open and overdue cases per route (for the coordinator, the run figures and ``/metrics``),
+    summed from the case counts: no case is read."""
     counts: dict[str, dict[str, int]] = defaultdict(lambda: {"open": 0, "overdue": 0})
+    late = sql_case((CaseCount.due_date < today, CaseCount.n), else_=0)
     rows = session.execute(
-        select(Case.route, func.count(), func.sum(func.cast(Case.due_date < today, _int())))
-        .where(Case.status == CaseStatus.open.value)
-        .group_by(Case.route)
+        select(CaseCount.route, func.sum(CaseCount.n), func.sum(late))
+        .where(CaseCount.status == CaseStatus.open.value)
+        .group_by(CaseCount.route)
     ).all()
     for route_name, open_count, overdue in rows:
         key = route_name or "unrouted"
         counts[key]["open"] = int(open_count)
         counts[key]["overdue"] = int(overdue or 0)
     return dict(counts)
-
-
-def _int() -> Any:
-    from sqlalchemy import Integer
-
-    return Integer()
 
 
 def figures_json(figures: dict[str, Any]) -> str:

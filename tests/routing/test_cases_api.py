@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-import threading
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from services.ingest.partners import revoke_key
 from services.matcher.service import run_period
 from services.routing.admin import add_staff, add_team
 from services.routing.service import (
     CaseFilter,
-    ListTotals,
     list_cases,
-    list_totals,
     replace_register,
 )
 from shared import audit
@@ -225,8 +219,8 @@ def test_list_pages_past_the_end_and_shows_each_case_as_its_detail_does(world: W
 
 
 def test_the_total_is_exact_after_every_change(world: World, ctx: Context) -> None:
-    """Totals may be remembered per snapshot (PostgreSQL); any committed write shows at once,
-    also one that bypasses the application."""
+    """The totals are kept by the database: any committed write shows at once, also one that
+    bypasses the application."""
 
     def total(**params: Any) -> int:
         found: int = world.get("coordinator", "/api/v1/cases", **params).json()["total"]
@@ -246,96 +240,37 @@ def test_the_total_is_exact_after_every_change(world: World, ctx: Context) -> No
     assert total(status="open") == 4
 
 
-def test_a_remembered_total_holds_only_in_its_own_snapshot(world: World, ctx: Context) -> None:
-    principal = Principal(uuid.uuid4(), "k", "coordinator")
-    today = local_today(ctx.now(), ctx.tz)
-    totals = list_totals(ctx.engine)
-    totals.clear()
-    key = (principal.role, principal.team_id, CaseFilter(), today)
-
-    def listed(session: Session) -> int:
-        return list_cases(session, principal, CaseFilter(), today=today, page=1, page_size=2).total
-
-    if ctx.engine.dialect.name != "postgresql":
-        # SQLite has no snapshot to compare: it counts every time and remembers nothing.
-        with ctx.sessions() as session:
-            assert listed(session) == 6
-            assert listed(session) == 6
-        assert totals.get(key) is None
-        return
-    with ctx.sessions() as session:
-        # One snapshot for the whole transaction, whatever else the cluster does meanwhile.
-        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        assert listed(session) == 6
-        remembered = totals.get(key)
-        assert remembered is not None
-        totals.put(key, remembered[0], 999)  # the same snapshot: the count is not run again
-        assert listed(session) == 999
-    with ctx.sessions() as session:
-        # A transaction that has written sees its own change: its snapshot matches no other.
-        session.execute(sa.delete(Case).where(Case.id == uuid.UUID(world.cases["outside"])))
-        assert listed(session) == 5
-        session.rollback()
-    with ctx.sessions() as session:
-        assert listed(session) == 6
-
-
-def test_requests_that_find_their_snapshot_unknown_wait_for_one_count(
+def test_the_page_and_its_total_are_one_statement_that_counts_no_case(
     world: World, ctx: Context
 ) -> None:
-    """After a write every request in flight needs a new total: one counts, the rest take it."""
+    """The total is summed from the case counts in the page's own statement (one snapshot for
+    both); past the last page one more statement sums it alone."""
     principal = Principal(uuid.uuid4(), "k", "coordinator")
     today = local_today(ctx.now(), ctx.tz)
-    totals = list_totals(ctx.engine)
-    totals.clear()
-    key = (principal.role, principal.team_id, CaseFilter(), today)
-    executed = {"page": 0, "count": 0}
-    lock = threading.Lock()
+    statements: list[str] = []
 
     def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        # A page statement (on SQLite it holds its count as a subquery), or a count alone.
-        kind = "page" if "ORDER BY cases.priority" in statement else "count"
-        if kind == "page" or "count(*)" in statement:
-            with lock:
-                executed[kind] += 1
+        if statement.lstrip().lower().startswith("select"):  # not SQLite's "begin immediate"
+            statements.append(" ".join(statement.lower().split()))
 
-    def listed() -> int:
+    def listed(page: int) -> int:
         with ctx.sessions() as session:
-            page = list_cases(session, principal, CaseFilter(), today=today, page=1, page_size=2)
-            return page.total
+            found = list_cases(
+                session, principal, CaseFilter(), today=today, page=page, page_size=4
+            )
+            return found.total
 
-    postgres = ctx.engine.dialect.name == "postgresql"
     sa.event.listen(ctx.engine, "before_cursor_execute", seen)
     try:
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            if not postgres:
-                # SQLite counts in each page's own statement: nothing to share or wait for.
-                assert list(pool.map(lambda _: listed(), range(4))) == [6, 6, 6, 6]
-            else:
-                with totals.counting(key):
-                    found = [pool.submit(listed) for _ in range(4)]
-                    deadline = time.monotonic() + 30
-                    while executed["page"] < 4 and time.monotonic() < deadline:
-                        time.sleep(0.01)  # every page is read; every request now waits to count
-                    assert executed == {"page": 4, "count": 0}
-                # the lock is let go: one request counts, the others take its total
-                assert [f.result(timeout=30) for f in found] == [6, 6, 6, 6]
+        assert listed(1) == 6
+        assert len(statements) == 1
+        assert "from case_counts" in statements[0]
+        assert "count(" not in statements[0]
+        assert listed(3) == 6  # past the end: no rows to carry the total
+        assert len(statements) == 3
+        assert "from cases" not in statements[2]
     finally:
         sa.event.remove(ctx.engine, "before_cursor_execute", seen)
-    assert executed == {"page": 4, "count": 1 if postgres else 0}
-
-
-def test_remembered_totals_are_bounded_in_number_and_age(monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [100.0]
-    monkeypatch.setattr("services.routing.service.time.monotonic", lambda: now[0])
-    totals = ListTotals(max_entries=2, max_age=60)
-    totals.put("a", "1:1:", 1)
-    totals.put("b", "1:1:", 2)
-    assert totals.get("a") == ("1:1:", 1)  # now the most recently used
-    totals.put("c", "1:1:", 3)
-    assert (totals.get("a"), totals.get("b"), totals.get("c")) == (("1:1:", 1), None, ("1:1:", 3))
-    now[0] += 61
-    assert totals.get("a") is None
 
 
 def test_a_read_takes_one_connection_and_one_transaction(world: World, ctx: Context) -> None:
