@@ -131,11 +131,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if "connect_timeout" not in query:
         connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
     # No JIT compilation: the service's statements are short, and PostgreSQL decides on JIT by
-    # the planned cost of the whole statement, including parts it never runs. The case list's
-    # total (a count the list skips while it is remembered) costs more than jit_above_cost at
-    # national scale: on a table of 3.5 million rows shaped like the list, compiling took 66 ms
-    # for a page read in 0.09 ms without it; in the full-scale benchmark the page statement went
-    # from 9.3 ms to 0.7 ms. A URL that sets its own ``options`` keeps them.
+    # the planned cost of the whole statement, including parts it never runs. When the case
+    # list's total was a count of the cases, its plan cost more than jit_above_cost at national
+    # scale: on a table of 3.5 million rows shaped like the list, compiling took 66 ms for a page
+    # read in 0.09 ms without it; in the full-scale benchmark the page statement went from 9.3 ms
+    # to 0.7 ms. Any statement over a large table can cross that cost. A URL that sets its own
+    # ``options`` keeps them.
     if "options" not in query:
         connect_args.setdefault("options", "-c jit=off")
     return create_engine(url, **kwargs)
