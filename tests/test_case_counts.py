@@ -13,7 +13,7 @@ import datetime as dt
 import threading
 import uuid
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 import sqlalchemy as sa
@@ -124,7 +124,7 @@ def _copy(session: Session, cases: list[dict[str, Any]]) -> None:
             for case in cases
         ]
     )
-    insert_frame(session, sa.Table("cases", Case.metadata), frame, ("id", "run_id", "team_id"))
+    insert_frame(session, cast(sa.Table, Case.__table__), frame, ("id", "run_id", "team_id"))
 
 
 def _apply(session: Session, parents: Parents, operation: tuple[Any, ...]) -> None:
