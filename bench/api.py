@@ -235,7 +235,7 @@ async def load(host: str, port: int, key: str, rate: float, seconds: float) -> d
     connections = Connections(host, port, key, MAX_IN_FLIGHT)
     try:
         # Not counted: keep-alive connections to every worker, their database connections and
-        # prepared statements, the remembered total; as a server that has been up for a while.
+        # prepared statements; as a server that has been up for a while.
         warm_until = time.monotonic() + 5
         for _ in range(WARMUP_ROUNDS):
             await asyncio.gather(*(connections.get() for _ in range(WARMUP_CONCURRENCY)))
