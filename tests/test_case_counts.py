@@ -29,6 +29,7 @@ from shared.bulk import insert_frame
 from shared.context import Context
 from shared.db import unit_of_work
 from shared.models import Case, CaseCount, Run, Team
+from tests.test_foreign_keys import _refused_while_held
 
 TODAY = dt.date(2026, 11, 25)
 ROUTES = (None, "sdv", "wijkteam", "budgetcoach")
@@ -332,3 +333,17 @@ def test_recount_repairs_counts_a_bulk_load_left_wrong(ctx: Context) -> None:
     assert_counts_agree(ctx)
     with unit_of_work(ctx.sessions) as session:
         assert recount_cases(session) == Recount(keys=2, wrong=0)
+
+
+def test_writes_to_cases_wait_while_a_recount_runs(ctx: Context, database_url: str) -> None:
+    """No change to a case can fall between the recount's count and its rebuild."""
+    parents = Parents(ctx)
+    with unit_of_work(ctx.sessions) as session:
+        session.execute(sa.insert(Case), [_new_case(parents, (1, 0, 0, 1, 1))])
+    with ctx.sessions() as recounting:
+        recount_cases(recounting)
+        _refused_while_held(database_url, sa.update(Case).values(status="closed"))
+        recounting.commit()
+    with unit_of_work(ctx.sessions) as session:
+        session.execute(sa.update(Case).values(status="closed"))
+    assert_counts_agree(ctx)
