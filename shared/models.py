@@ -468,12 +468,16 @@ class Case(Base):
     resultaat: Mapped[str | None] = mapped_column(String(80))
 
 
+# The columns a case count is kept by: every condition of a case list is one on these.
+CASE_COUNT_KEY = ("route", "team_id", "status", "period", "due_date")
+
+
 class CaseCount(Base):
     """How many cases share a route, team, status, period and due date: the case lists' totals.
 
     Every condition a case list can have (who may see what, and the filters) is a condition on
     these five columns, so a list's total is the sum of ``n`` over the rows that meet the same
-    conditions: a few thousand rows at national scale instead of millions of cases. The database
+    conditions: 63 rows for the 3.5 million cases of the benchmark's national scale. The database
     keeps the rows itself, in the statement that changes the cases (triggers of migration 0012):
     on PostgreSQL one upsert per statement of the changed keys' differences, on SQLite per row.
     A key's row goes when its count reaches zero. ``vroegsignaal db recount`` rebuilds the rows
@@ -484,14 +488,7 @@ class CaseCount(Base):
     __table_args__ = (
         # One row per key; a missing route, team or due date is a key like any other.
         Index(
-            "uq_case_counts_key",
-            "route",
-            "team_id",
-            "status",
-            "period",
-            "due_date",
-            unique=True,
-            postgresql_nulls_not_distinct=True,
+            "uq_case_counts_key", *CASE_COUNT_KEY, unique=True, postgresql_nulls_not_distinct=True
         ),
     )
 

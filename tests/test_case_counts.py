@@ -13,7 +13,7 @@ import datetime as dt
 import threading
 import uuid
 from collections import Counter
-from typing import Any, cast
+from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
@@ -21,14 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-from services.routing.admin import CASE_KEY, Recount, recount_cases
+from services.matcher.repository import insert_cases
+from services.routing.admin import Recount, recount_cases
 from services.routing.service import CaseFilter, case_conditions, list_cases, open_and_overdue
 from shared import migrate
 from shared.auth import Principal
-from shared.bulk import insert_frame
 from shared.context import Context
 from shared.db import unit_of_work
-from shared.models import Case, CaseCount, Run, Team
+from shared.models import CASE_COUNT_KEY, Case, CaseCount, Run, Team
 from tests.test_foreign_keys import _refused_while_held
 
 TODAY = dt.date(2026, 11, 25)
@@ -125,7 +125,7 @@ def _copy(session: Session, cases: list[dict[str, Any]]) -> None:
             for case in cases
         ]
     )
-    insert_frame(session, cast(sa.Table, Case.__table__), frame, ("id", "run_id", "team_id"))
+    insert_cases(session, frame)
 
 
 def _apply(session: Session, parents: Parents, operation: tuple[Any, ...]) -> None:
@@ -147,7 +147,7 @@ def _apply(session: Session, parents: Parents, operation: tuple[Any, ...]) -> No
 
 
 def _counted(session: Session) -> Counter[tuple[Any, ...]]:
-    keys = [getattr(Case, column) for column in CASE_KEY]
+    keys = [getattr(Case, column) for column in CASE_COUNT_KEY]
     return Counter(
         {
             tuple(r[:-1]): r[-1]
@@ -157,7 +157,7 @@ def _counted(session: Session) -> Counter[tuple[Any, ...]]:
 
 
 def _stored(session: Session) -> list[tuple[tuple[Any, ...], int]]:
-    keys = [getattr(CaseCount, column) for column in CASE_KEY]
+    keys = [getattr(CaseCount, column) for column in CASE_COUNT_KEY]
     return [(tuple(r[:-1]), r[-1]) for r in session.execute(sa.select(*keys, CaseCount.n))]
 
 

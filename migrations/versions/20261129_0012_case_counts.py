@@ -8,8 +8,8 @@ A case list's total was a ``COUNT(*)`` over the cases it shows: for a coordinato
 scale every one of 3.5 million cases, 180 to 420 ms each time, and again after every write. That
 count set the list's 99th percentile. Every condition of a list (who may see what, and its
 filters) is a condition on a case's route, team, status, period and due date, so the number of
-cases per such key is enough to answer any list's total: ``case_counts`` holds it, a few
-thousand rows where there are millions of cases.
+cases per such key is enough to answer any list's total: ``case_counts`` holds it (63 rows for
+the 3.5 million cases of the benchmark's national scale).
 
 The rows are kept by triggers on ``cases``, inside the statement that changes them, so a total
 is exactly as current as the list beside it:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from shared.auth import new_api_key
 from shared.crypto import STAFF_KEY_PREFIX
 from shared.errors import Conflict, NotFound, ValidationFailed
-from shared.models import ApiKey, Case, CaseCount, Role, Staff, Team, TeamArea
+from shared.models import CASE_COUNT_KEY, ApiKey, Case, CaseCount, Role, Staff, Team, TeamArea
 
 PC4 = re.compile(r"[1-9][0-9]{3}")
 PC6 = re.compile(r"([1-9][0-9]{3}) ?([A-Z]{2})")
@@ -199,8 +199,6 @@ def list_staff(session: Session) -> list[Staff]:
 
 # --- the case counts ------------------------------------------------------------------------------
 
-CASE_KEY = ("route", "team_id", "status", "period", "due_date")
-
 
 @dataclass(frozen=True)
 class Recount:
@@ -218,12 +216,12 @@ def recount_cases(session: Session) -> Recount:
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("LOCK TABLE cases IN SHARE MODE"))
-    keys = [getattr(Case, column) for column in CASE_KEY]
+    keys = [getattr(Case, column) for column in CASE_COUNT_KEY]
     counted = {
         tuple(row[:-1]): row[-1]
         for row in session.execute(select(*keys, func.count()).group_by(*keys))
     }
-    stored_keys = [getattr(CaseCount, column) for column in CASE_KEY]
+    stored_keys = [getattr(CaseCount, column) for column in CASE_COUNT_KEY]
     stored = {
         tuple(row[:-1]): row[-1] for row in session.execute(select(*stored_keys, CaseCount.n))
     }
@@ -232,6 +230,6 @@ def recount_cases(session: Session) -> Recount:
         session.execute(delete(CaseCount))
         session.execute(
             insert(CaseCount),
-            [dict(zip(CASE_KEY, key, strict=True), n=n) for key, n in counted.items()],
+            [dict(zip(CASE_COUNT_KEY, key, strict=True), n=n) for key, n in counted.items()],
         )
     return Recount(keys=len(counted), wrong=wrong)
