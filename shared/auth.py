@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from services.ingest import repository
@@ -57,6 +57,22 @@ class Principal:
         return str(self.partner_id or self.staff_id)
 
 
+# A key with its owner's role, team and state. Built once: a statement keeps its cache key, so
+# each request only binds the key id.
+KEY_LOOKUP = (
+    select(
+        ApiKey,
+        Staff.role,
+        Staff.team_id,
+        Staff.active.label("staff_active"),
+        Partner.active.label("partner_active"),
+    )
+    .outerjoin(Staff, Staff.id == ApiKey.staff_id)
+    .outerjoin(Partner, Partner.id == ApiKey.partner_id)
+    .where(ApiKey.key_id == bindparam("key_id", type_=ApiKey.key_id.type))
+)
+
+
 def authenticate(session: Session, presented: str | None, now: datetime) -> Principal:
     """The principal behind a bearer key, or AuthenticationError (401).
 
@@ -66,22 +82,7 @@ def authenticate(session: Session, presented: str | None, now: datetime) -> Prin
     if not presented:
         raise AuthenticationError(KEY_REQUIRED)
     parts = split_api_key(presented)
-    found = (
-        session.execute(
-            select(
-                ApiKey,
-                Staff.role,
-                Staff.team_id,
-                Staff.active.label("staff_active"),
-                Partner.active.label("partner_active"),
-            )
-            .outerjoin(Staff, Staff.id == ApiKey.staff_id)
-            .outerjoin(Partner, Partner.id == ApiKey.partner_id)
-            .where(ApiKey.key_id == parts[1])
-        ).first()
-        if parts
-        else None
-    )
+    found = session.execute(KEY_LOOKUP, {"key_id": parts[1]}).first() if parts else None
     # Compare even when nothing was found, so timing does not tell unknown from wrong keys.
     stored_hash = found[0].key_hash if found is not None else "0" * 64
     valid = api_key_matches(presented, stored_hash)

@@ -23,7 +23,14 @@ from sqlalchemy.orm import Session
 
 from services.matcher.repository import insert_cases
 from services.routing.admin import Recount, recount_cases
-from services.routing.service import CaseFilter, case_conditions, list_cases, open_and_overdue
+from services.routing.service import (
+    CaseFilter,
+    case_conditions,
+    list_cases,
+    list_parameters,
+    list_shape,
+    open_and_overdue,
+)
 from shared import migrate
 from shared.auth import Principal
 from shared.context import Context
@@ -190,11 +197,13 @@ def assert_totals_are_counts(ctx: Context, parents: Parents) -> None:
     and so do the open and overdue figures per route."""
     team_members = [Principal(uuid.uuid4(), "k", "wijkteam", team) for team in parents.teams[1:]]
     with ctx.sessions() as session:
+        by_id = CaseFilter(team=str(parents.teams[2]), overdue=True)
         for principal in (*PRINCIPALS, *team_members):
-            for filters in FILTERS:
-                conditions = case_conditions(principal, filters, TODAY)
+            for filters in (*FILTERS, by_id):
+                conditions = case_conditions(list_shape(principal, filters))
                 expected = session.scalar(
-                    sa.select(sa.func.count()).select_from(Case).where(*conditions)
+                    sa.select(sa.func.count()).select_from(Case).where(*conditions),
+                    list_parameters(principal, filters, TODAY),
                 )
                 for page in (1, 99):
                     found = list_cases(
