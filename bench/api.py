@@ -43,7 +43,9 @@ import psycopg
 
 from bench.common import (
     SCALES,
+    busy_percent,
     child_parser,
+    cpu_ticks,
     measurement,
     peak_rss_bytes,
     process_peak_rss_bytes,
@@ -119,6 +121,39 @@ def server_peak_rss_bytes(pid: int) -> int | None:
         pass
     found = [rss for p in pids if (rss := process_peak_rss_bytes(p)) is not None]
     return sum(found) if found else None
+
+
+def _process_stats() -> Iterator[tuple[int, int, str, float]]:
+    """(pid, parent pid, command name, CPU seconds so far) of every process, from ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        yield int(entry.name), int(fields[1]), name, (int(fields[11]) + int(fields[12])) / tick
+
+
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the API server (the process and its workers) and of PostgreSQL
+    (every ``postgres`` process: the backends serving the workers, and the server's own)."""
+    stats = list(_process_stats())
+    children: dict[int, list[int]] = {}
+    for pid, parent, _name, _cpu in stats:
+        children.setdefault(parent, []).append(pid)
+    tree, todo = set(), [server_pid]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo += children.get(pid, [])
+    return {
+        "server": sum(cpu for pid, _parent, _name, cpu in stats if pid in tree),
+        "database": sum(cpu for _pid, _parent, name, cpu in stats if name == "postgres"),
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -227,8 +262,11 @@ def _count(statuses: dict[str, int], name: str) -> None:
     statuses[name] = statuses.get(name, 0) + 1
 
 
-async def load(host: str, port: int, key: str, rate: float, seconds: float) -> dict[str, Any]:
-    """Open-loop load; latencies in seconds from each request's due time."""
+async def load(
+    host: str, port: int, key: str, rate: float, seconds: float, server_pid: int
+) -> dict[str, Any]:
+    """Open-loop load; latencies in seconds from each request's due time. Also the CPU each
+    request cost the server, PostgreSQL and this driver, and how busy the machine was."""
     total = int(rate * seconds)
     latencies: list[float] = [math.inf] * total
     statuses: dict[str, int] = {}
@@ -244,7 +282,7 @@ async def load(host: str, port: int, key: str, rate: float, seconds: float) -> d
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(MAX_IN_FLIGHT)
         finished: list[float] = []
-        cpu_before = os.times()
+        cpu_before, others_before, ticks_before = os.times(), cpu_seconds(server_pid), cpu_ticks()
         start = loop.time() + 0.05
 
         async def one(index: int) -> None:
@@ -264,7 +302,7 @@ async def load(host: str, port: int, key: str, rate: float, seconds: float) -> d
 
         tasks = [asyncio.create_task(one(i)) for i in range(total)]
         _done, pending = await asyncio.wait(tasks, timeout=seconds + DRAIN_SECONDS)
-        cpu_after = os.times()
+        cpu_after, others_after, ticks_after = os.times(), cpu_seconds(server_pid), cpu_ticks()
         for task in pending:
             task.cancel()
         if pending:
@@ -285,6 +323,13 @@ async def load(host: str, port: int, key: str, rate: float, seconds: float) -> d
         "throughput_rps": len(ok) / span if finished else 0.0,
         "offered_rps": rate,
         "load_cpu_ms_per_request": driver_cpu * 1000 / max(1, total),
+        **{
+            f"{owner}_cpu_ms_per_request": (others_after[owner] - others_before[owner])
+            * 1000
+            / max(1, total)
+            for owner in others_before
+        },
+        "machine_busy_percent": busy_percent(ticks_before, ticks_after),
         "retried_stale_connections": connections.retried,
     }
 
@@ -409,7 +454,7 @@ def main() -> None:
             f"api: {scale.api_rate:.0f} req/s for {scale.api_seconds:.0f} s on {PATH} "
             f"({WORKERS} workers)"
         )
-        outcome = asyncio.run(load(host, port, key, scale.api_rate, scale.api_seconds))
+        outcome = asyncio.run(load(host, port, key, scale.api_rate, scale.api_seconds, server.pid))
         server_rss = server_peak_rss_bytes(server.pid)
     finally:
         server.send_signal(signal.SIGINT)

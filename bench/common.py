@@ -123,6 +123,16 @@ def steal_percent(before: list[int] | None, after: list[int] | None) -> float | 
     return round(100 * spent[7] / total, 1) if total > 0 else None
 
 
+def busy_percent(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Share of the machine's CPU time between two :func:`cpu_ticks` that was spent working
+    (neither idle nor waiting for I/O), over all cores."""
+    if before is None or after is None:
+        return None
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(spent)
+    return round(100 * (total - spent[3] - spent[4]) / total, 1) if total > 0 else None
+
+
 def psycopg_url(sqlalchemy_url: str) -> str:
     """``postgresql+psycopg://...`` as a libpq URI."""
     import sqlalchemy as sa

@@ -288,9 +288,20 @@ def where_time_goes(results: list[dict[str, Any]]) -> list[str]:
             f"`{s['statement'][:60]}…` {s['ms_per_request']:.1f} ms"
             for s in d.get("endpoint_sql", [])
         )
+        cpu = ", ".join(
+            f"{owner} {d[key]:.1f} ms"
+            for owner, key in (
+                ("the server", "server_cpu_ms_per_request"),
+                ("PostgreSQL", "database_cpu_ms_per_request"),
+                ("the load driver", "load_cpu_ms_per_request"),
+            )
+            if d.get(key) is not None
+        )
+        busy = d.get("machine_busy_percent")
         lines.append(
             f"- **API**: one request alone takes {d['unloaded_p50_ms']:.1f} ms (p50, no load); "
-            f"its SQL per request: {sql}"
+            f"its SQL per request: {sql}; CPU per request under load: {cpu}"
+            + (f"; the machine was {busy:.0f}% busy (both cores)" if busy is not None else "")
         )
     return lines
 

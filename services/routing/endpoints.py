@@ -117,6 +117,19 @@ def _audit(
 # --- cases ---------------------------------------------------------------------------------------
 
 
+class CaseQuery(BaseModel):
+    """The case list's query parameters, validated as one model (once per request, not once per
+    parameter)."""
+
+    status: CaseStatus | None = None
+    route: Route | None = None
+    team: str | None = Field(None, description="team name or id")
+    overdue: bool | None = None
+    period: str | None = Field(None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    page: int = Field(1, ge=1, le=100_000)
+    page_size: int = Field(50, ge=1, le=500)
+
+
 @router.get(
     "/cases",
     response_class=Response,
@@ -127,13 +140,7 @@ def list_cases(
     ctx: AppContext,
     session: DbSession,
     principal: CaseReader,
-    status: CaseStatus | None = None,
-    route: Route | None = None,
-    team: Annotated[str | None, Query(description="team name or id")] = None,
-    overdue: bool | None = None,
-    period: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None,
-    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
-    page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+    query: Annotated[CaseQuery, Query()],
 ) -> Response:
     """Sorted by priority (1 is the most urgent), then due date. No personal data in the list.
 
@@ -142,12 +149,13 @@ def list_cases(
     """
     today = local_today(ctx.now(), ctx.tz)
     filters = service.CaseFilter(
-        status=status.value if status else None,
-        route=route.value if route else None,
-        team=team,
-        overdue=overdue,
-        period=period,
+        status=query.status.value if query.status else None,
+        route=query.route.value if query.route else None,
+        team=query.team,
+        overdue=query.overdue,
+        period=query.period,
     )
+    page, page_size = query.page, query.page_size
     found = service.list_cases(
         session, principal, filters, today=today, page=page, page_size=page_size
     )
