@@ -113,24 +113,27 @@ def cpu_ticks() -> list[int] | None:
     return [int(v) for v in first[1:9]] if first and first[0] == "cpu" else None
 
 
-def steal_percent(before: list[int] | None, after: list[int] | None) -> float | None:
-    """Share of the CPU time between two :func:`cpu_ticks` that the hypervisor gave to other
-    machines (steal): on a shared virtual machine the same code is that much slower."""
+def _share_percent(
+    before: list[int] | None, after: list[int] | None, fields: tuple[int, ...]
+) -> float | None:
+    """The share of the CPU time between two :func:`cpu_ticks` spent in ``fields``."""
     if before is None or after is None:
         return None
     spent = [b - a for a, b in zip(before, after, strict=True)]
     total = sum(spent)
-    return round(100 * spent[7] / total, 1) if total > 0 else None
+    return round(100 * sum(spent[i] for i in fields) / total, 1) if total > 0 else None
+
+
+def steal_percent(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Share of the CPU time between two :func:`cpu_ticks` that the hypervisor gave to other
+    machines (steal): on a shared virtual machine the same code is that much slower."""
+    return _share_percent(before, after, (7,))
 
 
 def busy_percent(before: list[int] | None, after: list[int] | None) -> float | None:
     """Share of the machine's CPU time between two :func:`cpu_ticks` that was spent working
     (neither idle nor waiting for I/O), over all cores."""
-    if before is None or after is None:
-        return None
-    spent = [b - a for a, b in zip(before, after, strict=True)]
-    total = sum(spent)
-    return round(100 * (total - spent[3] - spent[4]) / total, 1) if total > 0 else None
+    return _share_percent(before, after, (0, 1, 2, 5, 6, 7))
 
 
 def psycopg_url(sqlalchemy_url: str) -> str:

@@ -8,8 +8,10 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import httpx
 from services.ingest.partners import add_partner
 from shared.context import Context
 from shared.db import unit_of_work
+from shared.models import Run
 
 HEADER = (
     "referentie;achternaam;tussenvoegsel;voorletters;geboortedatum;straat;huisnummer;postcode;"
@@ -50,6 +53,24 @@ def register(ctx: Context, name: str = "Woonstichting Test", kind: str = "huur")
     """Register a partner and return its API key."""
     with unit_of_work(ctx.sessions) as session:
         return add_partner(session, name=name, kind=kind, now=ctx.now()).secret
+
+
+def finished_run(ctx: Context, period: str, run_date: date) -> uuid.UUID:
+    """A finished, empty run of ``period`` for cases to refer to; its id."""
+    now = ctx.now()
+    with unit_of_work(ctx.sessions) as session:
+        run = Run(
+            period=period,
+            run_date=run_date,
+            parameters="{}",
+            figures="{}",
+            started_at=now,
+            finished_at=now,
+            duration_ms=1,
+        )
+        session.add(run)
+        session.flush()
+        return run.id
 
 
 def json_file(rows: list[dict[str, Any]], wrapped: bool = True) -> bytes:

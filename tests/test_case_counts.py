@@ -35,7 +35,8 @@ from shared import migrate
 from shared.auth import Principal
 from shared.context import Context
 from shared.db import unit_of_work
-from shared.models import CASE_COUNT_KEY, Case, CaseCount, Run, Team
+from shared.models import CASE_COUNT_KEY, Case, CaseCount, Team
+from tests.helpers import finished_run
 from tests.test_foreign_keys import _refused_while_held
 
 TODAY = dt.date(2026, 11, 25)
@@ -49,21 +50,11 @@ class Parents:
     """A run and two teams for the cases to refer to."""
 
     def __init__(self, ctx: Context) -> None:
-        now = ctx.now()
+        self.run_id = finished_run(ctx, "2026-11", TODAY)
         with unit_of_work(ctx.sessions) as session:
-            run = Run(
-                period="2026-11",
-                run_date=TODAY,
-                parameters="{}",
-                figures="{}",
-                started_at=now,
-                finished_at=now,
-                duration_ms=1,
-            )
             teams = [Team(name="noord"), Team(name="zuid")]
-            session.add_all([run, *teams])
+            session.add_all(teams)
             session.flush()
-            self.run_id = run.id
             self.teams: tuple[uuid.UUID | None, ...] = (None, teams[0].id, teams[1].id)
 
 

@@ -376,11 +376,6 @@ class CasePage:
     items_json: str
     total: int
 
-    @property
-    def items(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = json.loads(self.items_json)
-        return items
-
 
 @dataclass(frozen=True, slots=True)
 class ListShape:
@@ -396,14 +391,18 @@ class ListShape:
     overdue: bool | None = None
 
 
+def _team_id(team: str) -> uuid.UUID | None:
+    """The team filter as an id, when it is written as one."""
+    try:
+        return uuid.UUID(team)
+    except ValueError:
+        return None
+
+
 def list_shape(principal: Principal, filters: CaseFilter) -> ListShape:
     team = None
     if filters.team:
-        try:
-            uuid.UUID(filters.team)
-            team = "id"
-        except ValueError:
-            team = "name"
+        team = "id" if _team_id(filters.team) else "name"
     return ListShape(
         principal.role,
         status=bool(filters.status),
@@ -425,8 +424,7 @@ def list_parameters(principal: Principal, filters: CaseFilter, today: date) -> d
         values["route"] = filters.route
     if filters.team:
         values["team_name"] = filters.team.strip().lower()
-        if list_shape(principal, filters).team == "id":
-            values["team_id"] = uuid.UUID(filters.team)
+        values["team_id"] = _team_id(filters.team)
     if filters.period:
         values["period"] = filters.period
     return values

@@ -27,8 +27,8 @@ from services.routing.service import (
 )
 from shared.auth import Principal
 from shared.context import Context
-from shared.db import unit_of_work
-from shared.models import Case, Eindresultaat, Run, Team
+from shared.models import Case, Eindresultaat, Team
+from tests.helpers import finished_run
 
 TODAY = dt.date(2026, 11, 25)
 COORDINATOR = Principal(uuid.uuid4(), "k", "coordinator")
@@ -73,25 +73,8 @@ cases = st.fixed_dictionaries(
 )
 
 
-def _run(ctx: Context) -> uuid.UUID:
-    now = ctx.now()
-    with unit_of_work(ctx.sessions) as session:
-        run = Run(
-            period="2026-11",
-            run_date=TODAY,
-            parameters="{}",
-            figures="{}",
-            started_at=now,
-            finished_at=now,
-            duration_ms=1,
-        )
-        session.add(run)
-        session.flush()
-        return run.id
-
-
 def test_each_page_is_the_cases_list_views_in_order(ctx: Context) -> None:
-    run_id = _run(ctx)
+    run_id = finished_run(ctx, "2026-11", TODAY)
 
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(
