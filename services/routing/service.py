@@ -462,6 +462,10 @@ def case_conditions(shape: ListShape, cases: CaseKeys = Case) -> list[ColumnElem
     return conditions
 
 
+# The list's order: most urgent first, then the earliest due date; the id makes it total.
+PAGE_ORDER = (Case.priority, Case.due_date, Case.id)
+
+
 def _utc_text(column: Any) -> ColumnElement[str]:
     """A timestamp as :meth:`datetime.isoformat` writes a UTC one (PostgreSQL): seconds, the
     microseconds unless they are zero, ``+00:00``; NULL stays NULL."""
@@ -512,18 +516,24 @@ def _json_items(conditions: list[ColumnElement[bool]]) -> Select[Any]:
         "resultaat": Case.resultaat,
         "closed_at": _utc_text(Case.closed_at),
     }
-    order = ("priority", "due_date", "id")
-    page = (
-        select(*(value.label(name) for name, value in columns.items()))
-        .outerjoin(Team, Team.id == Case.team_id)
-        .where(*conditions)
-        .order_by(*(columns[name] for name in order))
-        .offset(bindparam("offset", type_=Integer))
-        .limit(bindparam("limit", type_=Integer))
-        .subquery("page")
+    page = _page([value.label(name) for name, value in columns.items()], conditions).subquery(
+        "page"
     )
     return select(sql_cast(func.row_to_json(page.table_valued()), Text).label("item")).order_by(
-        *(page.c[name] for name in order)
+        *(page.c[column.key] for column in PAGE_ORDER)
+    )
+
+
+def _page(columns: Sequence[Any], conditions: list[ColumnElement[bool]]) -> Select[Any]:
+    """One page of the cases under ``conditions``, in the list's order, with each case's team;
+    offset and limit bound when it runs."""
+    return (
+        select(*columns)
+        .outerjoin(Team, Team.id == Case.team_id)
+        .where(*conditions)
+        .order_by(*PAGE_ORDER)
+        .offset(bindparam("offset", type_=Integer))
+        .limit(bindparam("limit", type_=Integer))
     )
 
 
@@ -545,14 +555,8 @@ def list_statements(shape: ListShape, json_items: bool) -> tuple[Select[Any], Se
     if json_items:
         page = _json_items(case_conditions(shape)).add_columns(total.label("total"))
     else:
-        page = (
-            select(*SUMMARY_COLUMNS, Team.name.label("team_name"), total.label("total"))
-            .outerjoin(Team, Team.id == Case.team_id)
-            .where(*case_conditions(shape))
-            .order_by(Case.priority, Case.due_date, Case.id)
-            .offset(bindparam("offset", type_=Integer))
-            .limit(bindparam("limit", type_=Integer))
-        )
+        columns = [*SUMMARY_COLUMNS, Team.name.label("team_name"), total.label("total")]
+        page = _page(columns, case_conditions(shape))
     return page, select(total)
 
 

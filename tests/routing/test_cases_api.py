@@ -201,6 +201,40 @@ def test_list_is_ordered_and_filterable(world: World, clock: Clock) -> None:
     assert overdue["items"][0]["overdue"] is True
 
 
+def test_list_parameters_are_documented_and_refused_by_name(world: World) -> None:
+    """The list's query parameters (validated as one model) keep their OpenAPI description and
+    their 422 answers name the parameter, as when each was declared on its own."""
+    with world.server.client(None) as anonymous:
+        document = anonymous.get("/openapi.json").json()
+    parameters = document["paths"]["/api/v1/cases"]["get"]["parameters"]
+    assert [(p["name"], p["in"], p["required"]) for p in parameters] == [
+        (name, "query", False)
+        for name in ("status", "route", "team", "overdue", "period", "page", "page_size")
+    ]
+    by_name = {p["name"]: p["schema"] for p in parameters}
+
+    def enum(name: str) -> list[str]:
+        ref = by_name[name]["anyOf"][0]["$ref"].rsplit("/", 1)[1]
+        values: list[str] = document["components"]["schemas"][ref]["enum"]
+        return values
+
+    assert enum("status") == ["open", "closed"]
+    assert enum("route") == ["sdv", "wijkteam", "budgetcoach"]
+    assert by_name["period"]["anyOf"][0]["pattern"] == r"^\d{4}-(0[1-9]|1[0-2])$"
+    assert (by_name["page"]["minimum"], by_name["page"]["maximum"]) == (1, 100_000)
+    assert (by_name["page_size"]["minimum"], by_name["page_size"]["maximum"]) == (1, 500)
+    assert (by_name["page"]["default"], by_name["page_size"]["default"]) == (1, 50)
+    for params, columns in (
+        ({"page": 0}, ["query.page"]),
+        ({"page_size": 501}, ["query.page_size"]),
+        ({"period": "2026-13", "status": "nope"}, ["query.status", "query.period"]),
+        ({"overdue": "maybe", "route": "elders"}, ["query.route", "query.overdue"]),
+    ):
+        answer = world.get("coordinator", "/api/v1/cases", **params)
+        assert answer.status_code == 422, params
+        assert [e["column"] for e in answer.json()["errors"]] == columns
+
+
 def test_list_pages_past_the_end_and_shows_each_case_as_its_detail_does(world: World) -> None:
     past = world.get("coordinator", "/api/v1/cases", page=4, page_size=2)
     assert past.status_code == 200
