@@ -269,6 +269,12 @@ def where_time_goes(results: list[dict[str, Any]]) -> list[str]:
             f"- **Matching** ({r['wall_s']:.2f} s): "
             + _top(r["details"].get("phases", {}), 6, r["wall_s"])
         )
+        reads = r["details"].get("reads_side_by_side", {})
+        if reads:
+            lines.append(
+                "  - the reads, side by side on two connections: "
+                + "; ".join(f"{k} {v:.2f} s" for k, v in reads.items())
+            )
         statements = r["details"].get("top_statements", [])[:3]
         if statements:
             lines.append(

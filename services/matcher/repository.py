@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import cast
 
@@ -54,6 +55,33 @@ def period_signals(session: Session, period: str) -> pl.DataFrame:
         {_PERIOD_SIGNALS}
     """
     return read_frame(session, query, {"period": period}, SIGNAL_SCHEMA)
+
+
+def inputs(session: Session, first_period: str, period: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The period's signals (:func:`period_signals`) and the history (:func:`history`).
+
+    On PostgreSQL the history is read on a connection of its own, side by side with the signals:
+    each read keeps a server process busy, and the machine has two cores (at national scale
+    5.5 s one after the other, 3.5 s side by side). Both are reads of committed rows, each
+    statement with a snapshot of its own, as they were one after the other in the run's
+    transaction, which has written nothing yet; the run's lock is held throughout.
+    """
+    if not is_postgres(session):
+        return period_signals(session, period), history(session, first_period, period)
+    engine = session.get_bind()
+
+    def read_history() -> pl.DataFrame:
+        with Session(engine) as other:
+            other.execute(text("SET TRANSACTION READ ONLY"))
+            # One server process: the other core is reading the signals. (On its own, the
+            # planner's parallel plan builds the hash of the month's addresses once per process.)
+            other.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+            return history(other, first_period, period)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-history") as pool:
+        earlier = pool.submit(read_history)
+        signals = period_signals(session, period)
+        return signals, earlier.result()
 
 
 def history(session: Session, first_period: str, period: str) -> pl.DataFrame:

@@ -146,8 +146,9 @@ def run_period(
                 session.rollback()
                 return RunReport(run=done, figures=json.loads(done.figures), already_done=True)
             progress(f"reading the signals of {target}")
-            signals = repository.period_signals(session, str(target))
-            earlier = repository.history(session, str(config.earliest_history_period), str(target))
+            signals, earlier = repository.inputs(
+                session, str(config.earliest_history_period), str(target)
+            )
             progress(f"matching {signals.height} signals against {earlier.height} earlier ones")
             result = match(signals, earlier, config)
             figures = dict(result.figures)

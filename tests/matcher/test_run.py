@@ -6,6 +6,7 @@ import concurrent.futures
 import fcntl
 import json
 import uuid
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -165,6 +166,43 @@ def test_history_holds_the_earlier_cases_of_the_periods_addresses_only(
     assert {uuid.UUID(c) for c in earlier["case_id"]} == {uuid.UUID(str(october[h])) for h in kept}
     assert earlier.height == 1  # the one link of that case (its one signal)
     assert before_october.is_empty()
+
+
+def test_the_run_reads_the_same_inputs_side_by_side(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """PostgreSQL reads the history on a second, read-only connection while the signals come in
+    on the run's own; what the rules get is what the two reads give one after the other."""
+    clock.set_local(2026, 10, 5, 9, 0)
+    deliver(ctx, "Huur BV", row("H1", nummer="1", bedrag="400"), row("H4", nummer="4"))
+    clock.set_local(2026, 10, 26, 2, 0)
+    run_period(ctx)
+    november(ctx, clock)
+    statements: list[tuple[int, str]] = []
+
+    def seen(_conn: sa.Connection, cursor: Any, statement: str, *_: object) -> None:
+        statements.append((cursor.connection.info.backend_pid, statement))
+
+    postgres = ctx.engine.dialect.name == "postgresql"
+    with ctx.sessions() as session:
+        own = session.scalar(sa.text("SELECT pg_backend_pid()")) if postgres else None
+        if postgres:
+            sa.event.listen(ctx.engine, "before_cursor_execute", seen)
+        try:
+            signals, earlier = repository.inputs(session, "2026-01", "2026-11")
+        finally:
+            if postgres:
+                sa.event.remove(ctx.engine, "before_cursor_execute", seen)
+        alone = repository.period_signals(session, "2026-11")
+        alone_earlier = repository.history(session, "2026-01", "2026-11")
+    assert signals.height == 6
+    assert earlier.height == 1
+    assert signals.sort("signal_id").equals(alone.sort("signal_id"))
+    assert earlier.sort("case_id").equals(alone_earlier.sort("case_id"))
+    if postgres:
+        others = {pid for pid, _ in statements if pid != own}
+        assert len(others) == 1
+        assert statements[0] == (others.pop(), "SET TRANSACTION READ ONLY")
 
 
 def test_open_window_cannot_be_run(ctx: Context, clock: Clock) -> None:
