@@ -21,6 +21,7 @@ from services.ingest.service import ingest_with_retry
 from services.matcher.service import run_period
 from shared.context import Context
 from shared.db import make_engine, unit_of_work
+from shared.ids import time_ordered_uuids
 from shared.models import Case, CaseEvent, CaseSignal, Delivery, Partner, Run, Signal, Team
 from tests.conftest import Clock
 from tests.helpers import csv_file, register, row
@@ -221,8 +222,10 @@ def test_a_run_with_cases_cannot_be_deleted(ctx: Context, clock: Clock) -> None:
     assert _count(ctx, Run) == 1
 
 
-def _many_cases(ctx: Context, count: int) -> list[uuid.UUID]:
-    """``count`` more cases (October), like the first one."""
+def _many_cases(
+    ctx: Context, count: int, ids: list[uuid.UUID] | None = None, period: str = "2026-10"
+) -> list[uuid.UUID]:
+    """``count`` more cases (October), like the first one; with ``ids`` if given."""
     with ctx.sessions() as session:
         template = session.execute(sa.select(Case).limit(1)).scalar_one()
         values = {
@@ -230,12 +233,12 @@ def _many_cases(ctx: Context, count: int) -> list[uuid.UUID]:
             for c in sa.inspect(Case).column_attrs
             if c.key not in ("id", "address_hash", "period")
         }
-    ids = [uuid.uuid4() for _ in range(count)]
+    ids = ids or [uuid.uuid4() for _ in range(count)]
     with unit_of_work(ctx.sessions) as session:
         session.execute(
             sa.insert(Case),
             [
-                dict(values, id=case_id, address_hash=f"{i:064x}", period="2026-10")
+                dict(values, id=case_id, address_hash=f"{i:064x}", period=period)
                 for i, case_id in enumerate(ids)
             ],
         )
@@ -246,16 +249,52 @@ def _notes(ctx: Context, case_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
     return [{"case_id": case_id, "at": ctx.now(), "kind": "note"} for case_id in case_ids]
 
 
-def test_links_to_many_parents_are_checked_together(ctx: Context, clock: Clock) -> None:
-    """More distinct parents than the row-lock limit (a table lock then): one missing fails all."""
+def _insert_at_once(session: sa.orm.Session, events: list[dict[str, Any]]) -> None:
+    """The events in one statement, as the run's COPY stores them (an executemany would send
+    them in statements of a thousand rows, each below the row-lock limit)."""
+    session.execute(sa.insert(CaseEvent).values(events))
+
+
+def _estimated_in_range(ctx: Context, ids: list[uuid.UUID]) -> float:
+    """What PostgreSQL expects between the smallest and largest id: migration 0013 reads that
+    range in one pass when it holds at most four rows per id, and looks the ids up otherwise."""
+    with ctx.sessions() as session:
+        session.execute(sa.text("ANALYZE cases"))
+        plan = session.execute(
+            sa.text("EXPLAIN (FORMAT JSON) SELECT 1 FROM cases WHERE id BETWEEN :low AND :high"),
+            {"low": min(ids), "high": max(ids)},
+        ).scalar_one()
+        session.commit()
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
+@pytest.mark.parametrize("ids", ["neighbours", "spread"])
+def test_links_to_many_parents_are_checked_together(ctx: Context, clock: Clock, ids: str) -> None:
+    """More distinct parents than the row-lock limit (a table lock then): one missing fails all.
+
+    On PostgreSQL the parents are then checked over their key range in one pass when they are
+    neighbours (time-ordered ids, as one run makes them), or looked up one by one when they are
+    spread over a table four times their number. The missing parent lies inside the range.
+    """
     _november_cases(ctx, clock)
-    many = _many_cases(ctx, ESCALATE_ABOVE + 5)
+    count = ESCALATE_ABOVE + 5
+    if ids == "neighbours":
+        made = time_ordered_uuids(count + 1, ctx.now())
+        missing = made.pop(count // 2)
+        many = _many_cases(ctx, count, made)
+    else:
+        _many_cases(ctx, 4 * count, period="2026-09")
+        many = _many_cases(ctx, count)
+        missing = uuid.UUID(int=(min(many).int + max(many).int) // 2)
+    if ctx.engine.dialect.name == "postgresql":
+        in_range = _estimated_in_range(ctx, many)
+        assert (in_range <= 4 * count) == (ids == "neighbours")
     events = _notes(ctx, many)
     with ctx.sessions() as session:
         with pytest.raises(IntegrityError):
-            session.execute(sa.insert(CaseEvent), [*events, dict(events[0], case_id=uuid.uuid4())])
+            _insert_at_once(session, [*events, dict(events[0], case_id=missing)])
         session.rollback()
-        session.execute(sa.insert(CaseEvent), events)
+        _insert_at_once(session, events)
         session.commit()
     assert _count(ctx, CaseEvent) == 2 + len(many)
 
@@ -267,7 +306,7 @@ def test_cases_are_not_deleted_while_links_to_them_are_being_stored(
     _november_cases(ctx, clock)
     linked = _many_cases(ctx, parents)
     with ctx.sessions() as writer:
-        writer.execute(sa.insert(CaseEvent), _notes(ctx, linked))
+        _insert_at_once(writer, _notes(ctx, linked))
         _refused_while_held(database_url, sa.delete(Case).where(Case.id == linked[0]))
         writer.commit()
     assert _count(ctx, CaseEvent) == 2 + parents
