@@ -43,7 +43,7 @@ from shared import audit
 from shared.bulk import is_postgres
 from shared.context import Context
 from shared.errors import Conflict
-from shared.ids import time_ordered_uuids
+from shared.ids import time_ordered_uuid_texts
 from shared.models import CaseLink, CaseSignal, Run, RunStatus, Signaalstatus
 from shared.periods import Period, last_closed_period, local_today, open_period
 
@@ -305,9 +305,7 @@ def _write_cases(
 
     fresh = cases.filter(pl.col("case_id").is_null())
     fresh = fresh.with_columns(
-        pl.Series(
-            "case_id", [str(i) for i in time_ordered_uuids(fresh.height, now)], dtype=pl.String
-        ),
+        pl.Series("case_id", time_ordered_uuid_texts(fresh.height, now), dtype=pl.String),
         pl.lit(True).alias("is_new"),
     )
     kept = cases.filter(pl.col("case_id").is_not_null()).with_columns(pl.lit(False).alias("is_new"))
