@@ -68,6 +68,8 @@ def inputs(session: Session, first_period: str, period: str) -> tuple[pl.DataFra
     """
     if not is_postgres(session):
         return period_signals(session, period), history(session, first_period, period)
+    # The run's own statements keep the run's work memory (history() sets it on its connection).
+    session.execute(text(f"SET LOCAL work_mem = '{RUN_WORK_MEM}'"))
     engine = session.get_bind()
 
     def read_history() -> pl.DataFrame:
