@@ -62,9 +62,9 @@ def inputs(session: Session, first_period: str, period: str) -> tuple[pl.DataFra
 
     On PostgreSQL the history is read on a connection of its own, side by side with the signals:
     each read keeps a server process busy, and the machine has two cores (at national scale
-    5.5 s one after the other, 3.5 s side by side). Both are reads of committed rows, each
-    statement with a snapshot of its own, as they were one after the other in the run's
-    transaction, which has written nothing yet; the run's lock is held throughout.
+    5.0 to 5.5 s one after the other, 3.4 to 3.55 s side by side). Both are reads of committed
+    rows, each statement with a snapshot of its own, as they were one after the other in the
+    run's transaction, which has written nothing yet; the run's lock is held throughout.
     """
     if not is_postgres(session):
         return period_signals(session, period), history(session, first_period, period)

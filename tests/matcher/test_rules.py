@@ -13,7 +13,9 @@ from services.matcher.rules import (
     SIGNAL_SCHEMA,
     MatchConfig,
     MatchResult,
+    case_flags,
     empty_history,
+    group_addresses,
     match,
 )
 from shared.address import address_key
@@ -289,6 +291,27 @@ def test_running_twice_gives_the_same_result(frame: pl.DataFrame) -> None:
     assert canonical(match(frame, empty_history(), CONFIG)) == canonical(
         match(frame, empty_history(), CONFIG)
     )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    signal_frames(),
+    st.frozensets(st.sampled_from(KINDS)),
+    st.booleans(),
+)
+def test_which_addresses_make_a_case_is_decided_as_the_full_grouping_decides(
+    frame: pl.DataFrame, standalone: frozenset[str], crisis: bool
+) -> None:
+    """The run builds the signals' lists only for the addresses ``case_flags`` picks: it must
+    pick exactly those whose full grouping is a case, under any configuration."""
+    config = MatchConfig(
+        period=CONFIG.period,
+        run_date=RUN_DATE,
+        standalone_kinds=standalone,
+        crisis_standalone=crisis,
+    )
+    full = group_addresses(frame, config).select("address_hash", "is_case").sort("address_hash")
+    assert case_flags(frame, config).sort("address_hash").equals(full)
 
 
 @settings(max_examples=100, deadline=None)

@@ -204,7 +204,9 @@ def test_the_run_reads_the_same_inputs_side_by_side(
         others = {pid for pid, _ in statements if pid != own}
         assert len(others) == 1
         other = others.pop()
-        assert next(text for pid, text in statements if pid == other) == "SET TRANSACTION READ ONLY"
+        on_other = [text for pid, text in statements if pid == other]
+        assert on_other[0] == "SET TRANSACTION READ ONLY"
+        assert "SET LOCAL max_parallel_workers_per_gather = 0" in on_other  # one server process
         assert work_mem == repository.RUN_WORK_MEM  # the run's own transaction keeps it
 
 
