@@ -22,7 +22,7 @@ from shared.auth import Principal
 from shared.context import Context
 from shared.crypto import split_api_key
 from shared.db import unit_of_work
-from shared.models import ApiKey, AuditEvent, Case, Signal, Staff
+from shared.models import ApiKey, AuditEvent, Case, CaseEvent, Signal, Staff
 from shared.periods import local_today
 from tests.conftest import Clock, LiveServer
 from tests.helpers import register, row
@@ -367,7 +367,18 @@ def test_case_detail_is_complete_and_audited(world: World, ctx: Context) -> None
     assert case["signals"][0]["partner"]["name"] == "Huur BV"
     assert case["is_recidive"]
     assert [r["period"] for r in case["recidive"]] == ["2026-10"]
-    assert case["history"][0]["kind"] == "routed"
+    routed = case["history"][0]
+    assert (routed["kind"], routed["to_route"], routed["to_team"]) == (
+        "routed",
+        "budgetcoach",
+        None,
+    )
+    with ctx.sessions() as session:  # derived from the case: the run stores no event for it
+        stored = session.get(Case, uuid.UUID(world.cases["budgetcoach"]))
+        assert stored is not None
+        assert stored.routed_at is not None
+        assert routed["at"] == stored.routed_at.isoformat()
+        assert session.scalar(sa.select(sa.func.count()).select_from(CaseEvent)) == 0
     with ctx.sessions() as session:
         event = session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "case.read")).one()
         assert event.object_id == world.cases["budgetcoach"]
@@ -427,7 +438,13 @@ def test_transfer_hands_over_and_keeps_history(world: World) -> None:
     assert moved.json()["route"] == "budgetcoach"
     assert world.get("noord", f"/api/v1/cases/{case_id}").status_code == 404
     detail = world.get("budgetcoach", f"/api/v1/cases/{case_id}").json()
-    transfer = detail["history"][-1]
+    routed, transfer = detail["history"]
+    # Where the run sent the case stays first in its history, though the case has moved on.
+    assert (routed["kind"], routed["to_route"], routed["to_team"]) == (
+        "routed",
+        "wijkteam",
+        "noord",
+    )
     assert transfer["kind"] == "transfer"
     assert transfer["from_team"] == "noord"
     assert transfer["reason"] == "bewoner vraagt om budgetcoach"
