@@ -34,12 +34,28 @@ def _uuid_text(session: Session, column: str) -> str:
     return f"CAST({column} AS TEXT)" if is_postgres(session) else column
 
 
-# The period's signals: those of every partner's current delivery (purged ones excluded).
-_PERIOD_SIGNALS = """
-        FROM signals s JOIN deliveries d ON d.id = s.delivery_id
-        WHERE s.period = :period AND d.period = :period AND d.status = 'accepted'
-          AND s.address_hash IS NOT NULL
-"""
+def _period_signals(session: Session) -> str:
+    """FROM and WHERE of the period's signals: those of every partner's current delivery
+    (purged ones excluded).
+
+    On PostgreSQL the current deliveries' ids are taken first, as an array: as a join, the
+    planner expected a few thousand signals per delivery (it cannot know that a delivery's
+    signals all share its period) and scanned the period's index once per delivery, twelve
+    times a million entries at national scale (0.85 s → 0.5 s for the month's signals, and as
+    much less inside the history's read).
+    """
+    deliveries = "SELECT d.id FROM deliveries d WHERE d.period = :period AND d.status = 'accepted'"
+    current = (
+        f"s.delivery_id = ANY (ARRAY({deliveries}))"
+        if is_postgres(session)
+        else f"s.delivery_id IN ({deliveries})"
+    )
+    return f"""
+        FROM signals s
+        WHERE s.period = :period AND s.address_hash IS NOT NULL AND {current}
+    """
+
+
 # Memory for the run's sorts and hashes (per operation, for the run's transaction only): the
 # history's semi-join hashes a month of addresses, a million at national scale, which at the
 # default (4 MB) spills to disk in sixteen batches.
@@ -52,7 +68,7 @@ def period_signals(session: Session, period: str) -> pl.DataFrame:
         SELECT s.id AS signal_id, {_uuid_text(session, "s.partner_id")} AS partner_id, s.kind,
                s.address_hash, s.pc4, s.pc6_hash, s.person_hash, s.bedrag_cent, s.signaaldatum,
                s.crisis, s.warme_overdracht
-        {_PERIOD_SIGNALS}
+        {_period_signals(session)}
     """
     return read_frame(session, query, {"period": period}, SIGNAL_SCHEMA)
 
@@ -105,7 +121,7 @@ def history(session: Session, first_period: str, period: str) -> pl.DataFrame:
         FROM cases c
         JOIN case_signals cs ON cs.case_id = c.id
         WHERE c.period >= :first AND c.period < :period
-          AND c.address_hash IN (SELECT s.address_hash {_PERIOD_SIGNALS})
+          AND c.address_hash IN (SELECT s.address_hash {_period_signals(session)})
     """  # noqa: S608 (no user input in the text)
     schema = dict(HISTORY_SCHEMA)
     schema["case_open"] = pl.Int8
