@@ -181,7 +181,7 @@ def run_period(
                 session, _outcomes_to_store(result.outcomes, rerun=done is not None)
             )
             progress("recording the routing of the new cases")
-            record_routes(session, routed, now)
+            record_routes(session, routed)
             figures["routes"] = _route_counts(routed)
             figures["outside_areas"] = (
                 int(routed["outside_areas"].sum()) if not routed.is_empty() else 0

@@ -136,13 +136,13 @@ def plan_routes(session: Session, ctx: Context, run: Run, cases: pl.DataFrame) -
     )
 
 
-def record_routes(session: Session, routed: pl.DataFrame, now: datetime) -> None:
+def record_routes(session: Session, routed: pl.DataFrame) -> None:
     """Mark the signals of new cases whose household SDV already knows (``routed`` from
     :func:`plan_routes`). The cases' signals must be linked (``case_signals``) first.
 
     The routing itself is on the cases, written with them: no event is stored per case (at
-    national scale that was a quarter of a million rows a month, 1.6 s of the run); the case's
-    history derives it (:func:`routing_event`).
+    national scale that was a quarter of a million rows a month, 1.5 to 1.6 s of the run); the
+    case's history derives it (:func:`routing_event`).
     """
     if routed.is_empty():
         return
