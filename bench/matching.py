@@ -52,7 +52,7 @@ def instrument(ctx: Context) -> tuple[Phases, StatementTimer]:
     phases.wrap(repository, "insert_case_links", "write: case_links (COPY)")
     phases.wrap(repository, "set_signal_outcomes", "write: every signal's outcome (UPDATE)")
     phases.wrap(service, "plan_routes", "route: plan (SDV register, areas, due dates)")
-    phases.wrap(service, "record_routes", "route: signals of households SDV knows")
+    phases.wrap(service, "mark_known_to_sdv", "route: signals of households SDV knows")
     phases.wrap(repository, "partners_without_delivery", "other: partners without delivery")
 
     def before(_session: Any) -> None:

@@ -41,8 +41,8 @@ def _period_signals(session: Session) -> str:
     On PostgreSQL the current deliveries' ids are taken first, as an array: as a join, the
     planner expected a few thousand signals per delivery (it cannot know that a delivery's
     signals all share its period) and scanned the period's index once per delivery, twelve
-    times a million entries at national scale (0.85 s → 0.5 s for the month's signals, and as
-    much less inside the history's read).
+    times a million entries at national scale (under EXPLAIN ANALYZE: 0.85 s → 0.51 to 0.58 s
+    for the month's signals, 3.2 s → 2.8 s for the history's query).
     """
     deliveries = "SELECT d.id FROM deliveries d WHERE d.period = :period AND d.status = 'accepted'"
     current = (

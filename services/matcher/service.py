@@ -38,7 +38,7 @@ from services.matcher.rules import (
     MatchConfig,
     match,
 )
-from services.routing.service import ROUTED_COLUMNS, plan_routes, record_routes
+from services.routing.service import ROUTED_COLUMNS, mark_known_to_sdv, plan_routes
 from shared import audit
 from shared.bulk import is_postgres
 from shared.context import Context
@@ -181,7 +181,7 @@ def run_period(
                 session, _outcomes_to_store(result.outcomes, rerun=done is not None)
             )
             progress("recording the routing of the new cases")
-            record_routes(session, routed)
+            mark_known_to_sdv(session, routed)
             figures["routes"] = _route_counts(routed)
             figures["outside_areas"] = (
                 int(routed["outside_areas"].sum()) if not routed.is_empty() else 0

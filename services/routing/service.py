@@ -1,6 +1,6 @@
 """Routing at run time, and the work on a case: who sees it, contact attempts, transfer, closure.
 
-* :func:`plan_routes` and :func:`record_routes` serve the monthly run, inside the run's
+* :func:`plan_routes` and :func:`mark_known_to_sdv` serve the monthly run, inside the run's
   transaction, for the cases it creates: the first applies :mod:`services.routing.rules` (the
   run inserts the cases with the result), the second marks the signals of households SDV
   already knows. A case's routing is kept on the case itself (route, team, ``routed_at``), so the
@@ -136,7 +136,7 @@ def plan_routes(session: Session, ctx: Context, run: Run, cases: pl.DataFrame) -
     )
 
 
-def record_routes(session: Session, routed: pl.DataFrame) -> None:
+def mark_known_to_sdv(session: Session, routed: pl.DataFrame) -> None:
     """Mark the signals of new cases whose household SDV already knows (``routed`` from
     :func:`plan_routes`). The cases' signals must be linked (``case_signals``) first.
 
@@ -786,7 +786,7 @@ def routing_event(
     """
     if case.routed_at is None or any(e.kind == "routed" for e in events):
         return []
-    first = next((e for e in events if e.from_route is not None or e.from_team_id), None)
+    first = next((e for e in events if e.from_route is not None), None)
     route, team_id = (first.from_route, first.from_team_id) if first else (case.route, case.team_id)
     return [
         {

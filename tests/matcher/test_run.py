@@ -57,6 +57,20 @@ def november(ctx: Context, clock: Clock) -> None:
     clock.set_local(2026, 11, 26, 2, 0)
 
 
+def test_a_replaced_delivery_no_longer_counts(ctx: Context, clock: Clock, partners: None) -> None:
+    """Only each partner's current delivery is read: the energy file that would have made
+    address 2 a case was replaced by one without it before the deadline."""
+    clock.set_local(2026, 11, 10, 9, 0)
+    deliver(ctx, "Zorg UA", row("Z1", nummer="1"), row("Z2", nummer="2"))
+    deliver(ctx, "Energie NV", row("E1", nummer="1"), row("E2", nummer="2"))
+    deliver(ctx, "Energie NV", row("E1", nummer="1"))
+    clock.set_local(2026, 11, 26, 2, 0)
+    with ctx.sessions() as session:
+        assert repository.period_signals(session, "2026-11").height == 3
+    report = run_period(ctx)
+    assert (report.figures["signals_in"], report.figures["cases"]) == (3, 1)
+
+
 def test_run_makes_cases_and_records_figures(ctx: Context, clock: Clock, partners: None) -> None:
     november(ctx, clock)
     report = run_period(ctx)
@@ -260,7 +274,7 @@ def test_a_failing_run_leaves_no_trace(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("routing failed")
 
-    monkeypatch.setattr("services.matcher.service.record_routes", broken)
+    monkeypatch.setattr("services.matcher.service.mark_known_to_sdv", broken)
     with pytest.raises(RuntimeError):
         run_period(ctx)
     with ctx.sessions() as session:
