@@ -68,6 +68,8 @@ BINARY_MAGIC = (
     b"\xff\xd8\xff",
 )
 _SEPARATOR_CANDIDATES = (";", ",", "\t")
+_FIRST_CONTENT = re.compile(rb"[^ \t\r\n\xef\xbb\xbf]")
+_BARE_CR = re.compile(rb"\r(?!\n)")
 
 
 def squash(name: str) -> str:
@@ -156,12 +158,14 @@ def as_utf8(content: bytes) -> bytes:
 
 def sniff_format(content: bytes, filename: str | None, content_type: str | None) -> FileFormat:
     """CSV or JSON, from the content first; 415 for anything that is not text."""
-    if not content.strip(b" \t\r\n\xef\xbb\xbf"):
+    # The first character that is not white space or a byte of the BOM, found without copying
+    # the file (stripping a 130 MB upload copied it twice, a quarter of a second).
+    first = _FIRST_CONTENT.search(content)
+    if first is None:
         raise ValidationFailed("the file is empty", [RowProblem(1, "", "empty file")])
     if content.startswith(BINARY_MAGIC) or b"\x00" in content[:65536]:
         raise UnsupportedMediaType("the file is not CSV or JSON text (it looks like a binary file)")
-    head = content.lstrip(b" \t\r\n\xef\xbb\xbf")[:1]
-    if head in (b"{", b"["):
+    if first.group() in (b"{", b"["):
         return "json"
     return "csv"
 
@@ -223,7 +227,8 @@ def _detect_separator(header_line: str) -> str:
 
 def _parse_csv(data: bytes) -> ParsedFile:
     # Old Mac and some Excel exports end lines with a bare CR (rare: only then is a copy made).
-    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
+    # One search for a CR not followed by LF (counting both took twice as long).
+    if _BARE_CR.search(data):
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     first_line_end = data.find(b"\n")
     header_bytes = data if first_line_end < 0 else data[:first_line_end]
