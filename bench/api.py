@@ -49,6 +49,7 @@ from bench.common import (
     measurement,
     peak_rss_bytes,
     process_peak_rss_bytes,
+    process_stats,
     psycopg_url,
     read_json,
     say,
@@ -123,25 +124,10 @@ def server_peak_rss_bytes(pid: int) -> int | None:
     return sum(found) if found else None
 
 
-def _process_stats() -> Iterator[tuple[int, int, str, float]]:
-    """(pid, parent pid, command name, CPU seconds so far) of every process, from ``/proc``."""
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text[text.rindex(")") + 2 :].split()
-        yield int(entry.name), int(fields[1]), name, (int(fields[11]) + int(fields[12])) / tick
-
-
 def cpu_seconds(server_pid: int) -> dict[str, float]:
     """CPU seconds so far of the API server (the process and its workers) and of PostgreSQL
     (every ``postgres`` process: the backends serving the workers, and the server's own)."""
-    stats = list(_process_stats())
+    stats = list(process_stats())
     children: dict[int, list[int]] = {}
     for pid, parent, _name, _cpu in stats:
         children.setdefault(parent, []).append(pid)

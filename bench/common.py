@@ -136,6 +136,49 @@ def busy_percent(before: list[int] | None, after: list[int] | None) -> float | N
     return _share_percent(before, after, (0, 1, 2, 5, 6, 7))
 
 
+def process_stats() -> Iterator[tuple[int, int, str, float]]:
+    """(pid, parent pid, command name, CPU seconds so far) of every process, from ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        yield int(entry.name), int(fields[1]), name, (int(fields[11]) + int(fields[12])) / tick
+
+
+def _postgres_cpu() -> dict[int, float]:
+    return {pid: cpu for pid, _parent, name, cpu in process_stats() if name == "postgres"}
+
+
+class CpuMeter:
+    """The CPU a measurement used, from its start to :meth:`read`: this process's (every thread;
+    user and system apart), PostgreSQL's (every ``postgres`` process on the machine: the part's
+    backends, the WAL writer, the checkpointer), and how busy the machine was over all its cores.
+
+    Beside the wall time it shows whether a part waits or works: a part that keeps both cores
+    busy cannot go faster by doing things side by side, only by doing less. A PostgreSQL process
+    that ends before :meth:`read` is not counted (the parts keep their connections until then).
+    """
+
+    def __init__(self) -> None:
+        self._times, self._postgres, self._ticks = os.times(), _postgres_cpu(), cpu_ticks()
+
+    def read(self) -> dict[str, float | None]:
+        times, postgres, ticks = os.times(), _postgres_cpu(), cpu_ticks()
+        database = sum(cpu - self._postgres.get(pid, 0.0) for pid, cpu in postgres.items())
+        return {
+            "process_user_s": round(times.user - self._times.user, 2),
+            "process_system_s": round(times.system - self._times.system, 2),
+            "postgresql_s": round(database, 2),
+            "machine_busy_percent": busy_percent(self._ticks, ticks),
+        }
+
+
 def psycopg_url(sqlalchemy_url: str) -> str:
     """``postgresql+psycopg://...`` as a libpq URI."""
     import sqlalchemy as sa

@@ -16,6 +16,7 @@ from bench.common import (
     INGEST_CLOCK,
     INGEST_PARTNER,
     INGEST_PERIOD,
+    CpuMeter,
     FixedClock,
     Phases,
     child_parser,
@@ -99,11 +100,13 @@ def main() -> None:
     phases = instrument(ctx)
     say(f"ingest: {entry['rows']} rows ({entry['bytes'] / 1e6:.0f} MB) through the real pipeline")
     try:
+        meter = CpuMeter()
         started = time.perf_counter()
         content = path.read_bytes()
         read = time.perf_counter() - started
         outcome = ingest_with_retry_call(ctx, partner_id, content, path.name)
         wall = time.perf_counter() - started
+        cpu = meter.read()
         rss = peak_rss_bytes()
         with ctx.engine.connect() as conn:
             from sqlalchemy import text
@@ -131,6 +134,7 @@ def main() -> None:
                 warnings=outcome["warnings"],
                 batch_rows=ctx.settings.ingest_batch_rows,
                 phases=breakdown(phases, wall, read),
+                cpu=cpu,
             )
         ],
     )

@@ -22,6 +22,7 @@ from bench.common import (
     MONTH_PERIOD,
     RUN_CLOCK,
     RUN_DATE,
+    CpuMeter,
     FixedClock,
     Phases,
     StatementTimer,
@@ -78,9 +79,11 @@ def main() -> None:
     try:
         from services.matcher.service import run_period
 
+        meter = CpuMeter()
         started = time.perf_counter()
         report = run_period(ctx, period=MONTH_PERIOD, as_of=RUN_DATE)
         wall = time.perf_counter() - started
+        cpu = meter.read()
         rss = peak_rss_bytes()
         phases.restore()
         accounted = sum(v for k, v in phases.seconds.items() if not k.startswith("_"))
@@ -121,6 +124,7 @@ def main() -> None:
                     if k.startswith(SIDE_BY_SIDE)
                 },
                 top_statements=statements.top(),
+                cpu=cpu,
             ),
             measurement(
                 "matching_rules",

@@ -247,6 +247,21 @@ def _top(mapping: dict[str, float], count: int, total: float | None = None) -> s
     return "; ".join(f"{k} {v:.2f} s" for k, v in ranked)
 
 
+def _cpu_line(r: dict[str, Any]) -> list[str]:
+    """Where a part's CPU went while it ran (bench.common.CpuMeter), if it was measured."""
+    cpu = r["details"].get("cpu")
+    if not cpu:
+        return []
+    user, system = cpu["process_user_s"], cpu["process_system_s"]
+    busy = cpu.get("machine_busy_percent")
+    return [
+        f"  - CPU while it ran: this process {user + system:.1f} s (user {user:.1f}, "
+        f"system {system:.1f}), PostgreSQL {cpu['postgresql_s']:.1f} s, in "
+        f"{r['wall_s']:.2f} s of wall time"
+        + (f"; the machine was {busy:.0f}% busy over all its cores" if busy is not None else "")
+    ]
+
+
 def where_time_goes(results: list[dict[str, Any]]) -> list[str]:
     """One paragraph per part with a breakdown, from the phase timers, statements and profile."""
     parts = _by_part(results)
@@ -257,6 +272,7 @@ def where_time_goes(results: list[dict[str, Any]]) -> list[str]:
             f"- **Ingest** ({r['wall_s']:.2f} s): "
             + _top(r["details"].get("phases", {}), 6, r["wall_s"])
         )
+        lines += _cpu_line(r)
     if "profile" in parts:
         top = parts["profile"]["details"]["top_own_time"][:6]
         lines.append(
@@ -269,6 +285,7 @@ def where_time_goes(results: list[dict[str, Any]]) -> list[str]:
             f"- **Matching** ({r['wall_s']:.2f} s): "
             + _top(r["details"].get("phases", {}), 6, r["wall_s"])
         )
+        lines += _cpu_line(r)
         reads = r["details"].get("reads_side_by_side", {})
         if reads:
             lines.append(

@@ -47,4 +47,11 @@ def test_bench_smoke(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results" / "latest.json").read_text(encoding="utf-8"))
     parts = {r["part"] for r in results["results"]}
     assert {"ingest", "naive", "copy", "sql_query", "matching", "api"} <= parts, parts
-    assert (tmp_path / "results" / "latest.md").read_text(encoding="utf-8").strip()
+    report = (tmp_path / "results" / "latest.md").read_text(encoding="utf-8")
+    # Where the time goes: the CPU of the ingest and the run, theirs and PostgreSQL's.
+    for part in ("ingest", "matching"):
+        (found,) = [r for r in results["results"] if r["part"] == part]
+        cpu = found["details"]["cpu"]
+        assert cpu["process_user_s"] + cpu["process_system_s"] > 0, cpu
+        assert cpu["postgresql_s"] > 0, cpu
+    assert report.count("CPU while it ran: this process") == 2, report
