@@ -108,6 +108,9 @@ def ingest_month(
 
 # --- history in SQL --------------------------------------------------------------------------
 
+# Every abs(hashtext(...)) widens to bigint first: hashtext can return -2^31, whose absolute value
+# is no integer. With a new hash key per run, about 30 million values are hashed, so now and then
+# one of them does (a run of 2026-11-30 failed on it: "integer out of range").
 _SOURCE = """
 CREATE TEMP TABLE hsrc ON COMMIT DROP AS
 SELECT f.id AS src_id, f.partner_id, f.kind, f.row_number, keep.kept,
@@ -118,8 +121,9 @@ SELECT f.id AS src_id, f.partner_id, f.kind, f.row_number, keep.kept,
             ELSE encode(sha256(convert_to(f.person_hash || ':' || %(d)s::text, 'UTF8')), 'hex')
        END AS person_hash,
        f.pc4, f.pc6_hash,
-       greatest(1, CASE WHEN abs(hashtext(f.address_hash || '#' || %(d)s::text)) %% 100 < 25
-                        THEN f.bedrag_cent * (100 + abs(hashtext(f.address_hash)) %% 20) / 100
+       greatest(1, CASE WHEN abs(hashtext(f.address_hash || '#' || %(d)s::text)::bigint) %% 100 < 25
+                        THEN f.bedrag_cent * (100 + abs(hashtext(f.address_hash)::bigint) %% 20)
+                             / 100
                         ELSE f.bedrag_cent * greatest(40, 100 - 8 * %(d)s::int) / 100
                    END)::bigint AS bedrag_cent,
        (f.achterstand_sinds - make_interval(months => %(d)s::int))::date AS achterstand_sinds,
@@ -129,7 +133,7 @@ SELECT f.id AS src_id, f.partner_id, f.kind, f.row_number, keep.kept,
 FROM signals f
 JOIN deliveries fd ON fd.id = f.delivery_id
 CROSS JOIN LATERAL (
-    SELECT abs(hashtext(f.address_hash || ':' || %(d)s::text)) %% 10000 < %(keep)s AS kept
+    SELECT abs(hashtext(f.address_hash || ':' || %(d)s::text)::bigint) %% 10000 < %(keep)s AS kept
 ) keep
 WHERE fd.period = %(fresh)s AND fd.status = 'accepted' AND f.address_hash IS NOT NULL
 """
@@ -197,7 +201,7 @@ WITH recidive AS (
     WHERE period >= %(recidive_from)s AND period < %(period)s
 ), decided AS (
     SELECT g.*, r.address_hash IS NOT NULL AS is_recidive,
-           abs(hashtext(g.address_hash || '/status')) %% 100 AS roll,
+           abs(hashtext(g.address_hash || '/status')::bigint) %% 100 AS roll,
            coalesce((SELECT ta.team_id FROM team_areas ta
                      WHERE ta.pc6 IS NULL AND g.pc4 BETWEEN ta.pc4_from AND ta.pc4_to
                      LIMIT 1), %(default_team)s::uuid) AS team_id
