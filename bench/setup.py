@@ -201,7 +201,7 @@ WITH recidive AS (
     WHERE period >= %(recidive_from)s AND period < %(period)s
 ), decided AS (
     SELECT g.*, r.address_hash IS NOT NULL AS is_recidive,
-           abs(hashtext(g.address_hash || '/status')::bigint) %% 100 AS roll,
+           (abs(hashtext(g.address_hash || '/status')::bigint) %% 100)::int AS roll,
            coalesce((SELECT ta.team_id FROM team_areas ta
                      WHERE ta.pc6 IS NULL AND g.pc4 BETWEEN ta.pc4_from AND ta.pc4_to
                      LIMIT 1), %(default_team)s::uuid) AS team_id
