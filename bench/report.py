@@ -402,6 +402,10 @@ METHOD = (
     "API: open-loop load; latency counts from each request's due time; the per-key read limit "
     "is off for the load test. Before it the run's tables are vacuumed and analysed and a "
     "checkpoint is taken, as the nightly run's would be by the working day.",
+    "CPU while it ran (ingest, matching): this process's user and system time (all its "
+    "threads), PostgreSQL's (every `postgres` process on the machine, from `/proc`, over the "
+    "same span; right only with the server on the same machine, as here) and how busy the "
+    "machine was. Both cores busy means the part can only go faster by doing less work.",
     "CPU steal: the share of the machine's CPU time during each part that the hypervisor gave "
     "to other virtual machines (`/proc/stat`). On a shared virtual machine the same work takes "
     "that much longer; compare runs with similar steal.",
