@@ -158,7 +158,8 @@ def _postgres_cpu() -> dict[int, float]:
 class CpuMeter:
     """The CPU a measurement used, from its start to :meth:`read`: this process's (every thread;
     user and system apart), PostgreSQL's (every ``postgres`` process on the machine: the part's
-    backends, the WAL writer, the checkpointer), and how busy the machine was over all its cores.
+    backends, the WAL writer, the checkpointer), other processes', and how busy the machine was
+    over all its cores.
 
     Beside the wall time it shows whether a part waits or works: a part that keeps both cores
     busy cannot go faster by doing things side by side, only by doing less. A PostgreSQL process
@@ -170,11 +171,20 @@ class CpuMeter:
 
     def read(self) -> dict[str, float | None]:
         times, postgres, ticks = os.times(), _postgres_cpu(), cpu_ticks()
+        user, system = times.user - self._times.user, times.system - self._times.system
         database = sum(cpu - self._postgres.get(pid, 0.0) for pid, cpu in postgres.items())
+        other = None
+        if self._ticks is not None and ticks is not None:
+            # The machine's working time (user, nice, system, irq, softirq) less the two above:
+            # what other processes used. More than a little means something ran beside the
+            # part, and its figures are disturbed.
+            worked = sum(ticks[i] - self._ticks[i] for i in (0, 1, 2, 5, 6))
+            other = max(0.0, worked / os.sysconf("SC_CLK_TCK") - user - system - database)
         return {
-            "process_user_s": round(times.user - self._times.user, 2),
-            "process_system_s": round(times.system - self._times.system, 2),
+            "process_user_s": round(user, 2),
+            "process_system_s": round(system, 2),
             "postgresql_s": round(database, 2),
+            "other_processes_s": None if other is None else round(other, 2),
             "machine_busy_percent": busy_percent(self._ticks, ticks),
         }
 

@@ -253,11 +253,12 @@ def _cpu_line(r: dict[str, Any]) -> list[str]:
     if not cpu:
         return []
     user, system = cpu["process_user_s"], cpu["process_system_s"]
-    busy = cpu.get("machine_busy_percent")
+    busy, other = cpu.get("machine_busy_percent"), cpu.get("other_processes_s")
     return [
         f"  - CPU while it ran: this process {user + system:.1f} s (user {user:.1f}, "
-        f"system {system:.1f}), PostgreSQL {cpu['postgresql_s']:.1f} s, in "
-        f"{r['wall_s']:.2f} s of wall time"
+        f"system {system:.1f}), PostgreSQL {cpu['postgresql_s']:.1f} s"
+        + (f", other processes {other:.1f} s" if other is not None else "")
+        + f", in {r['wall_s']:.2f} s of wall time"
         + (f"; the machine was {busy:.0f}% busy over all its cores" if busy is not None else "")
     ]
 
@@ -404,8 +405,10 @@ METHOD = (
     "checkpoint is taken, as the nightly run's would be by the working day.",
     "CPU while it ran (ingest, matching): this process's user and system time (all its "
     "threads), PostgreSQL's (every `postgres` process on the machine, from `/proc`, over the "
-    "same span; right only with the server on the same machine, as here) and how busy the "
-    "machine was. Both cores busy means the part can only go faster by doing less work.",
+    "same span; right only with the server on the same machine, as here), other processes' "
+    "(the machine's working time less those two: more than a little means something ran beside "
+    "the part and disturbed it) and how busy the machine was. Both cores busy means the part can "
+    "only go faster by doing less work.",
     "CPU steal: the share of the machine's CPU time during each part that the hypervisor gave "
     "to other virtual machines (`/proc/stat`). On a shared virtual machine the same work takes "
     "that much longer; compare runs with similar steal.",

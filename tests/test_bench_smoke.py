@@ -54,4 +54,5 @@ def test_bench_smoke(tmp_path: Path) -> None:
         cpu = found["details"]["cpu"]
         assert cpu["process_user_s"] + cpu["process_system_s"] > 0, cpu
         assert cpu["postgresql_s"] > 0, cpu
+        assert cpu["other_processes_s"] >= 0, cpu
     assert report.count("CPU while it ran: this process") == 2, report
