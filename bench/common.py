@@ -163,7 +163,8 @@ class CpuMeter:
 
     Beside the wall time it shows whether a part waits or works: a part that keeps both cores
     busy cannot go faster by doing things side by side, only by doing less. A PostgreSQL process
-    that ends before :meth:`read` is not counted (the parts keep their connections until then).
+    that ends before :meth:`read` is counted with the other processes (the parts keep their
+    connections until then).
     """
 
     def __init__(self) -> None:
