@@ -539,7 +539,9 @@ class ContactAttempt(Base):
 
 
 class CaseEvent(Base):
-    """The history of a case's routing: routed by a run, transferred, closed, reopened."""
+    """The history of a case's routing: transferred, closed, reopened. Runs no longer store a
+    ``routed`` event (the routing is on the case; services.routing.service.routing_event derives
+    it); cases routed before that keep the one they have."""
 
     __tablename__ = "case_events"
     __table_args__ = (Index("ix_case_events_case", "case_id", "at"),)

@@ -157,6 +157,7 @@ def existing_cases(session: Session, period: str) -> pl.DataFrame:
     attempts = select(ContactAttempt.case_id).where(ContactAttempt.case_id == Case.id).exists()
     moved = (
         select(CaseEvent.case_id)
+        # Older runs stored a "routed" event per case: that is no work on the case.
         .where(CaseEvent.case_id == Case.id, CaseEvent.kind != "routed")
         .exists()
     )

@@ -180,7 +180,7 @@ def run_period(
             repository.set_signal_outcomes(
                 session, _outcomes_to_store(result.outcomes, rerun=done is not None)
             )
-            progress("recording the routing of the new cases")
+            progress("marking the signals of households SDV already knows")
             mark_known_to_sdv(session, routed)
             figures["routes"] = _route_counts(routed)
             figures["outside_areas"] = (
