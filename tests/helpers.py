@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
 from services.ingest.partners import add_partner
 from shared.context import Context
+from shared.crypto import signal_aad
 from shared.db import unit_of_work
-from shared.models import Run
+from shared.models import Run, Signal
 
 HEADER = (
     "referentie;achternaam;tussenvoegsel;voorletters;geboortedatum;straat;huisnummer;postcode;"
@@ -142,3 +144,19 @@ def serving(
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
+
+
+def signal_ids_by_reference(ctx: Context) -> dict[str, int]:
+    """Every signal's id by its partner reference (read from the envelopes; purged ones absent)."""
+    with ctx.sessions() as session:
+        rows = session.execute(
+            sa.select(
+                Signal.id, Signal.delivery_id, Signal.row_number, Signal.pii, Signal.pii_key_id
+            )
+        ).all()
+    ids = {}
+    for row in rows:
+        if row.pii is not None and row.pii_key_id is not None:
+            aad = signal_aad(str(row.delivery_id), row.row_number)
+            ids[ctx.cipher.decrypt_json(row.pii, aad, row.pii_key_id)["referentie"]] = row.id
+    return ids

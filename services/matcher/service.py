@@ -38,7 +38,12 @@ from services.matcher.rules import (
     MatchConfig,
     match,
 )
-from services.routing.service import ROUTED_COLUMNS, mark_known_to_sdv, plan_routes
+from services.routing.service import (
+    ROUTED_COLUMNS,
+    mark_known_to_sdv,
+    plan_routes,
+    restore_case_statuses,
+)
 from shared import audit
 from shared.bulk import is_postgres
 from shared.context import Context
@@ -182,6 +187,8 @@ def run_period(
             )
             progress("marking the signals of households SDV already knows")
             mark_known_to_sdv(session, routed)
+            if run.rerun:
+                restore_case_statuses(session, run.period, STATUS_AFTER_RUN.values())
             figures["routes"] = _route_counts(routed)
             figures["outside_areas"] = (
                 int(routed["outside_areas"].sum()) if not routed.is_empty() else 0

@@ -19,7 +19,7 @@ import functools
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
@@ -38,6 +38,7 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    update,
 )
 from sqlalchemy import case as sql_case
 from sqlalchemy import cast as sql_cast
@@ -153,6 +154,42 @@ def mark_known_to_sdv(session: Session, routed: pl.DataFrame) -> None:
             [uuid.UUID(c) for c in known],
             Signaalstatus.bekend_bij_shv.value,
         )
+
+
+def restore_case_statuses(session: Session, period: str, run_statuses: Iterable[str]) -> None:
+    """After a rerun rewrote the statuses of the period's signals: give the signals of the
+    period's cases back what their cases record, as the first run and the teams' work gave it,
+    in the same order:
+
+    * a case whose household SDV already knows (``known_to_sdv``, kept by a rerun): its signals
+      are "Inwoner al bekend bij schuldhulpverlening" (:func:`mark_known_to_sdv`);
+    * a case with a contact attempt: its signals that carry a status a run gives
+      (``run_statuses``) are "Opgepakt" (:func:`add_contact_attempt`);
+    * a closed case: its signals carry its closure's status (:func:`close_case`).
+
+    This holds for a signal the partner added since, and for one the rerun set aside while it
+    kept the case because somebody had worked on it. One statement per rule (and per closure
+    outcome), whatever the number of cases. A first run needs none of it: its cases are new and
+    :func:`mark_known_to_sdv` marks them.
+    """
+    cases = select(Case.id).where(Case.period == period)
+
+    def set_status(case_ids: Select[Any], status: str, *only: ColumnElement[bool]) -> None:
+        linked = select(CaseSignal.signal_id).where(CaseSignal.case_id.in_(case_ids))
+        session.execute(
+            update(Signal)
+            .where(Signal.id.in_(linked), Signal.status != status, *only)
+            .values(status=status)
+            .execution_options(synchronize_session=False)
+        )
+
+    set_status(cases.where(Case.known_to_sdv), Signaalstatus.bekend_bij_shv.value)
+    worked = select(ContactAttempt.case_id).where(ContactAttempt.case_id.in_(cases))
+    set_status(worked, Signaalstatus.opgepakt.value, Signal.status.in_(sorted(run_statuses)))
+    closed = cases.where(Case.status == CaseStatus.closed.value)
+    outcomes = session.scalars(select(Case.resultaat).where(Case.id.in_(closed)).distinct())
+    for resultaat in sorted(r for r in outcomes if r is not None):
+        set_status(closed.where(Case.resultaat == resultaat), closure_status(resultaat))
 
 
 def _set_signal_status(session: Session, case_ids: Sequence[uuid.UUID], status: str) -> None:
@@ -958,12 +995,15 @@ def close_case(
             staff_id=principal.staff_id,
         )
     )
-    status = (
-        resultaat.value if resultaat.value in SIGNAL_STATUS_VALUES else Signaalstatus.opgepakt.value
-    )
-    _set_signal_status(session, [case.id], status)
+    _set_signal_status(session, [case.id], closure_status(resultaat.value))
     session.flush()
     return case
+
+
+def closure_status(resultaat: str) -> str:
+    """The status a closed case gives its signals: its outcome when that is a signal status
+    (the household died, moved away, ...), else "Opgepakt"."""
+    return resultaat if resultaat in SIGNAL_STATUS_VALUES else Signaalstatus.opgepakt.value
 
 
 def team_names(session: Session) -> dict[uuid.UUID, str]:

@@ -14,7 +14,10 @@ import sqlalchemy as sa
 from services.ingest.service import ingest_with_retry
 from services.matcher import repository
 from services.matcher.service import RunInProgress, run_period
+from services.routing.service import add_contact_attempt, close_case, replace_register
+from shared.auth import Principal
 from shared.context import Context
+from shared.db import unit_of_work
 from shared.errors import Conflict
 from shared.models import (
     Case,
@@ -22,12 +25,16 @@ from shared.models import (
     CaseLink,
     CaseSignal,
     ContactAttempt,
+    Contactsoort,
+    Eindresultaat,
     Partner,
     Run,
     Signal,
 )
 from tests.conftest import Clock
-from tests.helpers import csv_file, register, row
+from tests.helpers import csv_file, register, row, signal_ids_by_reference
+
+ADVICE = Eindresultaat.advies_quick_fix
 
 
 def partner_id(ctx: Context, name: str):  # type: ignore[no-untyped-def]
@@ -304,6 +311,14 @@ def test_rerun_keeps_contact_attempts_and_routing(
         assert (kept.route, kept.due_date) == (route, due)
         attempts = session.scalar(sa.select(sa.func.count()).select_from(ContactAttempt))
         assert attempts == 1
+        stored = session.execute(
+            sa.select(Signal.run_outcome, Signal.status, sa.func.count())
+            .group_by(Signal.run_outcome, Signal.status)
+            .order_by(Signal.status)
+        ).all()
+    # The rerun set every signal aside, but the two of the case somebody tried to reach are
+    # picked up: that is what their partners hear.
+    assert stored == [("stale", "Niet opgepakt: andere reden", 4), ("stale", "Opgepakt", 2)]
 
 
 def test_a_first_run_stores_the_outcome_of_what_it_sets_aside(
@@ -319,3 +334,90 @@ def test_a_first_run_stores_the_outcome_of_what_it_sets_aside(
             )
         ).all()
     assert stored == [("stale", "Niet opgepakt: andere reden", 6)]
+
+
+def test_a_rerun_keeps_what_the_signals_of_kept_cases_record(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """A rerun refreshes the period from the deliveries, but a signal's status that records the
+    household (known to SDV) or work on its case (picked up after a contact attempt) stays, also
+    for a signal the partner added since: the partner's feedback never goes back to "not yet
+    picked up" for a household that was."""
+    november(ctx, clock)
+    with unit_of_work(ctx.sessions) as session:
+        # SDV already helps the household at number 5 (rent).
+        replace_register(session, ctx, [{"postcode": "2011AB", "huisnummer": "5"}], ctx.now())
+    run_period(ctx)
+    with unit_of_work(ctx.sessions) as session:
+        visited = session.scalars(sa.select(Case).where(~Case.has_rent)).one()
+        add_contact_attempt(
+            session,
+            ctx,
+            Principal(uuid.uuid4(), "test", "coordinator"),
+            visited,
+            soort=Contactsoort.huisbezoek,
+            datum=clock().astimezone(ctx.tz).date(),
+            dagdeel=None,
+            bereikt=True,
+            notitie=None,
+        )
+    before = _statuses(ctx)
+    assert before == {
+        "Z1": "Opgepakt",
+        "E1": "Opgepakt",
+        "H5": "Inwoner al bekend bij schuldhulpverlening",
+        "Z2": "Nog niet opgepakt",
+        "Z3": "Nog niet opgepakt",
+        "E9": "Nog niet opgepakt",
+    }
+    # The rerun after a late delivery: the water company reports both households too.
+    clock.set_local(2026, 11, 20, 9, 0)
+    deliver(ctx, "Water NV", row("W1", nummer="1"), row("W5", nummer="5"))
+    clock.set_local(2026, 11, 27, 2, 0)
+    report = run_period(ctx, rerun=True)
+    assert report.figures["cases"] == 2
+    after = _statuses(ctx)
+    assert after == {
+        **before,
+        "W1": "Opgepakt",
+        "W5": "Inwoner al bekend bij schuldhulpverlening",
+    }
+
+
+def test_a_rerun_keeps_the_status_a_closure_gave(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """A closed case's signals carry its closure's status after a rerun, over what the run and
+    the register would give them."""
+    november(ctx, clock)
+    with unit_of_work(ctx.sessions) as session:
+        replace_register(session, ctx, [{"postcode": "2011AB", "huisnummer": "5"}], ctx.now())
+    run_period(ctx)
+    coordinator = Principal(uuid.uuid4(), "test", "coordinator")
+    with unit_of_work(ctx.sessions) as session:
+        for case, resultaat in (
+            (session.scalars(sa.select(Case).where(~Case.has_rent)).one(), Eindresultaat.overleden),
+            (session.scalars(sa.select(Case).where(Case.has_rent)).one(), ADVICE),
+        ):
+            close_case(session, ctx, coordinator, case, resultaat)
+    clock.set_local(2026, 11, 20, 9, 0)
+    deliver(ctx, "Water NV", row("W1", nummer="1"), row("W5", nummer="5"))
+    clock.set_local(2026, 11, 27, 2, 0)
+    run_period(ctx, rerun=True)
+    statuses = _statuses(ctx)
+    assert {ref: statuses[ref] for ref in ("Z1", "E1", "W1", "H5", "W5")} == {
+        "Z1": "Inwoner is overleden",
+        "E1": "Inwoner is overleden",
+        "W1": "Inwoner is overleden",
+        # Advice is no signal status: picked up, over "known to SDV".
+        "H5": "Opgepakt",
+        "W5": "Opgepakt",
+    }
+
+
+def _statuses(ctx: Context) -> dict[str, str]:
+    """Each signal's status by the partner's reference."""
+    ids = signal_ids_by_reference(ctx)
+    with ctx.sessions() as session:
+        status = {i: s for i, s in session.execute(sa.select(Signal.id, Signal.status))}
+    return {reference: status[signal_id] for reference, signal_id in ids.items()}

@@ -23,7 +23,6 @@ from services.ingest.service import ingest_with_retry
 from services.matcher.service import run_period
 from services.routing.ddas import build_export, ddas_datetime, euros, load_schema, write_export
 from shared.context import Context
-from shared.crypto import signal_aad
 from shared.models import (
     Case,
     CaseStatus,
@@ -39,7 +38,7 @@ from shared.models import (
     Signal,
 )
 from tests.conftest import Clock
-from tests.helpers import register
+from tests.helpers import register, signal_ids_by_reference
 
 HEADER = (
     "referentie;achternaam;voorletters;geboortedatum;bsn;huisnummer;huisletter;postcode;"
@@ -72,22 +71,6 @@ def deliver(ctx: Context, partner: str, *lines: str) -> None:
         partner_id = session.scalars(sa.select(Partner.id).where(Partner.name == partner)).one()
     content = ("\n".join([HEADER, *lines]) + "\n").encode()
     ingest_with_retry(ctx, partner_id=partner_id, content=content, filename="levering.csv")
-
-
-def signal_ids_by_reference(ctx: Context) -> dict[str, int]:
-    """Every signal's id by its partner reference (read from the envelopes; purged ones absent)."""
-    with ctx.sessions() as session:
-        rows = session.execute(
-            sa.select(
-                Signal.id, Signal.delivery_id, Signal.row_number, Signal.pii, Signal.pii_key_id
-            )
-        ).all()
-    ids = {}
-    for row in rows:
-        if row.pii is not None and row.pii_key_id is not None:
-            aad = signal_aad(str(row.delivery_id), row.row_number)
-            ids[ctx.cipher.decrypt_json(row.pii, aad, row.pii_key_id)["referentie"]] = row.id
-    return ids
 
 
 @dataclass
