@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 from psycopg.copy import QueuedLibpqWriter
-from sqlalchemy import Table, Uuid, bindparam, insert, text, update
+from sqlalchemy import Table, Uuid, bindparam, insert, or_, text, update
 from sqlalchemy.orm import Session
 
 
@@ -170,8 +170,18 @@ def _sqlite_cast(name: str, dtype: Any) -> pl.Expr:
     return pl.col(name).cast(dtype)
 
 
-def update_from_frame(session: Session, table: Table, key: str, frame: pl.DataFrame) -> None:
-    """``UPDATE table SET <other columns> WHERE table.key = frame.key`` for every row of ``frame``.
+def update_from_frame(
+    session: Session,
+    table: Table,
+    key: str,
+    frame: pl.DataFrame,
+    *,
+    changed: Sequence[str] | None = None,
+) -> None:
+    """``UPDATE table SET <other columns> WHERE table.key = frame.key`` for the rows of ``frame``
+    whose ``changed`` columns (default: all the others) differ from the table's, NULL being a
+    value like any other: a row that would stay the same is not written at all (no new row
+    version, no index entries, nothing in the write-ahead log).
 
     PostgreSQL: COPY into a temporary table shaped like ``table``, then one ``UPDATE ... FROM``.
     SQLite: ``executemany``. Columns holding UUIDs as text must be named in the table as ``Uuid``;
@@ -180,6 +190,7 @@ def update_from_frame(session: Session, table: Table, key: str, frame: pl.DataFr
     if frame.is_empty():
         return
     columns = [c for c in frame.columns if c != key]
+    compared = list(changed) if changed is not None else columns
     if is_postgres(session):
         temp = f"tmp_update_{table.name}"
         names = ", ".join(frame.columns)
@@ -191,10 +202,11 @@ def update_from_frame(session: Session, table: Table, key: str, frame: pl.DataFr
         )
         copy_into(session, temp, frame)
         assignments = ", ".join(f"{c} = t.{c}" for c in columns)
+        differs = " OR ".join(f"{table.name}.{c} IS DISTINCT FROM t.{c}" for c in compared)
         session.execute(
             text(
                 f"UPDATE {table.name} SET {assignments} FROM {temp} t "  # noqa: S608
-                f"WHERE {table.name}.{key} = t.{key}"
+                f"WHERE {table.name}.{key} = t.{key} AND ({differs})"
             )
         )
         session.execute(text(f"DROP TABLE {temp}"))
@@ -207,7 +219,10 @@ def update_from_frame(session: Session, table: Table, key: str, frame: pl.DataFr
                 row[column] = uuid.UUID(row[column])
     statement = (
         update(table)
-        .where(table.c[key] == bindparam(f"b_{key}"))
+        .where(
+            table.c[key] == bindparam(f"b_{key}"),
+            or_(*(table.c[c].is_distinct_from(bindparam(f"b_{c}")) for c in compared)),
+        )
         .values({c: bindparam(f"b_{c}") for c in columns})
     )
     session.connection().execute(

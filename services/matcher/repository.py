@@ -152,8 +152,9 @@ def partners_without_delivery(session: Session, period: str) -> list[str]:
 
 
 def existing_cases(session: Session, period: str) -> pl.DataFrame:
-    """The period's cases: id, address hash, and whether work was recorded on them (closed, a
-    contact attempt, a transfer)."""
+    """The period's cases: id, address hash, whether work was recorded on them (closed, a
+    contact attempt, a transfer), and what their signals' statuses derive from (known to SDV,
+    a contact attempt, the closure's outcome)."""
     attempts = select(ContactAttempt.case_id).where(ContactAttempt.case_id == Case.id).exists()
     moved = (
         select(CaseEvent.case_id)
@@ -162,17 +163,37 @@ def existing_cases(session: Session, period: str) -> pl.DataFrame:
         .exists()
     )
     rows = session.execute(
-        select(Case.id, Case.address_hash, Case.status, attempts, moved).where(
-            Case.period == period
-        )
+        select(
+            Case.id,
+            Case.address_hash,
+            Case.status,
+            Case.resultaat,
+            Case.known_to_sdv,
+            attempts,
+            moved,
+        ).where(Case.period == period)
     ).all()
+    closed = [r[2] != "open" for r in rows]
+    attempted = [bool(r[5]) for r in rows]
     return pl.DataFrame(
         {
             "case_id": [str(r[0]) for r in rows],
             "address_hash": [r[1] for r in rows],
-            "worked": [r[2] != "open" or bool(r[3]) or bool(r[4]) for r in rows],
+            "worked": [
+                c or a or bool(r[6]) for c, a, r in zip(closed, attempted, rows, strict=True)
+            ],
+            "known_to_sdv": [bool(r[4]) for r in rows],
+            "attempted": attempted,
+            "resultaat": [r[3] if c else None for c, r in zip(closed, rows, strict=True)],
         },
-        schema={"case_id": pl.String, "address_hash": pl.String, "worked": pl.Boolean},
+        schema={
+            "case_id": pl.String,
+            "address_hash": pl.String,
+            "worked": pl.Boolean,
+            "known_to_sdv": pl.Boolean,
+            "attempted": pl.Boolean,
+            "resultaat": pl.String,
+        },
     )
 
 
@@ -200,7 +221,14 @@ def insert_cases(session: Session, frame: pl.DataFrame) -> None:
 def update_cases(
     session: Session, frame: pl.DataFrame, *, run_id: uuid.UUID, now: datetime
 ) -> None:
-    """Refresh the matched figures of existing cases (rerun), leaving recorded work alone."""
+    """Refresh the matched figures of existing cases (rerun), leaving recorded work alone.
+
+    Only a case whose figures changed is written, and it then names this run as the one that
+    matched it (its ``matchingsdatum`` in the national export); a case that came out the same
+    keeps its run and ``updated_at``. (At national scale a rerun on the same deliveries wrote
+    all 249,000 cases again: 13 s.)
+    """
+    figures = [c for c in frame.columns if c != "case_id"]
     update_from_frame(
         session,
         cast(Table, Case.__table__),
@@ -208,6 +236,7 @@ def update_cases(
         frame.rename({"case_id": "id"}).with_columns(
             pl.lit(str(run_id)).alias("run_id"), pl.lit(now).alias("updated_at")
         ),
+        changed=figures,
     )
 
 
@@ -228,7 +257,8 @@ def insert_case_links(session: Session, frame: pl.DataFrame) -> None:
 
 
 def set_signal_outcomes(session: Session, frame: pl.DataFrame) -> None:
-    """Write ``run_outcome`` and ``status`` for many signals (frame: signal_id, outcome, status)."""
+    """Write ``run_outcome`` and ``status`` for many signals (frame: signal_id, outcome, status);
+    only signals where either changes are written (a rerun gives all of the period's signals)."""
     update_from_frame(
         session,
         cast(Table, Signal.__table__),

@@ -173,11 +173,12 @@ def run_period(
             )
             repository.add_run(session, run)
             progress(f"writing {result.cases.height} cases")
+            existing = repository.existing_cases(session, run.period) if run.rerun else None
             cases, routed = _write_cases(
                 session,
                 run,
                 result.cases,
-                rerun=done is not None,
+                existing=existing,
                 now=now,
                 plan=lambda fresh: plan_routes(session, ctx, run, fresh),
                 facts=signals.select("signal_id", "partner_id", "bedrag_cent"),
@@ -187,8 +188,12 @@ def run_period(
             )
             progress("marking the signals of households SDV already knows")
             mark_known_to_sdv(session, routed)
-            if run.rerun:
-                restore_case_statuses(session, run.period, STATUS_AFTER_RUN.values())
+            if existing is not None:
+                # The earlier cases that are still there: matched again, or kept for their work.
+                remaining = existing.filter(
+                    pl.col("worked") | pl.col("address_hash").is_in(cases["address_hash"])
+                )
+                restore_case_statuses(session, remaining, STATUS_AFTER_RUN.values())
             figures["routes"] = _route_counts(routed)
             figures["outside_areas"] = (
                 int(routed["outside_areas"].sum()) if not routed.is_empty() else 0
@@ -220,8 +225,10 @@ def _outcomes_to_store(outcomes: pl.DataFrame, *, rerun: bool) -> pl.DataFrame:
     ``run_outcome`` records why the run set a signal aside (repeat, stale, below the minimum);
     signals it used are in ``case_signals`` and the rest were single, so both keep ``NULL`` and the
     status they arrived with. A first run therefore writes only the signals it set aside (a few
-    percent: at a million signals, updating every row was most of the run). A rerun writes all of
-    the period's signals, so that what the earlier run set aside and this one did not is reset.
+    percent: at a million signals, updating every row was most of the run). A rerun gives all of
+    the period's signals, so that what the earlier run set aside and this one did not is reset;
+    only those whose outcome or status changes are written (:func:`repository.set_signal_outcomes`),
+    and then the cases' own statuses are given back (:func:`restore_case_statuses`).
     """
     stored = outcomes.select(
         "signal_id",
@@ -274,12 +281,13 @@ def _write_cases(
     run: Run,
     matched: pl.DataFrame,
     *,
-    rerun: bool,
+    existing: pl.DataFrame | None,
     now: datetime,
     plan: Callable[[pl.DataFrame], pl.DataFrame],
     facts: pl.DataFrame,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Insert (or, on a rerun, reconcile) the period's cases and their links.
+    """Insert (or, on a rerun, reconcile with the ``existing`` ones) the period's cases and
+    their links.
 
     New cases are routed first (``plan``: SDV, budget coach or wijkteam, team, due date) and
     inserted with their route, so they are written once. Each link carries its signal's partner
@@ -291,7 +299,6 @@ def _write_cases(
         pl.col("partner_count").cast(pl.Int32),
         pl.col("signal_count").cast(pl.Int32),
     )
-    existing = repository.existing_cases(session, run.period) if rerun else None
     if existing is not None and not existing.is_empty():
         cases = cases.join(
             existing.select("address_hash", "case_id"), on="address_hash", how="left"

@@ -38,7 +38,6 @@ from sqlalchemy import (
     func,
     literal,
     select,
-    update,
 )
 from sqlalchemy import case as sql_case
 from sqlalchemy import cast as sql_cast
@@ -156,47 +155,52 @@ def mark_known_to_sdv(session: Session, routed: pl.DataFrame) -> None:
         )
 
 
-def restore_case_statuses(session: Session, period: str, run_statuses: Iterable[str]) -> None:
+def restore_case_statuses(
+    session: Session, cases: pl.DataFrame, run_statuses: Iterable[str]
+) -> None:
     """After a rerun rewrote the statuses of the period's signals: give the signals of the
-    period's cases back what their cases record, as the first run and the teams' work gave it,
-    in the same order:
+    period's remaining earlier ``cases`` back what those cases record, as the first run and the
+    teams' work gave it, in the same order (``cases``: case_id, known_to_sdv, attempted, and
+    resultaat when closed, from :func:`services.matcher.repository.existing_cases`):
 
-    * a case whose household SDV already knows (``known_to_sdv``, kept by a rerun): its signals
-      are "Inwoner al bekend bij schuldhulpverlening" (:func:`mark_known_to_sdv`);
+    * a case whose household SDV already knows: its signals are "Inwoner al bekend bij
+      schuldhulpverlening" (:func:`mark_known_to_sdv`);
     * a case with a contact attempt: its signals that carry a status a run gives
       (``run_statuses``) are "Opgepakt" (:func:`add_contact_attempt`);
     * a closed case: its signals carry its closure's status (:func:`close_case`).
 
     This holds for a signal the partner added since, and for one the rerun set aside while it
-    kept the case because somebody had worked on it. One statement per rule (and per closure
-    outcome), whatever the number of cases. A first run needs none of it: its cases are new and
-    :func:`mark_known_to_sdv` marks them.
+    kept the case because somebody had worked on it. Only those cases' signals are written.
     """
-    cases = select(Case.id).where(Case.period == period)
 
-    def set_status(case_ids: Select[Any], status: str, *only: ColumnElement[bool]) -> None:
-        linked = select(CaseSignal.signal_id).where(CaseSignal.case_id.in_(case_ids))
-        session.execute(
-            update(Signal)
-            .where(Signal.id.in_(linked), Signal.status != status, *only)
-            .values(status=status)
-            .execution_options(synchronize_session=False)
-        )
+    def ids(frame: pl.DataFrame) -> list[uuid.UUID]:
+        return [uuid.UUID(c) for c in frame["case_id"]]
 
-    set_status(cases.where(Case.known_to_sdv), Signaalstatus.bekend_bij_shv.value)
-    worked = select(ContactAttempt.case_id).where(ContactAttempt.case_id.in_(cases))
-    set_status(worked, Signaalstatus.opgepakt.value, Signal.status.in_(sorted(run_statuses)))
-    closed = cases.where(Case.status == CaseStatus.closed.value)
-    outcomes = session.scalars(select(Case.resultaat).where(Case.id.in_(closed)).distinct())
-    for resultaat in sorted(r for r in outcomes if r is not None):
-        set_status(closed.where(Case.resultaat == resultaat), closure_status(resultaat))
+    _set_signal_status(
+        session, ids(cases.filter("known_to_sdv")), Signaalstatus.bekend_bij_shv.value
+    )
+    opgepakt, only = Signaalstatus.opgepakt.value, sorted(run_statuses)
+    _set_signal_status(session, ids(cases.filter("attempted")), opgepakt, only=only)
+    closed = cases.filter(pl.col("resultaat").is_not_null())
+    for (resultaat,), group in sorted(closed.group_by("resultaat"), key=lambda g: str(g[0])):
+        _set_signal_status(session, ids(group), closure_status(str(resultaat)))
 
 
-def _set_signal_status(session: Session, case_ids: Sequence[uuid.UUID], status: str) -> None:
+def _set_signal_status(
+    session: Session,
+    case_ids: Sequence[uuid.UUID],
+    status: str,
+    only: Sequence[str] | None = None,
+) -> None:
+    """Give the signals of ``case_ids`` ``status``; with ``only``, those that carry one of
+    these statuses."""
     for start in range(0, len(case_ids), 1000):
         chunk = list(case_ids[start : start + 1000])
         signal_ids = select(CaseSignal.signal_id).where(CaseSignal.case_id.in_(chunk))
-        session.query(Signal).filter(Signal.id.in_(signal_ids)).update(
+        conditions = [Signal.id.in_(signal_ids), Signal.status != status]
+        if only is not None:
+            conditions.append(Signal.status.in_(only))
+        session.query(Signal).filter(*conditions).update(
             {Signal.status: status}, synchronize_session=False
         )
 

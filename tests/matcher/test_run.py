@@ -415,6 +415,33 @@ def test_a_rerun_keeps_the_status_a_closure_gave(
     }
 
 
+def test_a_rerun_writes_only_what_changed(ctx: Context, clock: Clock, partners: None) -> None:
+    """A case that comes out of a rerun the same keeps the run that matched it (its matching
+    date in the national export) and its ``updated_at``; one whose figures change names the
+    rerun. A signal's stored outcome and status are written only where they change."""
+    november(ctx, clock)
+    first = run_period(ctx)
+
+    def cases() -> dict[bool, tuple[uuid.UUID, Any]]:
+        with ctx.sessions() as session:
+            rows = session.execute(sa.select(Case.has_rent, Case.run_id, Case.updated_at)).all()
+        return {r.has_rent: (r.run_id, r.updated_at) for r in rows}
+
+    before = cases()
+    clock.set_local(2026, 11, 27, 2, 0)
+    same = run_period(ctx, rerun=True)
+    assert cases() == before
+    assert all(run_id == first.run.id for run_id, _ in before.values())
+    clock.set_local(2026, 11, 20, 9, 0)
+    deliver(ctx, "Water NV", row("W1", nummer="1"))
+    clock.set_local(2026, 11, 28, 2, 0)
+    changed = run_period(ctx, rerun=True)
+    after = cases()
+    assert after[True] == before[True]  # the rent case at number 5: unchanged
+    assert after[False][0] == changed.run.id != same.run.id
+    assert after[False][1] > before[False][1]
+
+
 def _statuses(ctx: Context) -> dict[str, str]:
     """Each signal's status by the partner's reference."""
     ids = signal_ids_by_reference(ctx)

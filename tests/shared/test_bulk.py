@@ -1,0 +1,57 @@
+"""Bulk updates from frames (COPY into a temporary table on PostgreSQL, executemany on SQLite)."""
+
+from __future__ import annotations
+
+import polars as pl
+import sqlalchemy as sa
+
+from shared.bulk import update_from_frame
+from shared.context import Context
+
+PROBE = sa.Table(
+    "bulk_probe",
+    sa.MetaData(),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("figure", sa.Integer, nullable=True),
+    sa.Column("stamp", sa.String(16)),
+)
+
+
+def _rows(ctx: Context) -> dict[int, tuple[int | None, str]]:
+    with ctx.sessions() as session:
+        rows = session.execute(sa.select(PROBE).order_by(PROBE.c.id)).all()
+    return {r.id: (r.figure, r.stamp) for r in rows}
+
+
+def test_only_rows_whose_compared_columns_change_are_written(ctx: Context) -> None:
+    """The stamp is written with the figure, but only where the figure changes; NULL is a value
+    like any other (NULL to NULL is no change, NULL to 1 and 1 to NULL are)."""
+    PROBE.create(ctx.engine)
+    with ctx.sessions.begin() as session:
+        session.execute(
+            sa.insert(PROBE),
+            [
+                {"id": 1, "figure": 10, "stamp": "old"},
+                {"id": 2, "figure": 20, "stamp": "old"},
+                {"id": 3, "figure": None, "stamp": "old"},
+                {"id": 4, "figure": None, "stamp": "old"},
+                {"id": 5, "figure": 50, "stamp": "old"},
+            ],
+        )
+    frame = pl.DataFrame(
+        {"id": [1, 2, 3, 4, 5], "figure": [10, 21, None, 4, None], "stamp": ["new"] * 5},
+        schema={"id": pl.Int64, "figure": pl.Int64, "stamp": pl.String},
+    )
+    with ctx.sessions.begin() as session:
+        update_from_frame(session, PROBE, "id", frame, changed=["figure"])
+    assert _rows(ctx) == {
+        1: (10, "old"),
+        2: (21, "new"),
+        3: (None, "old"),
+        4: (4, "new"),
+        5: (None, "new"),
+    }
+    # Without ``changed`` every other column counts: the stamp differs everywhere now.
+    with ctx.sessions.begin() as session:
+        update_from_frame(session, PROBE, "id", frame.with_columns(pl.lit("again").alias("stamp")))
+    assert {row[1] for row in _rows(ctx).values()} == {"again"}
