@@ -306,6 +306,13 @@ def where_time_goes(results: list[dict[str, Any]]) -> list[str]:
             f"({r['rows']:,} signals, {r['details']['history_rows']:,} history rows; "
             f"reading them took {r['details']['read_s']:.2f} s)"
         )
+    if "rerun" in parts:
+        r = parts["rerun"]
+        lines.append(
+            f"- **Rerun** ({r['wall_s']:.2f} s, not a target): "
+            + _top(r["details"].get("phases", {}), 6, r["wall_s"])
+        )
+        lines += _cpu_line(r)
     if "api" in parts:
         d = parts["api"]["details"]
         sql = "; ".join(
@@ -403,7 +410,9 @@ METHOD = (
     "API: open-loop load; latency counts from each request's due time; the per-key read limit "
     "is off for the load test. Before it the run's tables are vacuumed and analysed and a "
     "checkpoint is taken, as the nightly run's would be by the working day.",
-    "CPU while it ran (ingest, matching): this process's user and system time (all its "
+    "Rerun (not a target): after the API part, the month's run again with the same deliveries "
+    "(as after a late redelivery): every case kept, only what changed written.",
+    "CPU while it ran (ingest, matching, rerun): this process's user and system time (all its "
     "threads), PostgreSQL's (every `postgres` process on the machine, from `/proc`, over the "
     "same span; right only with the server on the same machine, as here), other processes' "
     "(the machine's working time less those two: more than a little means something ran beside "

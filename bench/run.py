@@ -35,7 +35,8 @@ from shared.settings import new_key_text
 DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 BENCH_DIR = Path(__file__).resolve().parent
 # Measurement order. The SQL baseline runs before the matching run, which rewrites the
-# month's signals (their outcomes); the API after it, over every case.
+# month's signals (their outcomes); the API after it, over every case; the rerun after that, so
+# that the API reads the cases as the first run left them.
 PARTS = {
     "ingest": "bench.ingest",
     "naive": "bench.naive",
@@ -43,9 +44,10 @@ PARTS = {
     "sql": "bench.sql_baseline",
     "matching": "bench.matching",
     "api": "bench.api",
+    "rerun": "bench.rerun",
     "profile": "bench.profile",
 }
-NEEDS_HISTORY = {"sql", "matching", "api"}
+NEEDS_HISTORY = {"sql", "matching", "api", "rerun"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

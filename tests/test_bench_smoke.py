@@ -46,13 +46,17 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     results = json.loads((tmp_path / "results" / "latest.json").read_text(encoding="utf-8"))
     parts = {r["part"] for r in results["results"]}
-    assert {"ingest", "naive", "copy", "sql_query", "matching", "api"} <= parts, parts
+    assert {"ingest", "naive", "copy", "sql_query", "matching", "api", "rerun"} <= parts, parts
     report = (tmp_path / "results" / "latest.md").read_text(encoding="utf-8")
     # Where the time goes: the CPU of the ingest and the run, theirs and PostgreSQL's.
-    for part in ("ingest", "matching"):
+    for part in ("ingest", "matching", "rerun"):
         (found,) = [r for r in results["results"] if r["part"] == part]
         cpu = found["details"]["cpu"]
         assert cpu["process_user_s"] + cpu["process_system_s"] > 0, cpu
         assert cpu["postgresql_s"] > 0, cpu
         assert cpu["other_processes_s"] >= 0, cpu
-    assert report.count("CPU while it ran: this process") == 2, report
+    assert report.count("CPU while it ran: this process") == 3, report
+    (rerun,) = [r for r in results["results"] if r["part"] == "rerun"]
+    (matching,) = [r for r in results["results"] if r["part"] == "matching"]
+    # The same deliveries: the rerun keeps every case.
+    assert rerun["details"]["cases"] == matching["details"]["figures"]["cases"] > 0, rerun
