@@ -14,7 +14,8 @@ timed run (and after its peak RSS is taken), the rules alone are timed on frames
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 
@@ -34,6 +35,9 @@ from bench.common import (
 )
 from shared.context import Context, build_context
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from services.matcher.service import RunReport
 
 SIDE_BY_SIDE = "_side by side: "
 
@@ -71,24 +75,42 @@ def instrument(ctx: Context) -> tuple[Phases, StatementTimer]:
     return phases, statements
 
 
+@dataclass
+class TimedRun:
+    """One timed monthly run: its report, wall time, CPU, peak RSS and time per phase."""
+
+    report: RunReport
+    wall: float
+    cpu: dict[str, float]
+    rss: int
+    phases: dict[str, float]
+
+
+def timed_run(ctx: Context, phases: Phases, *, rerun: bool = False) -> TimedRun:
+    """Run the fresh month (``rerun``: again) with the CPU meter; the phase timers end with it
+    (whatever they did not account for is the run's bookkeeping and audit)."""
+    from services.matcher.service import run_period
+
+    meter = CpuMeter()
+    started = time.perf_counter()
+    report = run_period(ctx, period=MONTH_PERIOD, as_of=RUN_DATE, rerun=rerun)
+    wall = time.perf_counter() - started
+    cpu = meter.read()
+    rss = peak_rss_bytes()
+    phases.restore()
+    accounted = sum(v for k, v in phases.seconds.items() if not k.startswith("_"))
+    breakdown = {**phases.rounded(), "other (run bookkeeping, audit)": wall - accounted}
+    return TimedRun(report, wall, cpu, rss, breakdown)
+
+
 def main() -> None:
     args = child_parser(__doc__ or "matching").parse_args()
     ctx = build_context(Settings(), clock=FixedClock(RUN_CLOCK))
     phases, statements = instrument(ctx)
     say(f"matching: the monthly run for {MONTH_PERIOD}")
     try:
-        from services.matcher.service import run_period
-
-        meter = CpuMeter()
-        started = time.perf_counter()
-        report = run_period(ctx, period=MONTH_PERIOD, as_of=RUN_DATE)
-        wall = time.perf_counter() - started
-        cpu = meter.read()
-        rss = peak_rss_bytes()
-        phases.restore()
-        accounted = sum(v for k, v in phases.seconds.items() if not k.startswith("_"))
-        breakdown = {**phases.rounded(), "other (run bookkeeping, audit)": wall - accounted}
-        figures = report.figures
+        run = timed_run(ctx, phases)
+        wall, figures = run.wall, run.report.figures
         say(f"matching: {figures['signals_in']} signals, {figures['cases']} cases in {wall:.2f} s")
         rules = rules_only(ctx)
     finally:
@@ -114,17 +136,17 @@ def main() -> None:
                 "Matching: monthly run (read, rules, write cases and outcomes, route, commit)",
                 rows=int(figures["signals_in"]),
                 wall_s=wall,
-                peak_rss=rss,
+                peak_rss=run.rss,
                 figures={k: figures.get(k) for k in keep},
                 history_rows=rules["history_rows"],
-                phases={k: round(v, 3) for k, v in breakdown.items()},
+                phases={k: round(v, 3) for k, v in run.phases.items()},
                 reads_side_by_side={
                     k.removeprefix(SIDE_BY_SIDE): round(v, 3)
                     for k, v in phases.seconds.items()
                     if k.startswith(SIDE_BY_SIDE)
                 },
                 top_statements=statements.top(),
-                cpu=cpu,
+                cpu=run.cpu,
             ),
             measurement(
                 "matching_rules",

@@ -263,17 +263,18 @@ def _cpu_line(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _phases_and_cpu(title: str, note: str, r: dict[str, Any]) -> list[str]:
+    """A part's largest phases and, below them, where its CPU went."""
+    phases = _top(r["details"].get("phases", {}), 6, r["wall_s"])
+    return [f"- **{title}** ({r['wall_s']:.2f} s{note}): {phases}", *_cpu_line(r)]
+
+
 def where_time_goes(results: list[dict[str, Any]]) -> list[str]:
     """One paragraph per part with a breakdown, from the phase timers, statements and profile."""
     parts = _by_part(results)
     lines: list[str] = []
     if "ingest" in parts:
-        r = parts["ingest"]
-        lines.append(
-            f"- **Ingest** ({r['wall_s']:.2f} s): "
-            + _top(r["details"].get("phases", {}), 6, r["wall_s"])
-        )
-        lines += _cpu_line(r)
+        lines += _phases_and_cpu("Ingest", "", parts["ingest"])
     if "profile" in parts:
         top = parts["profile"]["details"]["top_own_time"][:6]
         lines.append(
@@ -282,11 +283,7 @@ def where_time_goes(results: list[dict[str, Any]]) -> list[str]:
         )
     if "matching" in parts:
         r = parts["matching"]
-        lines.append(
-            f"- **Matching** ({r['wall_s']:.2f} s): "
-            + _top(r["details"].get("phases", {}), 6, r["wall_s"])
-        )
-        lines += _cpu_line(r)
+        lines += _phases_and_cpu("Matching", "", r)
         reads = r["details"].get("reads_side_by_side", {})
         if reads:
             lines.append(
@@ -307,12 +304,7 @@ def where_time_goes(results: list[dict[str, Any]]) -> list[str]:
             f"reading them took {r['details']['read_s']:.2f} s)"
         )
     if "rerun" in parts:
-        r = parts["rerun"]
-        lines.append(
-            f"- **Rerun** ({r['wall_s']:.2f} s, not a target): "
-            + _top(r["details"].get("phases", {}), 6, r["wall_s"])
-        )
-        lines += _cpu_line(r)
+        lines += _phases_and_cpu("Rerun", ", not a target", parts["rerun"])
     if "api" in parts:
         d = parts["api"]["details"]
         sql = "; ".join(

@@ -9,21 +9,17 @@ timers as in :mod:`bench.matching`, with the rerun's own steps.
 
 from __future__ import annotations
 
-import time
-
 from bench.common import (
     MONTH_PERIOD,
     RUN_CLOCK,
     RUN_DATE,
-    CpuMeter,
     FixedClock,
     child_parser,
     measurement,
-    peak_rss_bytes,
     say,
     write_results,
 )
-from bench.matching import instrument
+from bench.matching import instrument, timed_run
 from shared.context import build_context
 from shared.settings import Settings
 
@@ -46,16 +42,8 @@ def main() -> None:
         phases.wrap(repository, "update_cases", "rerun: refresh the kept cases (UPDATE)")
         phases.wrap(service, "restore_case_statuses", "rerun: the kept cases' signal statuses")
         say(f"rerun: the monthly run for {MONTH_PERIOD} again")
-        meter = CpuMeter()
-        started = time.perf_counter()
-        report = run_period(ctx, period=MONTH_PERIOD, as_of=RUN_DATE, rerun=True)
-        wall = time.perf_counter() - started
-        cpu = meter.read()
-        rss = peak_rss_bytes()
-        phases.restore()
-        accounted = sum(v for k, v in phases.seconds.items() if not k.startswith("_"))
-        breakdown = {**phases.rounded(), "other (run bookkeeping, audit)": wall - accounted}
-        say(f"rerun: {report.figures['cases']} cases in {wall:.2f} s")
+        run = timed_run(ctx, phases, rerun=True)
+        say(f"rerun: {run.report.figures['cases']} cases in {run.wall:.2f} s")
     finally:
         ctx.engine.dispose()
     write_results(
@@ -64,13 +52,13 @@ def main() -> None:
             measurement(
                 "rerun",
                 "Rerun of the month on the same deliveries (not a target)",
-                rows=int(report.figures["signals_in"]),
-                wall_s=wall,
-                peak_rss=rss,
-                cases=report.figures["cases"],
-                phases={k: round(v, 3) for k, v in breakdown.items() if v},
+                rows=int(run.report.figures["signals_in"]),
+                wall_s=run.wall,
+                peak_rss=run.rss,
+                cases=run.report.figures["cases"],
+                phases={k: round(v, 3) for k, v in run.phases.items() if v},
                 top_statements=statements.top(),
-                cpu=cpu,
+                cpu=run.cpu,
             )
         ],
     )
