@@ -183,9 +183,12 @@ def update_from_frame(
     value like any other: a row that would stay the same is not written at all (no new row
     version, no index entries, nothing in the write-ahead log).
 
-    PostgreSQL: COPY into a temporary table shaped like ``table``, then one ``UPDATE ... FROM``.
-    SQLite: ``executemany``. Columns holding UUIDs as text must be named in the table as ``Uuid``;
-    they are converted here.
+    PostgreSQL: COPY into a temporary table shaped like ``table``, analysed, then one
+    ``UPDATE ... FROM`` bounded by the smallest and largest key of the frame, so that the planner
+    knows both sides: the rows a run updates are a month's, neighbours in the key. (Without that,
+    at national scale, a rerun's million signals were joined by reading all 13 million: 9.5 to
+    12 s.) SQLite: ``executemany``. Columns holding UUIDs as text must be named in the table as
+    ``Uuid``; they are converted here.
     """
     if frame.is_empty():
         return
@@ -201,13 +204,19 @@ def update_from_frame(
             )
         )
         copy_into(session, temp, frame)
+        session.execute(text(f"ANALYZE {temp}"))
         assignments = ", ".join(f"{c} = t.{c}" for c in columns)
         differs = " OR ".join(f"{table.name}.{c} IS DISTINCT FROM t.{c}" for c in compared)
+        low, high = frame.select(
+            pl.col(key).min().alias("low"), pl.col(key).max().alias("high")
+        ).row(0)
         session.execute(
             text(
                 f"UPDATE {table.name} SET {assignments} FROM {temp} t "  # noqa: S608
-                f"WHERE {table.name}.{key} = t.{key} AND ({differs})"
-            )
+                f"WHERE {table.name}.{key} = t.{key} "
+                f"AND {table.name}.{key} BETWEEN :low AND :high AND ({differs})"
+            ),
+            {"low": low, "high": high},
         )
         session.execute(text(f"DROP TABLE {temp}"))
         return
