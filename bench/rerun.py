@@ -39,6 +39,7 @@ def main() -> None:
         phases, statements = instrument(ctx)
         phases.wrap(repository, "existing_cases", "rerun: the period's cases and their work")
         phases.wrap(repository, "delete_cases", "rerun: delete cases that no longer qualify")
+        phases.wrap(repository, "unlink_cases", "rerun: unlink the kept cases (DELETE)")
         phases.wrap(repository, "update_cases", "rerun: refresh the kept cases (UPDATE)")
         phases.wrap(service, "restore_case_statuses", "rerun: the kept cases' signal statuses")
         say(f"rerun: the monthly run for {MONTH_PERIOD} again")

@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 from psycopg.copy import QueuedLibpqWriter
-from sqlalchemy import Table, Uuid, bindparam, insert, or_, text, update
+from sqlalchemy import Table, Uuid, bindparam, delete, insert, or_, text, update
 from sqlalchemy.orm import Session
 
 
@@ -168,6 +168,39 @@ def _sqlite_cast(name: str, dtype: Any) -> pl.Expr:
     if dtype == pl.Date:
         return pl.col(name).str.to_date("%Y-%m-%d")
     return pl.col(name).cast(dtype)
+
+
+def delete_by_keys(session: Session, table: Table, column: str, keys: Sequence[Any]) -> None:
+    """``DELETE FROM table WHERE column IN keys``, for any number of keys.
+
+    PostgreSQL: the keys are copied into a temporary table (analysed) and deleted by one join, so
+    a rerun unlinks a quarter of a million cases in one statement instead of hundreds of
+    statements of a thousand bound values each (3.8 s of a national rerun). SQLite: in chunks
+    of a thousand.
+    """
+    if not keys:
+        return
+    if is_postgres(session):
+        temp = f"tmp_delete_{table.name}"
+        session.execute(
+            text(
+                f"CREATE TEMP TABLE {temp} ON COMMIT DROP AS "  # noqa: S608 (names from the model)
+                f"SELECT {column} FROM {table.name} WITH NO DATA"
+            )
+        )
+        copy_into(session, temp, pl.DataFrame({column: [str(k) for k in keys]}))
+        session.execute(text(f"ANALYZE {temp}"))
+        session.execute(
+            text(
+                f"DELETE FROM {table.name} USING {temp} d "  # noqa: S608
+                f"WHERE {table.name}.{column} = d.{column}"
+            )
+        )
+        session.execute(text(f"DROP TABLE {temp}"))
+        return
+    for start in range(0, len(keys), 1000):
+        chunk = list(keys[start : start + 1000])
+        session.execute(delete(table).where(table.c[column].in_(chunk)))
 
 
 def update_from_frame(

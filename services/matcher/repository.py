@@ -9,11 +9,17 @@ from datetime import datetime
 from typing import cast
 
 import polars as pl
-from sqlalchemy import Table, delete, select, text
+from sqlalchemy import Table, select, text
 from sqlalchemy.orm import Session
 
 from services.matcher.rules import HISTORY_SCHEMA, SIGNAL_SCHEMA
-from shared.bulk import insert_frame, is_postgres, read_frame, update_from_frame
+from shared.bulk import (
+    delete_by_keys,
+    insert_frame,
+    is_postgres,
+    read_frame,
+    update_from_frame,
+)
 from shared.models import (
     Case,
     CaseEvent,
@@ -201,16 +207,21 @@ def delete_cases(session: Session, case_ids: Sequence[str | uuid.UUID]) -> None:
     """Delete cases with everything hanging off them: signal links, recidive links (both ways),
     contact attempts and history."""
     ids = [c if isinstance(c, uuid.UUID) else uuid.UUID(c) for c in case_ids]
-    for start in range(0, len(ids), 1000):
-        chunk = ids[start : start + 1000]
-        for table in (CaseSignal, ContactAttempt, CaseEvent):
-            session.execute(delete(table).where(table.case_id.in_(chunk)))
-        session.execute(
-            delete(CaseLink).where(
-                CaseLink.case_id.in_(chunk) | CaseLink.earlier_case_id.in_(chunk)
-            )
-        )
-        session.execute(delete(Case).where(Case.id.in_(chunk)))
+    for model, column in (
+        (CaseSignal, "case_id"),
+        (ContactAttempt, "case_id"),
+        (CaseEvent, "case_id"),
+        (CaseLink, "case_id"),
+        (CaseLink, "earlier_case_id"),
+        (Case, "id"),
+    ):
+        delete_by_keys(session, cast(Table, model.__table__), column, ids)
+
+
+def unlink_cases(session: Session, case_ids: Sequence[uuid.UUID]) -> None:
+    """Remove the signal links and the recidive links of cases (a rerun links them anew)."""
+    for table in (CaseSignal, CaseLink):
+        delete_by_keys(session, cast(Table, table.__table__), "case_id", case_ids)
 
 
 def insert_cases(session: Session, frame: pl.DataFrame) -> None:

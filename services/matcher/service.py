@@ -25,7 +25,7 @@ from datetime import date, datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import delete, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from services.matcher import repository
@@ -49,7 +49,7 @@ from shared.bulk import is_postgres
 from shared.context import Context
 from shared.errors import Conflict
 from shared.ids import time_ordered_uuid_texts
-from shared.models import CaseLink, CaseSignal, Run, RunStatus, Signaalstatus
+from shared.models import Run, RunStatus, Signaalstatus
 from shared.periods import Period, last_closed_period, local_today, open_period
 
 # What a partner's signal status becomes after the run (DDAS EnumSignaalstatus).
@@ -306,11 +306,7 @@ def _write_cases(
         gone = existing.join(cases.select("address_hash"), on="address_hash", how="anti")
         repository.delete_cases(session, gone.filter(~pl.col("worked"))["case_id"].to_list())
         kept = cases.filter(pl.col("case_id").is_not_null())
-        kept_ids = [uuid.UUID(c) for c in kept["case_id"]]
-        for start in range(0, len(kept_ids), 1000):
-            chunk = kept_ids[start : start + 1000]
-            session.execute(delete(CaseSignal).where(CaseSignal.case_id.in_(chunk)))
-            session.execute(delete(CaseLink).where(CaseLink.case_id.in_(chunk)))
+        repository.unlink_cases(session, [uuid.UUID(c) for c in kept["case_id"]])
         repository.update_cases(
             session, kept.select("case_id", *CASE_FIELDS), run_id=run.id, now=now
         )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import polars as pl
+import pytest
 import sqlalchemy as sa
 
-from shared.bulk import update_from_frame
+from shared.bulk import delete_by_keys, update_from_frame
 from shared.context import Context
 
 PROBE = sa.Table(
@@ -17,16 +20,23 @@ PROBE = sa.Table(
 )
 
 
+@pytest.fixture
+def probe(ctx: Context) -> Iterator[sa.Table]:
+    """A table of the test's own beside the schema, dropped afterwards."""
+    PROBE.create(ctx.engine)
+    yield PROBE
+    PROBE.drop(ctx.engine)
+
+
 def _rows(ctx: Context) -> dict[int, tuple[int | None, str]]:
     with ctx.sessions() as session:
         rows = session.execute(sa.select(PROBE).order_by(PROBE.c.id)).all()
     return {r.id: (r.figure, r.stamp) for r in rows}
 
 
-def test_only_rows_whose_compared_columns_change_are_written(ctx: Context) -> None:
+def test_only_rows_whose_compared_columns_change_are_written(ctx: Context, probe: sa.Table) -> None:
     """The stamp is written with the figure, but only where the figure changes; NULL is a value
     like any other (NULL to NULL is no change, NULL to 1 and 1 to NULL are)."""
-    PROBE.create(ctx.engine)
     with ctx.sessions.begin() as session:
         session.execute(
             sa.insert(PROBE),
@@ -55,3 +65,18 @@ def test_only_rows_whose_compared_columns_change_are_written(ctx: Context) -> No
     with ctx.sessions.begin() as session:
         update_from_frame(session, PROBE, "id", frame.with_columns(pl.lit("again").alias("stamp")))
     assert {row[1] for row in _rows(ctx).values()} == {"again"}
+
+
+def test_delete_by_keys_deletes_exactly_those_rows(ctx: Context, probe: sa.Table) -> None:
+    """More keys than one statement's chunk, some of them absent from the table."""
+    with ctx.sessions.begin() as session:
+        session.execute(
+            sa.insert(PROBE), [{"id": i, "figure": i, "stamp": "x"} for i in range(1, 3001)]
+        )
+    doomed = [i for i in range(1, 3001) if i % 3 == 0] + [5000, 6000]
+    with ctx.sessions.begin() as session:
+        delete_by_keys(session, PROBE, "id", doomed)
+    assert set(_rows(ctx)) == {i for i in range(1, 3001) if i % 3 != 0}
+    with ctx.sessions.begin() as session:
+        delete_by_keys(session, PROBE, "id", [])
+    assert len(_rows(ctx)) == 2000
