@@ -61,6 +61,14 @@ def test_only_rows_whose_compared_columns_change_are_written(ctx: Context, probe
         4: (4, "new"),
         5: (None, "new"),
     }
+    # Keys far apart (updated by look-ups, not over their range) are found the same way.
+    sparse = pl.DataFrame(
+        {"id": [2, 5000], "figure": [22, 1], "stamp": ["far", "far"]},
+        schema={"id": pl.Int64, "figure": pl.Int64, "stamp": pl.String},
+    )
+    with ctx.sessions.begin() as session:
+        update_from_frame(session, probe, "id", sparse, changed=["figure"])
+    assert _rows(ctx)[2] == (22, "far")
     # Without ``changed`` every other column counts: the stamp differs everywhere now.
     with ctx.sessions.begin() as session:
         update_from_frame(session, PROBE, "id", frame.with_columns(pl.lit("again").alias("stamp")))
