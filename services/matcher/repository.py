@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 import polars as pl
 from sqlalchemy import Table, select, text
@@ -160,47 +160,25 @@ def partners_without_delivery(session: Session, period: str) -> list[str]:
 def existing_cases(session: Session, period: str) -> pl.DataFrame:
     """The period's cases: id, address hash, whether work was recorded on them (closed, a
     contact attempt, a transfer), and what their signals' statuses derive from (known to SDV,
-    a contact attempt, the closure's outcome)."""
-    attempts = select(ContactAttempt.case_id).where(ContactAttempt.case_id == Case.id).exists()
-    moved = (
-        select(CaseEvent.case_id)
-        # Older runs stored a "routed" event per case: that is no work on the case.
-        .where(CaseEvent.case_id == Case.id, CaseEvent.kind != "routed")
-        .exists()
-    )
-    rows = session.execute(
-        select(
-            Case.id,
-            Case.address_hash,
-            Case.status,
-            Case.resultaat,
-            Case.known_to_sdv,
-            attempts,
-            moved,
-        ).where(Case.period == period)
-    ).all()
-    closed = [r[2] != "open" for r in rows]
-    attempted = [bool(r[5]) for r in rows]
-    return pl.DataFrame(
-        {
-            "case_id": [str(r[0]) for r in rows],
-            "address_hash": [r[1] for r in rows],
-            "worked": [
-                c or a or bool(r[6]) for c, a, r in zip(closed, attempted, rows, strict=True)
-            ],
-            "known_to_sdv": [bool(r[4]) for r in rows],
-            "attempted": attempted,
-            "resultaat": [r[3] if c else None for c, r in zip(closed, rows, strict=True)],
-        },
-        schema={
-            "case_id": pl.String,
-            "address_hash": pl.String,
-            "worked": pl.Boolean,
-            "known_to_sdv": pl.Boolean,
-            "attempted": pl.Boolean,
-            "resultaat": pl.String,
-        },
-    )
+    a contact attempt, the closure's outcome when closed). Read as a frame (COPY on PostgreSQL):
+    a quarter of a million rows at national scale."""
+    attempted = "EXISTS (SELECT 1 FROM contact_attempts a WHERE a.case_id = c.id)"
+    # Older runs stored a "routed" event per case: that is no work on the case.
+    moved = "EXISTS (SELECT 1 FROM case_events e WHERE e.case_id = c.id AND e.kind <> 'routed')"
+    query = f"""
+        SELECT {_uuid_text(session, "c.id")} AS case_id, c.address_hash,
+               CASE WHEN c.status <> 'open' OR {attempted} OR {moved} THEN 1 ELSE 0 END AS worked,
+               CASE WHEN c.known_to_sdv THEN 1 ELSE 0 END AS known_to_sdv,
+               CASE WHEN {attempted} THEN 1 ELSE 0 END AS attempted,
+               CASE WHEN c.status <> 'open' THEN c.resultaat END AS resultaat
+        FROM cases c
+        WHERE c.period = :period
+    """  # noqa: S608 (no user input in the text)
+    flags = ("worked", "known_to_sdv", "attempted")
+    schema: dict[str, Any] = {"case_id": pl.String, "address_hash": pl.String}
+    schema |= {flag: pl.Int8 for flag in flags} | {"resultaat": pl.String}
+    frame = read_frame(session, query, {"period": period}, schema)
+    return frame.with_columns(pl.col(flag).cast(pl.Boolean) for flag in flags)
 
 
 def delete_cases(session: Session, case_ids: Sequence[str | uuid.UUID]) -> None:
