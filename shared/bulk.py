@@ -170,6 +170,22 @@ def _sqlite_cast(name: str, dtype: Any) -> pl.Expr:
     return pl.col(name).cast(dtype)
 
 
+def _staged(session: Session, table: Table, frame: pl.DataFrame, purpose: str) -> str:
+    """PostgreSQL: ``frame`` in a temporary table with ``table``'s types for its columns (dropped
+    at commit at the latest), analysed so that the planner knows its size; returns its name."""
+    temp = f"tmp_{purpose}_{table.name}"
+    names = ", ".join(frame.columns)
+    session.execute(
+        text(
+            f"CREATE TEMP TABLE {temp} ON COMMIT DROP AS "  # noqa: S608 (names from the model)
+            f"SELECT {names} FROM {table.name} WITH NO DATA"
+        )
+    )
+    copy_into(session, temp, frame)
+    session.execute(text(f"ANALYZE {temp}"))
+    return temp
+
+
 def delete_by_keys(session: Session, table: Table, column: str, keys: Sequence[Any]) -> None:
     """``DELETE FROM table WHERE column IN keys``, for any number of keys.
 
@@ -181,15 +197,8 @@ def delete_by_keys(session: Session, table: Table, column: str, keys: Sequence[A
     if not keys:
         return
     if is_postgres(session):
-        temp = f"tmp_delete_{table.name}"
-        session.execute(
-            text(
-                f"CREATE TEMP TABLE {temp} ON COMMIT DROP AS "  # noqa: S608 (names from the model)
-                f"SELECT {column} FROM {table.name} WITH NO DATA"
-            )
-        )
-        copy_into(session, temp, pl.DataFrame({column: [str(k) for k in keys]}))
-        session.execute(text(f"ANALYZE {temp}"))
+        keyframe = pl.DataFrame({column: [str(k) for k in keys]})
+        temp = _staged(session, table, keyframe, "delete")
         session.execute(
             text(
                 f"DELETE FROM {table.name} USING {temp} d "  # noqa: S608
@@ -236,16 +245,7 @@ def update_from_frame(
     columns = [c for c in frame.columns if c != key]
     compared = list(changed) if changed is not None else columns
     if is_postgres(session):
-        temp = f"tmp_update_{table.name}"
-        names = ", ".join(frame.columns)
-        session.execute(
-            text(
-                f"CREATE TEMP TABLE {temp} ON COMMIT DROP AS "  # noqa: S608 (names from the model)
-                f"SELECT {names} FROM {table.name} WITH NO DATA"
-            )
-        )
-        copy_into(session, temp, frame)
-        session.execute(text(f"ANALYZE {temp}"))
+        temp = _staged(session, table, frame, "update")
         assignments = ", ".join(f"{c} = t.{c}" for c in columns)
         differs = " OR ".join(f"{table.name}.{c} IS DISTINCT FROM t.{c}" for c in compared)
         low, high = frame.select(
