@@ -236,9 +236,10 @@ def update_from_frame(
     otherwise joined by reading all 13 million (9.5 to 12 s). A few keys spread over a wide
     range (the signals a first run sets aside, one in thirty of the month's) are left to
     look-ups by key: bounded, the planner reads the whole range instead (32,500 of a month in the
-    middle of the table, under ``EXPLAIN ANALYZE``: 1.76 s against 1.25 s). SQLite:
-    ``executemany``. Columns holding
-    UUIDs as text must be named in the table as ``Uuid``; they are converted here.
+    middle of the table, under ``EXPLAIN ANALYZE``: 1.76 s against 1.25 s).
+
+    SQLite: ``executemany``. Columns holding UUIDs as text must be named in the table as
+    ``Uuid``; they are converted here.
     """
     if frame.is_empty():
         return

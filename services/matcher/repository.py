@@ -162,23 +162,32 @@ def existing_cases(session: Session, period: str) -> pl.DataFrame:
     contact attempt, a transfer), and what their signals' statuses derive from (known to SDV,
     a contact attempt, the closure's outcome when closed). Read as a frame (COPY on PostgreSQL):
     a quarter of a million rows at national scale."""
-    attempted = "EXISTS (SELECT 1 FROM contact_attempts a WHERE a.case_id = c.id)"
-    # Older runs stored a "routed" event per case: that is no work on the case.
-    moved = "EXISTS (SELECT 1 FROM case_events e WHERE e.case_id = c.id AND e.kind <> 'routed')"
     query = f"""
         SELECT {_uuid_text(session, "c.id")} AS case_id, c.address_hash,
-               CASE WHEN c.status <> 'open' OR {attempted} OR {moved} THEN 1 ELSE 0 END AS worked,
+               CASE WHEN c.status <> 'open' THEN 1 ELSE 0 END AS closed,
+               CASE WHEN EXISTS (SELECT 1 FROM contact_attempts a WHERE a.case_id = c.id)
+                    THEN 1 ELSE 0 END AS attempted,
+               -- Older runs stored a "routed" event per case: that is no work on the case.
+               CASE WHEN EXISTS (SELECT 1 FROM case_events e
+                                 WHERE e.case_id = c.id AND e.kind <> 'routed')
+                    THEN 1 ELSE 0 END AS moved,
                CASE WHEN c.known_to_sdv THEN 1 ELSE 0 END AS known_to_sdv,
-               CASE WHEN {attempted} THEN 1 ELSE 0 END AS attempted,
                CASE WHEN c.status <> 'open' THEN c.resultaat END AS resultaat
         FROM cases c
         WHERE c.period = :period
     """  # noqa: S608 (no user input in the text)
-    flags = ("worked", "known_to_sdv", "attempted")
+    flags = ("closed", "attempted", "moved", "known_to_sdv")
     schema: dict[str, Any] = {"case_id": pl.String, "address_hash": pl.String}
     schema |= {flag: pl.Int8 for flag in flags} | {"resultaat": pl.String}
     frame = read_frame(session, query, {"period": period}, schema)
-    return frame.with_columns(pl.col(flag).cast(pl.Boolean) for flag in flags)
+    return frame.with_columns(pl.col(flag).cast(pl.Boolean) for flag in flags).select(
+        "case_id",
+        "address_hash",
+        (pl.col("closed") | pl.col("attempted") | pl.col("moved")).alias("worked"),
+        "known_to_sdv",
+        "attempted",
+        "resultaat",
+    )
 
 
 def delete_cases(session: Session, case_ids: Sequence[str | uuid.UUID]) -> None:

@@ -184,7 +184,7 @@ def run_period(
                 facts=signals.select("signal_id", "partner_id", "bedrag_cent"),
             )
             repository.set_signal_outcomes(
-                session, _outcomes_to_store(result.outcomes, rerun=done is not None)
+                session, _outcomes_to_store(result.outcomes, rerun=run.rerun)
             )
             progress("marking the signals of households SDV already knows")
             mark_known_to_sdv(session, routed)
