@@ -417,6 +417,19 @@ class SdvClient(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+def _list_indexes(status: CaseStatus) -> tuple[Index, Index]:
+    """The case lists' two orders over the cases of one status (partial indexes: the status is
+    part of every list statement as a literal, see ``services.routing.service.list_statuses``)."""
+    where = text(f"status = '{status.value}'")
+    queue = ("route", "team_id", "priority", "due_date", "id")
+    return (
+        Index(f"ix_cases_queue_{status.value}", *queue, postgresql_where=where, sqlite_where=where),
+        Index(
+            f"ix_cases_order_{status.value}", *queue[2:], postgresql_where=where, sqlite_where=where
+        ),
+    )
+
+
 class Case(Base):
     """A vroegsignaalzaak: one address in one period, built from its signals by a run."""
 
@@ -426,9 +439,11 @@ class Case(Base):
         _enum_check("classification", Classification),
         Index("uq_cases_period_address", "period", "address_hash", unique=True),
         # No index by address alone: nothing looks a case up by it (migration 0011).
-        # The teams' case list: sorted by priority, then due date, within a route (and team).
-        Index("ix_cases_queue", "route", "team_id", "priority", "due_date", "id"),
-        Index("ix_cases_order", "priority", "due_date", "id"),
+        # The case lists: sorted by priority, then due date, within a route (and team); one pair
+        # of indexes per status, so that a run's new (open) cases go in among the open ones
+        # only, not among every closed case of the past months (migration 0015).
+        *_list_indexes(CaseStatus.open),
+        *_list_indexes(CaseStatus.closed),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_uuid)

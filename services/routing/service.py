@@ -30,6 +30,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
+    String,
     Table,
     Text,
     bindparam,
@@ -37,7 +38,9 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    literal_column,
     select,
+    union_all,
 )
 from sqlalchemy import case as sql_case
 from sqlalchemy import cast as sql_cast
@@ -420,7 +423,9 @@ class ListShape:
     values, today, the page) are bound when the statement runs."""
 
     role: str
-    status: bool = False
+    # The status filter's value itself: it decides which indexes the list reads (one pair per
+    # status, see list_statuses), so it is written into the statement, never bound.
+    status: str | None = None
     route: bool = False
     team: str | None = None  # "id" (a UUID, which may also be a team's name) or "name"
     period: bool = False
@@ -441,7 +446,7 @@ def list_shape(principal: Principal, filters: CaseFilter) -> ListShape:
         team = "id" if _team_id(filters.team) else "name"
     return ListShape(
         principal.role,
-        status=bool(filters.status),
+        status=CaseStatus(filters.status).value if filters.status else None,
         route=bool(filters.route),
         team=team,
         period=bool(filters.period),
@@ -454,8 +459,6 @@ def list_parameters(principal: Principal, filters: CaseFilter, today: date) -> d
     values: dict[str, Any] = {"today": today}
     if principal.role == Role.wijkteam:
         values["viewer_team"] = principal.team_id
-    if filters.status:
-        values["status"] = filters.status
     if filters.route:
         values["route"] = filters.route
     if filters.team:
@@ -473,7 +476,7 @@ def case_conditions(shape: ListShape, cases: CaseKeys = Case) -> list[ColumnElem
     viewer_team = bindparam("viewer_team", type_=cases.team_id.type)
     conditions = role_visibility(shape.role, viewer_team, cases)
     if shape.status:
-        conditions.append(cases.status == bindparam("status", type_=cases.status.type))
+        conditions.append(cases.status == status_literal(shape.status))
     if shape.route:
         conditions.append(cases.route == bindparam("route", type_=cases.route.type))
     if shape.team:
@@ -491,8 +494,12 @@ def case_conditions(shape: ListShape, cases: CaseKeys = Case) -> list[ColumnElem
     if shape.period:
         conditions.append(cases.period == bindparam("period", type_=cases.period.type))
     if shape.overdue is not None:
-        late = (cases.status == CaseStatus.open.value) & (
-            cases.due_date < bindparam("today", type_=cases.due_date.type)
+        # Never NULL (a case without a due date is not overdue), so that its negation holds
+        # exactly the cases it leaves out.
+        late = (
+            (cases.status == CaseStatus.open.value)
+            & cases.due_date.is_not(None)
+            & (cases.due_date < bindparam("today", type_=cases.due_date.type))
         )
         conditions.append(late if shape.overdue else ~late)
     return conditions
@@ -500,6 +507,23 @@ def case_conditions(shape: ListShape, cases: CaseKeys = Case) -> list[ColumnElem
 
 # The list's order: most urgent first, then the earliest due date; the id makes it total.
 PAGE_ORDER = (Case.priority, Case.due_date, Case.id)
+
+
+def status_literal(status: str) -> ColumnElement[str]:
+    """A case status written into a statement as a constant (a known status only), so that the
+    plan of every statement with it, a generic one included, may use the indexes of that status
+    (``ix_cases_queue_<status>``, ``ix_cases_order_<status>``; migration 0015)."""
+    return literal_column(f"'{CaseStatus(status).value}'", String)
+
+
+def list_statuses(shape: ListShape) -> tuple[str, ...]:
+    """The statuses whose indexes a list of this shape reads: the filter's, only the open ones
+    for the overdue cases (a closed case is never overdue), else both."""
+    if shape.status:
+        return (shape.status,)
+    if shape.overdue:
+        return (CaseStatus.open.value,)
+    return (CaseStatus.open.value, CaseStatus.closed.value)
 
 
 def _utc_text(column: Any) -> ColumnElement[str]:
@@ -510,7 +534,7 @@ def _utc_text(column: Any) -> ColumnElement[str]:
     return func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS') + fraction + "+00:00"
 
 
-def _json_items(conditions: list[ColumnElement[bool]]) -> Select[Any]:
+def _json_items(shape: ListShape) -> Select[Any]:
     """PostgreSQL writes each list view as JSON text (``row_to_json``), the same document as
     :func:`summary` makes; the page's order is kept outside the subquery too."""
     # Written out, because json_build_object puts spaces around its colons; NULL without a team.
@@ -552,24 +576,57 @@ def _json_items(conditions: list[ColumnElement[bool]]) -> Select[Any]:
         "resultaat": Case.resultaat,
         "closed_at": _utc_text(Case.closed_at),
     }
-    page = _page([value.label(name) for name, value in columns.items()], conditions).subquery(
-        "page"
-    )
+    page = _page([value.label(name) for name, value in columns.items()], shape).subquery("page")
     return select(sql_cast(func.row_to_json(page.table_valued()), Text).label("item")).order_by(
         *(page.c[column.key] for column in PAGE_ORDER)
     )
 
 
-def _page(columns: Sequence[Any], conditions: list[ColumnElement[bool]]) -> Select[Any]:
-    """One page of the cases under ``conditions``, in the list's order, with each case's team;
-    offset and limit bound when it runs."""
+def _page(columns: Sequence[Any], shape: ListShape) -> Select[Any]:
+    """One page of the cases a list of ``shape`` shows, in the list's order, with each case's
+    team; offset and limit bound when it runs.
+
+    A list of one status reads that status's cases in order. A list of both takes, from each
+    status's cases in order, as many as the pages up to this one hold, merges the two and keeps
+    this page's keys: each side reads an index of its own, and the page is the same as one read
+    of all cases in order would give.
+    """
+    conditions = case_conditions(shape)
+    offset, limit = bindparam("offset", type_=Integer), bindparam("limit", type_=Integer)
+    statuses = list_statuses(shape)
+    if len(statuses) == 1:
+        if not shape.status:  # the filter's own condition names it already
+            conditions.append(Case.status == status_literal(statuses[0]))
+        return (
+            select(*columns)
+            .outerjoin(Team, Team.id == Case.team_id)
+            .where(*conditions)
+            .order_by(*PAGE_ORDER)
+            .offset(offset)
+            .limit(limit)
+        )
+    sides = [
+        select(*PAGE_ORDER)
+        .where(*conditions, Case.status == status_literal(status))
+        .order_by(*PAGE_ORDER)
+        .limit(offset + limit)
+        .subquery(f"side_{status}")
+        for status in statuses
+    ]
+    merged = union_all(*(select(side.c.priority, side.c.due_date, side.c.id) for side in sides))
+    keys = merged.subquery("sides")
+    page_keys = (
+        select(keys.c.id)
+        .order_by(keys.c.priority, keys.c.due_date, keys.c.id)
+        .offset(offset)
+        .limit(limit)
+        .subquery("page_keys")
+    )
     return (
         select(*columns)
+        .join(page_keys, page_keys.c.id == Case.id)
         .outerjoin(Team, Team.id == Case.team_id)
-        .where(*conditions)
         .order_by(*PAGE_ORDER)
-        .offset(bindparam("offset", type_=Integer))
-        .limit(bindparam("limit", type_=Integer))
     )
 
 
@@ -589,10 +646,10 @@ def list_statements(shape: ListShape, json_items: bool) -> tuple[Select[Any], Se
         .scalar_subquery()
     )
     if json_items:
-        page = _json_items(case_conditions(shape)).add_columns(total.label("total"))
+        page = _json_items(shape).add_columns(total.label("total"))
     else:
         columns = [*SUMMARY_COLUMNS, Team.name.label("team_name"), total.label("total")]
-        page = _page(columns, case_conditions(shape))
+        page = _page(columns, shape)
     return page, select(total)
 
 

@@ -5,7 +5,9 @@ On PostgreSQL the database writes each item as JSON (``row_to_json``); elsewhere
 :func:`services.routing.service.case_summary` of the same cases in the same order, the renderer
 every other endpoint uses: for random cases at every field's edges (no team, a team name that
 needs escaping, one kind or none, no due date, overdue or not, a closing time with and without
-microseconds, large amounts) and every page, the last one past the end included.
+microseconds, large amounts) and every page, the last one past the end included; unfiltered,
+and filtered by status or by being overdue (which decides whether the open and the closed cases
+are read apart and merged; a case without a due date is not overdue).
 """
 
 from __future__ import annotations
@@ -73,6 +75,24 @@ cases = st.fixed_dictionaries(
 )
 
 
+# The filters that decide which statuses' indexes a list reads (open and closed ones are read
+# apart and merged when the list shows both).
+FILTERS = (
+    CaseFilter(),
+    CaseFilter(status="open"),
+    CaseFilter(status="closed"),
+    CaseFilter(overdue=True),
+    CaseFilter(overdue=False),
+)
+
+
+def shown(case: Case, filters: CaseFilter) -> bool:
+    overdue = case.status == "open" and case.due_date is not None and case.due_date < TODAY
+    if filters.status and case.status != filters.status:
+        return False
+    return filters.overdue is None or filters.overdue == overdue
+
+
 def test_each_page_is_the_cases_list_views_in_order(ctx: Context) -> None:
     run_id = finished_run(ctx, "2026-11", TODAY)
 
@@ -81,8 +101,11 @@ def test_each_page_is_the_cases_list_views_in_order(ctx: Context) -> None:
         st.lists(cases, min_size=1, max_size=12),
         st.lists(team_name, min_size=2, max_size=2, unique_by=str.lower),
         st.integers(1, 5),
+        st.sampled_from(FILTERS),
     )
-    def check(drawn: list[dict[str, Any]], names: list[str], page_size: int) -> None:
+    def check(
+        drawn: list[dict[str, Any]], names: list[str], page_size: int, filters: CaseFilter
+    ) -> None:
         with ctx.sessions() as session:  # never committed
             teams = [Team(name=name) for name in names]
             session.add_all(teams)
@@ -100,14 +123,18 @@ def test_each_page_is_the_cases_list_views_in_order(ctx: Context) -> None:
                 for case in drawn
             ]
             session.execute(sa.insert(Case), rows)
-            ordered = session.scalars(
-                sa.select(Case).order_by(Case.priority, Case.due_date, Case.id)
-            ).all()
+            ordered = [
+                case
+                for case in session.scalars(
+                    sa.select(Case).order_by(Case.priority, Case.due_date, Case.id)
+                )
+                if shown(case, filters)
+            ]
             known = team_names(session)
             last = (len(ordered) - 1) // page_size + 1
             for page in range(1, last + 2):
                 found = list_cases(
-                    session, COORDINATOR, CaseFilter(), today=TODAY, page=page, page_size=page_size
+                    session, COORDINATOR, filters, today=TODAY, page=page, page_size=page_size
                 )
                 expected = ordered[(page - 1) * page_size : page * page_size]
                 assert found.items_json == json_text(
