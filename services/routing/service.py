@@ -19,7 +19,7 @@ import functools
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
@@ -45,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy import case as sql_case
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import ARRAY, array
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from services.routing.rules import AreaMap, RoutingConfig, route
 from shared.address import address_key_expr, house_number_parts, normalised_postcode, valid_postcode
@@ -534,62 +534,80 @@ def _utc_text(column: Any) -> ColumnElement[str]:
     return func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS') + fraction + "+00:00"
 
 
-def _json_items(shape: ListShape) -> Select[Any]:
+def _json_items(shape: ListShape, *, deep: bool) -> Select[Any]:
     """PostgreSQL writes each list view as JSON text (``row_to_json``), the same document as
     :func:`summary` makes; the page's order is kept outside the subquery too."""
-    # Written out, because json_build_object puts spaces around its colons; NULL without a team.
-    team = sql_cast(
-        literal('{"id":"')
-        + sql_cast(Case.team_id, Text)
-        + '","name":'
-        + sql_cast(func.to_json(Team.name), Text)
-        + "}",
-        JSON,
-    )
-    overdue = (Case.status == CaseStatus.open.value) & (
-        Case.due_date < bindparam("today", type_=Case.due_date.type)
-    )
-    kinds = func.coalesce(
-        func.string_to_array(Case.kinds, ","), sql_cast(array([], type_=Text), ARRAY(Text))
-    )
-    columns: dict[str, Any] = {  # the keys and their order as in summary()
-        "id": Case.id,
-        "period": Case.period,
-        "status": Case.status,
-        "route": Case.route,
-        "team": team,
-        "priority": Case.priority,
-        "classification": Case.classification,
-        "is_recidive": Case.is_recidive,
-        "has_rent": Case.has_rent,
-        "has_crisis": Case.has_crisis,
-        "has_warm_handover": Case.has_warm_handover,
-        "known_to_sdv": Case.known_to_sdv,
-        "outside_areas": Case.outside_areas,
-        "partner_count": Case.partner_count,
-        "signal_count": Case.signal_count,
-        "total_cent": Case.total_cent,
-        "kinds": kinds,
-        "pc4": Case.pc4,
-        "due_date": Case.due_date,
-        "overdue": func.coalesce(overdue, false()),
-        "resultaat": Case.resultaat,
-        "closed_at": _utc_text(Case.closed_at),
-    }
-    page = _page([value.label(name) for name, value in columns.items()], shape).subquery("page")
+    page = _page(_json_columns, shape, deep=deep).subquery("page")
     return select(sql_cast(func.row_to_json(page.table_valued()), Text).label("item")).order_by(
         *(page.c[column.key] for column in PAGE_ORDER)
     )
 
 
-def _page(columns: Sequence[Any], shape: ListShape) -> Select[Any]:
+def _json_columns(cases: Any) -> list[Any]:
+    """The list view's values (of the cases, or of a page of them) for :func:`row_to_json`, keys
+    and order as in :func:`summary`."""
+    # Written out, because json_build_object puts spaces around its colons; NULL without a team.
+    team = sql_cast(
+        literal('{"id":"')
+        + sql_cast(cases.team_id, Text)
+        + '","name":'
+        + sql_cast(func.to_json(Team.name), Text)
+        + "}",
+        JSON,
+    )
+    overdue = (cases.status == CaseStatus.open.value) & (
+        cases.due_date < bindparam("today", type_=cases.due_date.type)
+    )
+    kinds = func.coalesce(
+        func.string_to_array(cases.kinds, ","), sql_cast(array([], type_=Text), ARRAY(Text))
+    )
+    columns: dict[str, Any] = {  # the keys and their order as in summary()
+        "id": cases.id,
+        "period": cases.period,
+        "status": cases.status,
+        "route": cases.route,
+        "team": team,
+        "priority": cases.priority,
+        "classification": cases.classification,
+        "is_recidive": cases.is_recidive,
+        "has_rent": cases.has_rent,
+        "has_crisis": cases.has_crisis,
+        "has_warm_handover": cases.has_warm_handover,
+        "known_to_sdv": cases.known_to_sdv,
+        "outside_areas": cases.outside_areas,
+        "partner_count": cases.partner_count,
+        "signal_count": cases.signal_count,
+        "total_cent": cases.total_cent,
+        "kinds": kinds,
+        "pc4": cases.pc4,
+        "due_date": cases.due_date,
+        "overdue": func.coalesce(overdue, false()),
+        "resultaat": cases.resultaat,
+        "closed_at": _utc_text(cases.closed_at),
+    }
+    return [value.label(name) for name, value in columns.items()]
+
+
+def _summary_columns(cases: Any) -> list[Any]:
+    """:data:`SUMMARY_COLUMNS` and the team's name, of the cases or of a page of them."""
+    return [*(getattr(cases, c.key) for c in SUMMARY_COLUMNS), Team.name.label("team_name")]
+
+
+# Up to this many rows before a page's end, a list of both statuses takes the whole rows from each
+# side; past it, only their keys, then the page's rows by id (see _page).
+SHALLOW_ROWS = 200
+
+
+def _page(columns: Callable[[Any], list[Any]], shape: ListShape, *, deep: bool) -> Select[Any]:
     """One page of the cases a list of ``shape`` shows, in the list's order, with each case's
-    team; offset and limit bound when it runs.
+    team (``columns`` of the cases); offset and limit bound when it runs.
 
     A list of one status reads that status's cases in order. A list of both takes, from each
     status's cases in order, as many as the pages up to this one hold, merges the two and keeps
-    this page's keys: each side reads an index of its own, and the page is the same as one read
-    of all cases in order would give.
+    this page: each side reads an index of its own, and the page is the same as one read of all
+    cases in order would give. For the first pages the sides bring whole rows; for a ``deep`` one
+    (more than :data:`SHALLOW_ROWS` rows up to its end) only their keys, read from the indexes
+    alone, and then the page's rows by id.
     """
     conditions = case_conditions(shape)
     offset, limit = bindparam("offset", type_=Integer), bindparam("limit", type_=Integer)
@@ -598,7 +616,7 @@ def _page(columns: Sequence[Any], shape: ListShape) -> Select[Any]:
         if not shape.status:  # the filter's own condition names it already
             conditions.append(Case.status == status_literal(statuses[0]))
         return (
-            select(*columns)
+            select(*columns(Case))
             .outerjoin(Team, Team.id == Case.team_id)
             .where(*conditions)
             .order_by(*PAGE_ORDER)
@@ -606,24 +624,33 @@ def _page(columns: Sequence[Any], shape: ListShape) -> Select[Any]:
             .limit(limit)
         )
     sides = [
-        select(*PAGE_ORDER)
+        select(*(PAGE_ORDER if deep else [Case]))
         .where(*conditions, Case.status == status_literal(status))
         .order_by(*PAGE_ORDER)
         .limit(offset + limit)
         .subquery(f"side_{status}")
         for status in statuses
     ]
-    merged = union_all(*(select(side.c.priority, side.c.due_date, side.c.id) for side in sides))
-    keys = merged.subquery("sides")
+    merged = union_all(*(select(side) for side in sides)).subquery("sides")
+    if not deep:
+        cases = aliased(Case, merged)
+        order = (cases.priority, cases.due_date, cases.id)
+        return (
+            select(*columns(cases))
+            .outerjoin(Team, Team.id == cases.team_id)
+            .order_by(*order)
+            .offset(offset)
+            .limit(limit)
+        )
     page_keys = (
-        select(keys.c.id)
-        .order_by(keys.c.priority, keys.c.due_date, keys.c.id)
+        select(merged.c.id)
+        .order_by(merged.c.priority, merged.c.due_date, merged.c.id)
         .offset(offset)
         .limit(limit)
         .subquery("page_keys")
     )
     return (
-        select(*columns)
+        select(*columns(Case))
         .join(page_keys, page_keys.c.id == Case.id)
         .outerjoin(Team, Team.id == Case.team_id)
         .order_by(*PAGE_ORDER)
@@ -631,9 +658,12 @@ def _page(columns: Sequence[Any], shape: ListShape) -> Select[Any]:
 
 
 @functools.lru_cache(maxsize=1024)
-def list_statements(shape: ListShape, json_items: bool) -> tuple[Select[Any], Select[Any]]:
+def list_statements(
+    shape: ListShape, json_items: bool, deep: bool = False
+) -> tuple[Select[Any], Select[Any]]:
     """The page (with its total) and the total alone, for a list of this shape; with
-    ``json_items`` (PostgreSQL) each row is the case's list view as JSON text.
+    ``json_items`` (PostgreSQL) each row is the case's list view as JSON text; ``deep`` for a
+    page that ends more than :data:`SHALLOW_ROWS` rows into the list (see :func:`_page`).
 
     Built once per shape and kept: a statement object remembers its cache key, so running it
     again costs neither building nor keying the statement (about half a millisecond of CPU per
@@ -646,10 +676,9 @@ def list_statements(shape: ListShape, json_items: bool) -> tuple[Select[Any], Se
         .scalar_subquery()
     )
     if json_items:
-        page = _json_items(shape).add_columns(total.label("total"))
+        page = _json_items(shape, deep=deep).add_columns(total.label("total"))
     else:
-        columns = [*SUMMARY_COLUMNS, Team.name.label("team_name"), total.label("total")]
-        page = _page(columns, shape)
+        page = _page(_summary_columns, shape, deep=deep).add_columns(total.label("total"))
     return page, select(total)
 
 
@@ -672,7 +701,10 @@ def list_cases(
     (:class:`shared.models.CaseCount`), not a count of the cases.
     """
     json_items = session.get_bind().dialect.name == "postgresql"
-    page_statement, total_statement = list_statements(list_shape(principal, filters), json_items)
+    deep = page * page_size > SHALLOW_ROWS
+    page_statement, total_statement = list_statements(
+        list_shape(principal, filters), json_items, deep
+    )
     values = list_parameters(principal, filters, today)
     rows = session.execute(
         page_statement, {**values, "offset": (page - 1) * page_size, "limit": page_size}

@@ -7,7 +7,8 @@ every other endpoint uses: for random cases at every field's edges (no team, a t
 needs escaping, one kind or none, no due date, overdue or not, a closing time with and without
 microseconds, large amounts) and every page, the last one past the end included; unfiltered,
 and filtered by status or by being overdue (which decides whether the open and the closed cases
-are read apart and merged; a case without a due date is not overdue).
+are read apart and merged, whole rows for the first pages, keys first for later ones; a case
+without a due date is not overdue).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import datetime as dt
 import uuid
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.routing import service
 from services.routing.service import (
     CaseFilter,
     case_summary,
@@ -93,7 +96,9 @@ def shown(case: Case, filters: CaseFilter) -> bool:
     return filters.overdue is None or filters.overdue == overdue
 
 
-def test_each_page_is_the_cases_list_views_in_order(ctx: Context) -> None:
+def test_each_page_is_the_cases_list_views_in_order(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_id = finished_run(ctx, "2026-11", TODAY)
 
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -102,10 +107,17 @@ def test_each_page_is_the_cases_list_views_in_order(ctx: Context) -> None:
         st.lists(team_name, min_size=2, max_size=2, unique_by=str.lower),
         st.integers(1, 5),
         st.sampled_from(FILTERS),
+        st.sampled_from((0, 10_000)),
     )
     def check(
-        drawn: list[dict[str, Any]], names: list[str], page_size: int, filters: CaseFilter
+        drawn: list[dict[str, Any]],
+        names: list[str],
+        page_size: int,
+        filters: CaseFilter,
+        shallow_rows: int,
     ) -> None:
+        # Every page read as a deep one (the keys first), or as one of the first pages.
+        monkeypatch.setattr(service, "SHALLOW_ROWS", shallow_rows)
         with ctx.sessions() as session:  # never committed
             teams = [Team(name=name) for name in names]
             session.add_all(teams)
