@@ -449,7 +449,7 @@ class Case(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_uuid)
     # No index by run or by team: nothing reads cases by run, and the lists filter by team under
-    # the orders of the two indexes above (migration 0014).
+    # the orders of the list indexes above (migration 0014).
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="RESTRICT"))
     period: Mapped[str] = mapped_column(String(7))
     address_hash: Mapped[str] = mapped_column(String(64))
