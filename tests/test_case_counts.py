@@ -186,7 +186,9 @@ FILTERS = (
 def assert_totals_are_counts(ctx: Context, parents: Parents) -> None:
     """Every list's total (the sum of counts) equals a count of the cases under its conditions,
     and so do the open and overdue figures per route."""
-    team_members = [Principal(uuid.uuid4(), "k", "wijkteam", team) for team in parents.teams[1:]]
+    team_members = [
+        Principal(uuid.uuid4(), "k", "wijkteam", team_id=team) for team in parents.teams[1:]
+    ]
     with ctx.sessions() as session:
         by_id = CaseFilter(team=str(parents.teams[2]), overdue=True)
         for principal in (*PRINCIPALS, *team_members):
