@@ -42,6 +42,14 @@ LISTS = [
 ]
 
 
+def _as_stored(value: Any) -> Any:
+    """A value as SQLite stores it (the values do not change its plan: the statuses are
+    constants)."""
+    if isinstance(value, uuid.UUID):
+        return value.hex
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
 def _plan_statuses(
     session: sa.orm.Session, statement: sa.Select[Any], values: dict[str, Any]
 ) -> set[str]:
@@ -63,16 +71,7 @@ def _plan_statuses(
 
         walk(plan[0]["Plan"])
     else:
-        # As SQLite stores them (the values do not change its plan: the statuses are constants).
-        stored = {
-            name: value.hex if isinstance(value, uuid.UUID) else value
-            for name, value in params.items()
-        }
-        stored = {
-            name: value.isoformat() if isinstance(value, dt.date) else value
-            for name, value in stored.items()
-        }
-        positional = tuple(stored[name] for name in compiled.positiontup or ())
+        positional = tuple(_as_stored(params[name]) for name in compiled.positiontup or ())
         rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", positional).all()
         names = {word for row in rows for word in str(row[-1]).split() if word.startswith("ix_")}
     lists = {name for name in names if name.startswith(("ix_cases_order_", "ix_cases_queue_"))}
