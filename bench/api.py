@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 
 from bench.common import (
     SCALES,
@@ -50,9 +49,9 @@ from bench.common import (
     peak_rss_bytes,
     process_peak_rss_bytes,
     process_stats,
-    psycopg_url,
     read_json,
     say,
+    settle,
     write_results,
 )
 
@@ -413,23 +412,14 @@ def endpoint_sql() -> list[dict[str, Any]]:
 RUN_TABLES = ("signals", "cases", "case_signals", "case_links", "case_events")
 
 
-def settle() -> float:
-    """VACUUM ANALYZE the run's tables and CHECKPOINT, so that the load test does not share the
-    two cores with the cleanup of the run measured before it; returns the seconds it took."""
-    started = time.perf_counter()
-    url = psycopg_url(os.environ["VS_DATABASE_URL"])
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"VACUUM (ANALYZE) {', '.join(RUN_TABLES)}")
-        conn.execute("CHECKPOINT")
-    return time.perf_counter() - started
-
-
 def main() -> None:
     args = child_parser(__doc__ or "api").parse_args()
     scale = SCALES[args.scale]
     state: dict[str, Any] = read_json(args.state)
     key = state["coordinator_key"]
-    say(f"api: the database settled (VACUUM ANALYZE, CHECKPOINT) in {settle():.1f} s")
+    # The load test must not share the two cores with the cleanup of the run measured before it.
+    seconds = settle(vacuum=RUN_TABLES)
+    say(f"api: the database settled (VACUUM ANALYZE, CHECKPOINT) in {seconds:.1f} s")
     host, port = "127.0.0.1", free_port()
     base = f"http://{host}:{port}"
     server = start_server(port)

@@ -31,6 +31,7 @@ from bench.common import (
     measurement,
     peak_rss_bytes,
     say,
+    settle,
     write_results,
 )
 from shared.context import Context, build_context
@@ -107,6 +108,7 @@ def main() -> None:
     args = child_parser(__doc__ or "matching").parse_args()
     ctx = build_context(Settings(), clock=FixedClock(RUN_CLOCK))
     phases, statements = instrument(ctx)
+    say(f"matching: the database settled (CHECKPOINT) in {settle():.1f} s")
     say(f"matching: the monthly run for {MONTH_PERIOD}")
     try:
         run = timed_run(ctx, phases)

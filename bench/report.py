@@ -275,6 +275,12 @@ def where_time_goes(results: list[dict[str, Any]]) -> list[str]:
     lines: list[str] = []
     if "ingest" in parts:
         lines += _phases_and_cpu("Ingest", "", parts["ingest"])
+        sealing = parts["ingest"]["details"].get("sealing")
+        if sealing:
+            lines.append(
+                "  - beside it, in the sealing thread: "
+                + "; ".join(f"{k} {v:.2f} s" for k, v in sealing.items())
+            )
     if "profile" in parts:
         top = parts["profile"]["details"]["top_own_time"][:6]
         lines.append(

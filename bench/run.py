@@ -108,9 +108,19 @@ def drop_database(server_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# The environment every deployed process has besides its VS_ settings (deploy/Dockerfile, the
+# systemd unit and the crontab carry the same). Polars' allocator (jemalloc) hands freed memory
+# back to the system after 10 s by default; a batch is freed every second or so and the next
+# one faults the same pages in again: 1.1 million page faults and 3 s of system time for the
+# million-row ingest. Kept for 30 s, the pages are reused (system time 1.8 s; peak RSS +0.1 GB).
+DEPLOYED_ENV = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:30000"}
+
+
 def child_env(database_url: str, work: Path) -> dict[str, str]:
-    """The parts' environment: this process's, without any VS_ setting, plus the run's own."""
+    """The parts' environment: this process's, without any VS_ setting, plus the deployed
+    processes' (:data:`DEPLOYED_ENV`) and the run's own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VS_")}
+    env.update(DEPLOYED_ENV)
     env.update(
         {
             "VS_ENVIRONMENT": "production",

@@ -31,6 +31,7 @@ from bench.common import (
     peak_rss_bytes,
     psycopg_url,
     say,
+    settle,
     write_results,
 )
 from shared.periods import Period
@@ -96,6 +97,7 @@ def main() -> None:
         "fresh_from": RUN_DATE - timedelta(days=settings.freshness_days),
         "recidive_from": str(period.shift(-settings.recidive_months)),
     }
+    say(f"sql baseline: the database settled (CHECKPOINT) in {settle():.1f} s")
     results = []
     with psycopg.connect(psycopg_url(settings.database_url)) as conn:
         conn.execute(f"SET work_mem = '{WORK_MEM}'")

@@ -38,11 +38,16 @@ def _csv_ready(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(exprs)
 
 
+def csv_text(frame: pl.DataFrame) -> str:
+    """A frame as the CSV text a COPY reads (no header)."""
+    return _csv_ready(frame).write_csv(include_header=False)
+
+
 def copy_into(session: Session, table: str, frame: pl.DataFrame) -> None:
     """COPY a frame into a PostgreSQL table (columns by name)."""
     if frame.is_empty():
         return
-    payload = _csv_ready(frame).write_csv(include_header=False)
+    payload = csv_text(frame)
     dbapi = session.connection().connection.driver_connection
     assert dbapi is not None
     columns = ", ".join(frame.columns)
@@ -86,7 +91,7 @@ def frame_writer(
 
         def write(frame: pl.DataFrame) -> None:
             if not frame.is_empty():
-                copy.write(_csv_ready(frame.select(columns)).write_csv(include_header=False))
+                copy.write(csv_text(frame.select(columns)))
 
         try:
             yield write

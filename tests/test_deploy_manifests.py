@@ -98,7 +98,8 @@ def test_compose_services() -> None:
 
 def test_crontab_runs_existing_commands() -> None:
     lines = (DEPLOY / "cron" / "vroegsignaal.crontab").read_text().splitlines()
-    jobs = [line for line in lines if line and not line.startswith("#") and "=" not in line[:12]]
+    settings = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+    jobs = [line for line in lines if line and line[0] != "#" and not settings.match(line)]
     assert len(jobs) == 3
     for line in jobs:
         command = line.split("bin/vroegsignaal", 1)[1].split(">>", 1)[0]
@@ -138,3 +139,18 @@ def test_proxy_forwards_the_client_certificate_the_service_reads() -> None:
     assert nginx.count("include /etc/nginx/vroegsignaal-proxy.conf;") == 2
     assert "VS_TRUSTED_PROXIES" in nginx
     assert "VS_TRUSTED_PROXIES" in SETTINGS
+
+
+def test_every_deployed_process_keeps_the_allocators_pages_as_the_benchmark_does() -> None:
+    """The image (compose and Kubernetes run it), the systemd unit and the crontab set the
+    allocator setting the benchmark measures with (bench.run.DEPLOYED_ENV)."""
+    from bench.run import DEPLOYED_ENV
+
+    for path in (
+        DEPLOY / "Dockerfile",
+        DEPLOY / "sftp" / "vroegsignaal-sftp-watch.service",
+        DEPLOY / "cron" / "vroegsignaal.crontab",
+    ):
+        text = path.read_text(encoding="utf-8")
+        for name, value in DEPLOYED_ENV.items():
+            assert f"{name}={value}" in text, f"{path.name} lacks {name}={value}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -245,11 +246,21 @@ def _store_signals(
     """
     limit = ctx.settings.max_reported_errors
     try:
-        with repository.signal_writer(session) as write:
+        with (
+            repository.signal_writer(session) as write,
+            ThreadPoolExecutor(1, thread_name_prefix="ingest-seal") as sealer,
+        ):
+            sealing: Future[pl.DataFrame] | None = None
             for batch in parsed.batches(ctx.settings.ingest_batch_rows):
                 result = validator.check(batch)
+                if sealing is not None:
+                    write(sealing.result())
+                    sealing = None
                 if validator.error_count == 0:
-                    write(_signal_frame(ctx, delivery, partner, result.rows, now))
+                    sealing = sealer.submit(_signal_frame, ctx, delivery, partner, result.rows, now)
+            if sealing is not None:
+                write(sealing.result())
+            validator.finish()
             if validator.error_count:
                 raise ValidationFailed(
                     f"{validator.error_count} problem(s) in the file; nothing was stored",

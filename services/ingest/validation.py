@@ -188,16 +188,18 @@ def validate(
     frame: pl.DataFrame, rules: ValidationRules, max_problems: int = 1000
 ) -> ValidationResult:
     """Normalise every column and list every problem; see the module docstring for the rules."""
-    return Validator(rules, max_problems).check(frame)
+    return _validate_batch(frame, rules, max_problems)[0]
 
 
 class Validator:
     """Validates a file a batch at a time, with what must hold across batches.
 
-    A reference may appear once per file, so the references seen in earlier batches (with the
-    row each first appeared on) are kept: that is the only state that grows with the file, a
-    few dozen bytes per row. Problems are kept up to ``max_problems`` of each level; the counts
-    cover all of them.
+    A reference may appear once per file. Within a batch that is checked with the batch; across
+    batches at :meth:`finish`, from each batch's first rows per reference (a few dozen bytes a
+    row, the only state that grows with the file): one grouping over the file at the end, not a
+    join of every batch against all the references before it. A duplicate found at the end still
+    rejects the whole file, as the rows are stored only when the file is right. Problems are
+    kept up to ``max_problems`` of each level; the counts cover all of them.
     """
 
     def __init__(self, rules: ValidationRules, max_problems: int = 1000) -> None:
@@ -208,20 +210,12 @@ class Validator:
         self.error_count = 0
         self.warning_count = 0
         self.rows = 0
-        self._seen = pl.DataFrame(schema={"referentie": pl.String, "seen_row": pl.Int64})
+        self._firsts: list[pl.DataFrame] = []
 
     def check(self, frame: pl.DataFrame) -> ValidationResult:
         """One batch: its normalised rows and its problems (also added to the file's)."""
-        result = _validate_batch(frame, self.rules, self.max_problems, self._seen)
-        firsts = (
-            result.rows.lazy()
-            .filter(pl.col("referentie").is_not_null())
-            .group_by("referentie")
-            .agg(pl.col("row").min().alias("seen_row"))
-            .join(self._seen.lazy(), on="referentie", how="anti")
-            .collect()
-        )
-        self._seen = pl.concat([self._seen, firsts]) if firsts.height else self._seen
+        result, firsts = _validate_batch(frame, self.rules, self.max_problems)
+        self._firsts.append(firsts)
         self.rows += result.rows.height
         self.error_count += result.error_count
         self.warning_count += result.warning_count
@@ -229,10 +223,43 @@ class Validator:
         self.warnings.extend(result.warnings[: self.max_problems - len(self.warnings)])
         return result
 
+    def finish(self) -> None:
+        """The checks across batches, once every batch has been checked: a reference that
+        appeared in an earlier batch is a duplicate on its later rows (each batch's own
+        duplicates were reported with the batch). A row whose reference already has a problem
+        (control characters, too long) keeps that one."""
+        if len(self._firsts) < 2:
+            return
+        later = (
+            pl.concat(self._firsts)
+            .lazy()
+            .with_columns(first_row=pl.col("row").min().over("referentie"))
+            .filter((pl.col("row") > pl.col("first_row")) & pl.col("clean"))
+            .sort("row")
+            .collect()
+        )
+        self._firsts = []
+        if later.is_empty():
+            return
+        self.error_count += later.height
+        found = [
+            RowProblem(row, "referentie", f"duplicate reference: also on row {first}")
+            for row, first in later.select("row", "first_row").head(self.max_problems).iter_rows()
+        ]
+        # In row order, a row's reference first (as a batch lists it), then cut to the limit:
+        # both lists hold their first problems, so the merged head is the file's.
+        merged = sorted(
+            [(p.row, 0, i, p) for i, p in enumerate(found)]
+            + [(p.row, 1, i, p) for i, p in enumerate(self.errors)]
+        )
+        self.errors = [p for *_, p in merged][: self.max_problems]
+
 
 def _validate_batch(
-    frame: pl.DataFrame, rules: ValidationRules, max_problems: int, seen: pl.DataFrame
-) -> ValidationResult:
+    frame: pl.DataFrame, rules: ValidationRules, max_problems: int
+) -> tuple[ValidationResult, pl.DataFrame]:
+    """The batch's result, and its first row per reference (``referentie``, ``row``, ``clean``:
+    no problem with the reference itself) for the checks across batches."""
     today = pl.lit(rules.today)
     text = frame.lazy().select(
         "row",
@@ -267,11 +294,6 @@ def _validate_batch(
         **{f"{name}_error": err for name, (_, err) in booleans.items()},
         referentie_first=pl.col("row").min().over("referentie"),
     )
-    if seen.height:
-        # The first appearance may lie in an earlier batch.
-        values = values.join(
-            seen.lazy(), on="referentie", how="left", maintain_order="left"
-        ).with_columns(referentie_first=pl.coalesce("seen_row", "referentie_first"))
 
     def date_error(name: str, required: bool, allow_future: bool = False) -> Any:
         raw, parsed = pl.col(name), pl.col(f"{name}_d")
@@ -369,7 +391,15 @@ def _validate_batch(
     error_list, error_count = _problems(checked, "err:", max_problems)
     warning_list, warning_count = _problems(checked, "warn:", max_problems)
     rows = checked.select(OUTPUT_COLUMNS)
-    return ValidationResult(rows, error_list, warning_list, error_count, warning_count)
+    firsts = (
+        checked.lazy()
+        .filter(pl.col("referentie").is_not_null() & (pl.col("row") == pl.col("referentie_first")))
+        .select("referentie", "row", clean=pl.col("err:referentie").is_null())
+    )
+    return (
+        ValidationResult(rows, error_list, warning_list, error_count, warning_count),
+        firsts.collect(),
+    )
 
 
 def _problems(checked: pl.DataFrame, prefix: str, limit: int) -> tuple[list[RowProblem], int]:

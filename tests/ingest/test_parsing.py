@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from services.ingest.parsing import ALL_FIELDS, REQUIRED_FIELDS, ParsedFile, parse_upload
-from services.ingest.validation import ValidationResult, ValidationRules, validate
+from services.ingest.validation import ValidationResult, ValidationRules, Validator, validate
 from shared.errors import RowProblem, UnsupportedMediaType, ValidationFailed
 
 TODAY = date(2026, 10, 1)
@@ -660,3 +660,42 @@ def test_error_messages_never_contain_the_value(bad: dict[str, str], file_format
         for value in bad.values():
             assert value.strip() not in problem.message, (problem, value)
             assert value.strip() not in problem.column, (problem, value)
+
+
+# --- a file in batches: the same problems as in one piece -----------------------------------
+
+
+@PROPERTY
+@given(
+    references=st.lists(
+        st.sampled_from(["R1", "R2", "R3", "R4", " R2 ", "", "R\x01"]), min_size=1, max_size=25
+    ),
+    bad_postcodes=st.sets(st.integers(min_value=0, max_value=24), max_size=4),
+    batch_rows=st.integers(min_value=1, max_value=9),
+    limit=st.integers(min_value=1, max_value=6),
+)
+def test_batches_find_the_problems_of_the_whole_file(
+    references: list[str], bad_postcodes: set[int], batch_rows: int, limit: int
+) -> None:
+    """Duplicates across batches are found at the end: the same (row, column) problems and the
+    same count as the file checked in one piece, the first ``limit`` of them in row order, and
+    every duplicate names an earlier row with the same reference."""
+    rows = [
+        dict(ROWS[0], referentie=ref, postcode="x" if i in bad_postcodes else "2011AB")
+        for i, ref in enumerate(references)
+    ]
+    frame = parse(csv_bytes(rows)).frame
+    whole = validate(frame, RULES, max_problems=10_000)
+    validator = Validator(RULES, max_problems=limit)
+    for start in range(0, frame.height, batch_rows):
+        validator.check(frame.slice(start, batch_rows))
+    validator.finish()
+
+    everything = [(p.row, p.column) for p in whole.errors]
+    assert validator.error_count == len(everything)
+    assert [(p.row, p.column) for p in validator.errors] == everything[:limit]
+    for problem in validator.errors:
+        if problem.message.startswith("duplicate reference"):
+            earlier = int(problem.message.rsplit(" ", 1)[1])
+            assert earlier < problem.row
+            assert references[earlier - 2].strip() == references[problem.row - 2].strip()
