@@ -43,19 +43,19 @@ def csv_text(frame: pl.DataFrame) -> str:
     return _csv_ready(frame).write_csv(include_header=False)
 
 
+# Rows per piece of a single frame's COPY: the server parses and stores one piece while the
+# caller turns the next into CSV (the run's 249,000 new cases: 0.3 s of CSV, no longer before the
+# server can start).
+COPY_PIECE_ROWS = 50_000
+
+
 def copy_into(session: Session, table: str, frame: pl.DataFrame) -> None:
-    """COPY a frame into a PostgreSQL table (columns by name)."""
+    """COPY a frame into a PostgreSQL table (columns by name), a piece at a time."""
     if frame.is_empty():
         return
-    payload = csv_text(frame)
-    dbapi = session.connection().connection.driver_connection
-    assert dbapi is not None
-    columns = ", ".join(frame.columns)
-    with (
-        dbapi.cursor() as cursor,
-        cursor.copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy,
-    ):
-        copy.write(payload)
+    with _copy_writer(session, table, frame.columns) as write:
+        for start in range(0, frame.height, COPY_PIECE_ROWS):
+            write(frame.slice(start, COPY_PIECE_ROWS))
 
 
 class CopyAborted(Exception):
@@ -77,6 +77,16 @@ def frame_writer(
     if not is_postgres(session):
         yield lambda frame: insert_frame(session, table, frame.select(columns), uuid_columns)
         return
+    with _copy_writer(session, table.name, columns) as write:
+        yield lambda frame: write(frame.select(columns))
+
+
+@contextmanager
+def _copy_writer(
+    session: Session, table: str, columns: Sequence[str]
+) -> Iterator[Callable[[pl.DataFrame], None]]:
+    """One open ``COPY`` into ``table`` (``columns``), fed by a background writer; see
+    :func:`frame_writer`."""
     dbapi = session.connection().connection.driver_connection
     assert dbapi is not None
     names = ", ".join(columns)
@@ -84,14 +94,14 @@ def frame_writer(
         stack = ExitStack()
         copy = stack.enter_context(
             cursor.copy(
-                f"COPY {table.name} ({names}) FROM STDIN WITH (FORMAT csv)",
+                f"COPY {table} ({names}) FROM STDIN WITH (FORMAT csv)",
                 writer=QueuedLibpqWriter(cursor),
             )
         )
 
         def write(frame: pl.DataFrame) -> None:
             if not frame.is_empty():
-                copy.write(csv_text(frame.select(columns)))
+                copy.write(csv_text(frame))
 
         try:
             yield write

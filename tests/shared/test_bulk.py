@@ -7,7 +7,9 @@ from collections.abc import Iterator
 import polars as pl
 import pytest
 import sqlalchemy as sa
+from psycopg.errors import UniqueViolation
 
+from shared import bulk
 from shared.bulk import delete_by_keys, update_from_frame
 from shared.context import Context
 
@@ -88,3 +90,24 @@ def test_delete_by_keys_deletes_exactly_those_rows(ctx: Context, probe: sa.Table
     with ctx.sessions.begin() as session:
         delete_by_keys(session, PROBE, "id", [])
     assert len(_rows(ctx)) == 2000
+
+
+def test_a_frame_is_inserted_whole_in_pieces_or_not_at_all(
+    ctx: Context, probe: sa.Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frame longer than a piece goes in whole, in order; a failing piece leaves nothing of
+    the others once the transaction is rolled back."""
+    monkeypatch.setattr(bulk, "COPY_PIECE_ROWS", 3)
+    frame = pl.DataFrame(
+        {"id": list(range(1, 11)), "figure": [None, *range(2, 11)], "stamp": ["s"] * 10},
+        schema={"id": pl.Int64, "figure": pl.Int64, "stamp": pl.String},
+    )
+    with ctx.sessions.begin() as session:
+        bulk.insert_frame(session, probe, frame)
+    assert _rows(ctx) == {i: (None if i == 1 else i, "s") for i in range(1, 11)}
+
+    clash = frame.with_columns(pl.col("id") + 8)  # ids 9 and 10 (in the fourth piece) exist
+    # The driver's own error on PostgreSQL (COPY goes past SQLAlchemy), SQLAlchemy's on SQLite.
+    with pytest.raises((sa.exc.IntegrityError, UniqueViolation)), ctx.sessions.begin() as session:
+        bulk.insert_frame(session, probe, clash)
+    assert len(_rows(ctx)) == 10
