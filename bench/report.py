@@ -400,11 +400,15 @@ METHOD = (
     "holds the fresh month (ingested through the real pipeline) and twelve months of history "
     "built in SQL, vacuumed and analysed.",
     "Ingest: from reading the file to the commit, into the indexed `signals` table of that "
-    "database. Phase times come from timers around the pipeline's own functions.",
+    "database. Phase times come from timers around the pipeline's own functions; the sealing "
+    "(envelopes, AES-GCM, HMAC) runs in a second thread beside them, its times listed apart. "
+    "Every part runs with the deployed processes' allocator setting (`_RJEM_MALLOC_CONF`).",
     "Naive: measured on a slice, scaled linearly to the full file. COPY floor: raw CSV into an "
     "unindexed table of text columns.",
     "SQL baseline: run before the matching run (so it reads the same, unupdated rows), with "
-    "work_mem 256MB; it omits the repeat rule, the per-signal outcomes and the routing.",
+    "work_mem 256MB; it omits the repeat rule, the per-signal outcomes and the routing. Before "
+    "it and before the run a checkpoint is taken: the run starts hours after the last upload, "
+    "when the server has long written the uploads' changes out.",
     "API: open-loop load; latency counts from each request's due time; the per-key read limit "
     "is off for the load test. Before it the run's tables are vacuumed and analysed and a "
     "checkpoint is taken, as the nightly run's would be by the working day.",
