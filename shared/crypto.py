@@ -84,8 +84,11 @@ class PiiCipher:
         return self.encrypt(json.dumps(data, separators=(",", ":")).encode(), aad)
 
     def decrypt_json(self, envelope: bytes, aad: bytes, key_id: str) -> dict[str, Any]:
-        """An envelope's JSON object; a signal's compact form comes back with its field names."""
-        result: dict[str, Any] = unpack_signal_pii(json.loads(self.decrypt(envelope, aad, key_id)))
+        """An envelope's JSON object; a signal's compact forms come back with their field names."""
+        plain = self.decrypt(envelope, aad, key_id)
+        if plain.startswith(SIGNAL_PII_TEXT_PREFIX):
+            return unpack_signal_text(plain)
+        result: dict[str, Any] = unpack_signal_pii(json.loads(plain))
         return result
 
 
@@ -112,6 +115,25 @@ SIGNAL_PII_FIELDS = (
     "email",
 )
 SIGNAL_PII_FORMAT = 2
+
+# Format 3 (written since the ingest seals in a thread of its own): the values as text, in
+# SIGNAL_PII_FIELDS order after the format's number, separated by the unit separator; a missing
+# value is a lone NUL. Both characters are control characters, which the ingest refuses in every
+# field, so they cannot occur in a value; a row whose values hold one anyway is written in format
+# 2 (services.ingest.service). No JSON text starts with "3" and a unit separator.
+SIGNAL_PII_TEXT_FORMAT = 3
+SIGNAL_PII_SEPARATOR = "\x1f"
+SIGNAL_PII_NULL = "\x00"
+SIGNAL_PII_TEXT_PREFIX = f"{SIGNAL_PII_TEXT_FORMAT}{SIGNAL_PII_SEPARATOR}".encode()
+
+
+def unpack_signal_text(plain: bytes) -> dict[str, Any]:
+    """A signal's personal data by field name, from format 3 (see above)."""
+    values = plain.decode().split(SIGNAL_PII_SEPARATOR)[1:]
+    return {
+        name: None if i >= len(values) or values[i] == SIGNAL_PII_NULL else values[i]
+        for i, name in enumerate(SIGNAL_PII_FIELDS)
+    }
 
 
 def unpack_signal_pii(data: Any) -> Any:

@@ -31,7 +31,13 @@ from services.ingest.validation import ValidationRules, Validator
 from shared import audit
 from shared.auth import Principal
 from shared.context import Context
-from shared.crypto import SIGNAL_PII_FIELDS, SIGNAL_PII_FORMAT
+from shared.crypto import (
+    SIGNAL_PII_FIELDS,
+    SIGNAL_PII_FORMAT,
+    SIGNAL_PII_NULL,
+    SIGNAL_PII_SEPARATOR,
+    SIGNAL_PII_TEXT_FORMAT,
+)
 from shared.db import unit_of_work
 from shared.errors import AppError, DeliveryWindowClosed, RowProblem, ValidationFailed
 from shared.metrics import REGISTRY
@@ -280,23 +286,7 @@ def _signal_frame(
 ) -> pl.DataFrame:
     """Validated rows as ``signals`` rows: personal data sealed, keys hashed."""
     delivery_id = str(delivery.id)
-    # The compact envelope (format 2, see shared.crypto.unpack_signal_pii): [2, values in order].
-    # Polars writes it as an object with one-letter keys, which are then cut out: a quote right
-    # after a comma is always structure in JSON text (inside a string a quote is escaped).
-    keys = [chr(ord("a") + i) for i in range(len(SIGNAL_PII_FIELDS))]
-    as_object = pl.struct(
-        pl.lit(SIGNAL_PII_FORMAT).alias("v"),
-        *[pl.col(c).cast(pl.String).alias(k) for c, k in zip(SIGNAL_PII_FIELDS, keys, strict=True)],
-    ).struct.json_encode()
-    compact = as_object.str.replace_all(r',"[a-z]":', ",")
-    plaintexts = (
-        rows.select(
-            pl.concat_str(pl.lit("["), compact.str.slice(5).str.strip_suffix("}"), pl.lit("]"))
-        )
-        .to_series()
-        .cast(pl.Binary)
-        .to_list()
-    )
+    plaintexts = _pii_plaintexts(rows).cast(pl.Binary).to_list()
     aads = (
         rows.select(pl.format("signal:{}:{}", pl.lit(delivery_id), pl.col("row")))
         .to_series()
@@ -325,6 +315,46 @@ def _signal_frame(
         pl.lit(ctx.cipher.active_key_id).alias("pii_key_id"),
         pl.lit(now).alias("created_at"),
     )
+
+
+# A value holding the separator or the NUL of format 3 (a pattern of their code points).
+_UNSAFE = "[" + "".join(f"\\x{ord(c):02x}" for c in (SIGNAL_PII_NULL, SIGNAL_PII_SEPARATOR)) + "]"
+
+
+def _pii_plaintexts(rows: pl.DataFrame) -> pl.Series:
+    """Each row's personal data as the text to seal: format 3 (``shared.crypto``), a join of the
+    values, four times cheaper to build than JSON; rows whose values hold a separator or a NUL
+    (which validated rows never do) in format 2, the JSON array."""
+    values = [pl.col(c).cast(pl.String) for c in SIGNAL_PII_FIELDS]
+    built = rows.select(
+        pl.concat_str(
+            [pl.lit(str(SIGNAL_PII_TEXT_FORMAT)), *[v.fill_null(SIGNAL_PII_NULL) for v in values]],
+            separator=SIGNAL_PII_SEPARATOR,
+        ).alias("text"),
+        pl.any_horizontal([v.str.contains(_UNSAFE) for v in values])
+        .fill_null(False)
+        .alias("unsafe"),
+    )
+    texts = built["text"]
+    if built["unsafe"].any():
+        unsafe = built["unsafe"].arg_true()
+        texts = texts.scatter(unsafe, _pii_json(rows[unsafe]))
+    return texts
+
+
+def _pii_json(rows: pl.DataFrame) -> pl.Series:
+    """Format 2: ``[2, values in order]``. Polars writes it as an object with one-letter keys,
+    which are then cut out: a quote right after a comma is always structure in JSON text (inside
+    a string a quote is escaped)."""
+    keys = [chr(ord("a") + i) for i in range(len(SIGNAL_PII_FIELDS))]
+    as_object = pl.struct(
+        pl.lit(SIGNAL_PII_FORMAT).alias("v"),
+        *[pl.col(c).cast(pl.String).alias(k) for c, k in zip(SIGNAL_PII_FIELDS, keys, strict=True)],
+    ).struct.json_encode()
+    compact = as_object.str.replace_all(r',"[a-z]":', ",")
+    return rows.select(
+        pl.concat_str(pl.lit("["), compact.str.slice(5).str.strip_suffix("}"), pl.lit("]"))
+    ).to_series()
 
 
 HASH_COLUMNS = {"address": "address_hash", "person": "person_hash", "pc6": "pc6_hash"}

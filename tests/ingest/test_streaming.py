@@ -13,14 +13,20 @@ from types import SimpleNamespace
 import polars as pl
 import pytest
 import sqlalchemy as sa
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from services.ingest import service
 from services.ingest.partners import add_partner
 from services.ingest.service import ingest_with_retry
 from shared.context import Context, build_context
-from shared.crypto import KeyedHasher, PiiCipher, signal_aad, unpack_signal_pii
+from shared.crypto import (
+    SIGNAL_PII_TEXT_PREFIX,
+    KeyedHasher,
+    PiiCipher,
+    signal_aad,
+    unpack_signal_pii,
+)
 from shared.db import unit_of_work
 from shared.errors import ValidationFailed
 from shared.models import Delivery, Partner, Signal
@@ -142,57 +148,92 @@ def test_only_blank_lines_after_the_header_is_no_rows(small_batches: Context) ->
 awkward_text = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
     max_size=30,
-) | st.sampled_from(['","a":"', '\\",', "}", "[2,", ',"b":null', "\\", '"', "é€ß", "a\tb"])
+) | st.sampled_from(
+    [
+        '","a":"',
+        '\\",',
+        "}",
+        "[2,",
+        ',"b":null',
+        "\\",
+        '"',
+        "é€ß",
+        "a\tb",
+        "\x1f",
+        "a\x00",
+        "\x00",
+        "3",
+    ]
+)
 
 
 @settings(max_examples=60, deadline=None)
-@given(names=st.lists(awkward_text, min_size=2, max_size=2))
-def test_awkward_text_survives_the_compact_envelope(names: list[str]) -> None:
-    """The envelope is built by cutting keys out of JSON text: quotes, commas, braces and
-    key-like text inside the values must come back exactly."""
+@given(names=st.lists(st.tuples(awkward_text, awkward_text), min_size=1, max_size=4))
+@example(names=[("Jansen", "Dorpsstraat"), ("Jan\x1fsen", ""), ("", "\x00"), ("3", "x")])
+def test_awkward_text_survives_the_compact_envelope(names: list[tuple[str, str]]) -> None:
+    """Every value comes back exactly, whatever it holds: in format 3 (values joined by a unit
+    separator, NUL for none) when no value holds either character, in format 2 (JSON, built by
+    cutting keys out of JSON text: quotes, commas, braces and key-like text inside the values)
+    when one does, row by row within one batch."""
     cipher = PiiCipher({"k1": b"\x01" * 32})
     fake_ctx = SimpleNamespace(cipher=cipher, hasher=KeyedHasher(b"\x02" * 32))
-    achternaam, straat = names
+    n = len(names)
     frame = pl.DataFrame(
         {
-            "row": [2],
-            "referentie": ["R1"],
-            "achternaam": [achternaam],
-            "tussenvoegsel": [None],
-            "voorletters": ["J."],
-            "geboortedatum": [None],
-            "bsn": [None],
-            "straat": [straat],
-            "huisnummer": [12],
-            "huisnummer_suffix": ["A"],
-            "postcode": ["2011AB"],
-            "woonplaats": ["Haarlem"],
-            "telefoon": [None],
-            "email": [None],
-            "bedrag_cent": [100],
-            "achterstand_sinds": [None],
-            "signaaldatum": [None],
-            "crisis": [False],
-            "warme_overdracht": [False],
-            "eindelevering": [False],
-            "address_key": ["2011AB|12|A"],
-            "person_key": [None],
+            "row": list(range(2, n + 2)),
+            "referentie": [f"R{i}" for i in range(n)],
+            "achternaam": [a for a, _ in names],
+            "tussenvoegsel": [None] * n,
+            "voorletters": ["J."] * n,
+            "geboortedatum": [None] * n,
+            "bsn": [None] * n,
+            "straat": [b for _, b in names],
+            "huisnummer": [12] * n,
+            "huisnummer_suffix": ["A"] * n,
+            "postcode": ["2011AB"] * n,
+            "woonplaats": ["Haarlem"] * n,
+            "telefoon": [None] * n,
+            "email": [None] * n,
+            "bedrag_cent": [100] * n,
+            "achterstand_sinds": [None] * n,
+            "signaaldatum": [None] * n,
+            "crisis": [False] * n,
+            "warme_overdracht": [False] * n,
+            "eindelevering": [False] * n,
+            "address_key": ["2011AB|12|A"] * n,
+            "person_key": [None] * n,
         },
-        schema_overrides={"geboortedatum": pl.Date, "tussenvoegsel": pl.String},
+        schema_overrides={
+            "geboortedatum": pl.Date,
+            "tussenvoegsel": pl.String,
+            "bsn": pl.String,
+            "telefoon": pl.String,
+            "email": pl.String,
+            "achterstand_sinds": pl.Date,
+            "signaaldatum": pl.Date,
+            "person_key": pl.String,
+        },
     )
 
     delivery = SimpleNamespace(id=uuid.UUID(int=1), period="2026-11")
     partner = SimpleNamespace(id=uuid.UUID(int=2), kind="huur")
     out = service._signal_frame(fake_ctx, delivery, partner, frame, datetime.now(UTC))  # type: ignore[arg-type]
-    envelope = out["pii"][0]
-    plain = json.loads(cipher.decrypt(envelope, signal_aad(str(delivery.id), 2), "k1"))
-    assert plain[0] == 2
-    assert len(plain) == 14
-    data = unpack_signal_pii(plain)
-    assert data["achternaam"] == achternaam
-    assert data["straat"] == straat
-    assert data["huisnummer"] == "12"
-    assert data["tussenvoegsel"] is None
+    for i, (achternaam, straat) in enumerate(names):
+        aad = signal_aad(str(delivery.id), i + 2)
+        plain = cipher.decrypt(out["pii"][i], aad, "k1")
+        unsafe = any(c in v for v in (achternaam, straat) for c in "\x00\x1f")
+        if unsafe:
+            assert json.loads(plain)[0] == 2
+            assert len(json.loads(plain)) == 14
+        else:
+            assert plain.startswith(SIGNAL_PII_TEXT_PREFIX)
+        data = cipher.decrypt_json(out["pii"][i], aad, "k1")
+        assert data["referentie"] == f"R{i}"
+        assert data["achternaam"] == achternaam
+        assert data["straat"] == straat
+        assert data["huisnummer"] == "12"
+        assert data["tussenvoegsel"] is None
+        assert data["email"] is None
 
 
 def test_envelopes_of_the_first_format_still_read() -> None:
@@ -216,3 +257,16 @@ def test_fast_keyed_hash_is_hmac_sha256(key: bytes, values: list[str | None]) ->
         for v in values
     ]
     assert hasher.hash_many("address", values) == expected
+
+
+def test_envelopes_of_the_second_format_still_read() -> None:
+    """Format 2, the JSON array every signal stored before format 3 holds, reads as before."""
+    cipher = PiiCipher({"k1": b"\x01" * 32})
+    aad = signal_aad(str(uuid.UUID(int=1)), 2)
+    envelope = cipher.encrypt(b'[2,"R1","Jansen",null,"J."]', aad)
+    data = cipher.decrypt_json(envelope, aad, "k1")
+    assert data["referentie"] == "R1"
+    assert data["achternaam"] == "Jansen"
+    assert data["voorletters"] == "J."
+    assert data["tussenvoegsel"] is None
+    assert data["email"] is None
