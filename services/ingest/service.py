@@ -245,10 +245,13 @@ def _store_signals(
 ) -> None:
     """Validate, encrypt, hash and store the rows a batch at a time, all-or-nothing.
 
-    Memory stays flat however long the file is: a batch is read, validated and handed to the
-    database before the next one is read. Once a batch has an error nothing more is stored (the
-    rest is still validated, so that the report is complete) and the ValidationFailed raised at
-    the end abandons the COPY; the caller's rollback removes what went before.
+    Two threads: while a second one seals batch n (envelopes, AES-GCM, keyed hashes: loops in
+    Python that hold the interpreter), this one validates batch n + 1 (Polars, which lets go of
+    it), then hands the sealed batch to the database in file order. Memory stays flat however
+    long the file is: at most two batches are in hand. Once a batch has an error nothing more
+    is stored (the rest is still validated, so that the report is complete; duplicates across
+    batches are found at the end) and the ValidationFailed raised at the end abandons the COPY;
+    the caller's rollback removes what went before.
     """
     limit = ctx.settings.max_reported_errors
     try:
