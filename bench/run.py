@@ -111,9 +111,9 @@ def drop_database(server_url: str, name: str) -> None:
 # The environment every deployed process has besides its VS_ settings (deploy/Dockerfile, the
 # systemd unit and the crontab carry the same). Polars' allocator (jemalloc) hands freed memory
 # back to the system after 10 s by default; a batch is freed every second or so and the next
-# one faults the same pages in again: 1.12 million page faults and 3.1 s of system time for the
-# client's part of the million-row ingest. Kept for 30 s, the pages are reused (1.8 s; peak RSS
-# 0.98 → 1.13 GB end to end).
+# one faults the same pages in again: 1.12 million page faults and 2.9 to 3.1 s of system time
+# for the client's part of the million-row ingest. Kept for 30 s, the pages are reused (1.8 s;
+# peak RSS 0.98 → 1.13 GB end to end).
 DEPLOYED_ENV = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:30000"}
 
 

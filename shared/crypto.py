@@ -116,11 +116,11 @@ SIGNAL_PII_FIELDS = (
 )
 SIGNAL_PII_FORMAT = 2
 
-# Format 3 (written since the ingest seals in a thread of its own): the values as text, in
-# SIGNAL_PII_FIELDS order after the format's number, separated by the unit separator; a missing
-# value is a lone NUL. Both characters are control characters, which the ingest refuses in every
-# field, so they cannot occur in a value; a row whose values hold one anyway is written in format
-# 2 (services.ingest.service). No JSON text starts with "3" and a unit separator.
+# Format 3 (written since 2026-11-30; less than half the cost of building format 2): the values
+# as text, in SIGNAL_PII_FIELDS order after the format's number, separated by the unit separator;
+# a missing value is a lone NUL. Both characters are control characters, which the ingest refuses
+# in every field, so they cannot occur in a value; a row whose values hold one anyway is written
+# in format 2 (services.ingest.service). No JSON text starts with "3" and a unit separator.
 SIGNAL_PII_TEXT_FORMAT = 3
 SIGNAL_PII_SEPARATOR = "\x1f"
 SIGNAL_PII_NULL = "\x00"

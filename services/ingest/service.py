@@ -326,8 +326,9 @@ _UNSAFE = "[" + "".join(f"\\x{ord(c):02x}" for c in (SIGNAL_PII_NULL, SIGNAL_PII
 
 def _pii_plaintexts(rows: pl.DataFrame) -> pl.Series:
     """Each row's personal data as the text to seal: format 3 (``shared.crypto``), a join of the
-    values, four times cheaper to build than JSON; rows whose values hold a separator or a NUL
-    (which validated rows never do) in format 2, the JSON array."""
+    values, less than half the cost of the JSON (53.5 against 131.7 ms per 100,000 rows, this
+    check included); rows whose values hold a separator or a NUL (which validated rows never
+    do) in format 2, the JSON array."""
     values = [pl.col(c).cast(pl.String) for c in SIGNAL_PII_FIELDS]
     built = rows.select(
         pl.concat_str(
