@@ -34,7 +34,7 @@ from shared.settings import Settings
 def instrument(ctx: Context) -> Phases:
     """Timers around the pipeline's stages (restored by ``Phases.restore``)."""
     from services.ingest import parsing, service, validation
-    from shared import bulk
+    from shared import bulk, pgcopy
 
     phases = Phases()
     phases.wrap(service, "parse_upload", "check format and header")
@@ -43,7 +43,8 @@ def instrument(ctx: Context) -> Phases:
     phases.wrap(service, "_signal_frame", "_signal_frame")
     phases.wrap(ctx.cipher, "encrypt_many", "encrypt (AES-GCM per row)")
     phases.wrap(ctx.hasher, "hash_many", "hash (HMAC per key)")
-    phases.wrap(bulk, "csv_text", "CSV for the server")
+    phases.wrap(pgcopy.BinaryRows, "encode", "rows for the server")
+    phases.wrap(bulk, "csv_text", "rows for the server")
     phases.wrap(service, "_store_signals", "_store_signals")
     phases.wrap(service, "ingest_delivery", "_ingest_delivery")
     return phases
@@ -52,11 +53,12 @@ def instrument(ctx: Context) -> Phases:
 def breakdown(phases: Phases, total: float, read: float) -> dict[str, float]:
     """Exclusive seconds per stage of the caller's thread, the rest named for what it is.
 
-    The caller's thread reads, validates and hands each batch's CSV to the database; a second
-    thread seals the batch before (envelopes, AES-GCM, HMAC: see ``services.ingest.service``),
-    while the caller validates the next one. The database stores each batch while both prepare
-    the next. So neither the sealing nor the server's own time is a stage here: they show as
-    waiting, when one of them is the slower (their own times are in :func:`sealing`).
+    The caller's thread reads, validates and hands each batch's rows to the database (in the
+    binary COPY format, ``shared.pgcopy``); a second thread seals the batch before (envelopes,
+    AES-GCM, HMAC: see ``services.ingest.service``), while the caller validates the next one.
+    The database stores each batch while both prepare the next. So neither the sealing nor the
+    server's own time is a stage here: they show as waiting, when one of them is the slower
+    (their own times are in :func:`sealing`).
     """
     s = phases.seconds
     stages = {
@@ -64,14 +66,14 @@ def breakdown(phases: Phases, total: float, read: float) -> dict[str, float]:
         "check format and header": s["check format and header"],
         "read CSV (a batch at a time)": s["read CSV (a batch at a time)"],
         "validate and normalise": s["validate and normalise"],
-        "CSV for the server": s["CSV for the server"],
+        "rows for the server": s["rows for the server"],
     }
     waiting = s["_store_signals"] - sum(
         stages[k]
         for k in (
             "read CSV (a batch at a time)",
             "validate and normalise",
-            "CSV for the server",
+            "rows for the server",
         )
     )
     parts = {
