@@ -313,3 +313,43 @@ def test_cases_are_not_deleted_while_links_to_them_are_being_stored(
         _refused_while_held(database_url, sa.delete(Case).where(Case.id == linked[0]))
         writer.commit()
     assert _count(ctx, CaseEvent) == 2 + parents
+
+
+@pytest.mark.parametrize("count", [3, ESCALATE_ABOVE + 5], ids=["row-locks", "table-lock"])
+def test_links_to_signals_are_checked_by_their_numbers(
+    ctx: Context, clock: Clock, count: int
+) -> None:
+    """A signal's key is a number (the other parents' are UUIDs): links to signals, few or more
+    than the row-lock limit in one statement, are refused together when one signal is missing
+    (from the middle of their range), and stored when all are there."""
+    _november_cases(ctx, clock)
+    with unit_of_work(ctx.sessions) as session:
+        case_id = session.scalars(sa.select(Case.id)).first()
+        signal = session.scalars(sa.select(Signal)).first()
+        assert signal is not None
+        values = {c.key: getattr(signal, c.key) for c in sa.inspect(Signal).column_attrs}
+        values.pop("id")
+        session.execute(
+            sa.insert(Signal), [dict(values, row_number=100 + i) for i in range(count + 1)]
+        )
+    with ctx.sessions() as session:
+        ids = sorted(session.scalars(sa.select(Signal.id).where(Signal.row_number >= 100)))
+    missing = ids.pop(len(ids) // 2)
+    with unit_of_work(ctx.sessions) as session:
+        session.execute(sa.delete(Signal).where(Signal.id == missing))
+    links = [
+        {"case_id": case_id, "signal_id": signal_id, "partner_id": values["partner_id"]}
+        for signal_id in ids
+    ]
+    with ctx.sessions() as session:
+        with pytest.raises(IntegrityError):
+            session.execute(
+                sa.insert(CaseSignal).values([*links, dict(links[0], signal_id=missing)])
+            )
+        session.rollback()
+        session.execute(sa.insert(CaseSignal).values(links))
+        session.commit()
+        stored = session.scalar(
+            sa.select(sa.func.count()).select_from(CaseSignal).where(CaseSignal.signal_id >= ids[0])
+        )
+    assert stored == count
