@@ -82,9 +82,18 @@ class BinaryRows:
         self.types = dict(types)
         self.columns = list(types)
 
+    def _converted(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The frame's columns in the Polars types their PostgreSQL types are built from. A
+        value that does not convert is an error that names no value (Polars' own would quote
+        it, and the values are personal data)."""
+        try:
+            return frame.select(_as_column_type(frame, c, self.types[c]) for c in self.columns)
+        except pl.exceptions.PolarsError:
+            raise ValueError("a value does not convert to its column's type") from None
+
     def order_for(self, frame: pl.DataFrame) -> list[str]:
         """Settle :attr:`columns` from a frame like those to come; returns them."""
-        columns = frame.select([_as_column_type(frame, c, self.types[c]) for c in self.columns])
+        columns = self._converted(frame)
         nulls = columns.null_count().row(0, named=True)
         variable = [c for c in self.columns if self.types[c] in VARIABLE]
         longest = columns.select(_size(pl.col(c)).max() for c in variable)
@@ -106,7 +115,7 @@ class BinaryRows:
         n = frame.height
         if n == 0:
             return []
-        columns = frame.select([_as_column_type(frame, c, self.types[c]) for c in self.columns])
+        columns = self._converted(frame)
         variable = [c for c in self.columns if self.types[c] in VARIABLE]
         found = columns.select(
             _size(pl.col(c)).unique().drop_nulls().sort().implode() for c in variable
