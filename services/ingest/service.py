@@ -106,6 +106,7 @@ def ingest_delivery(
             max_age_years=ctx.settings.max_age_years_warning,
         ),
         limit,
+        control_free=parsed.control_free,
     )
     delivery = Delivery(
         id=uuid.uuid4(),

@@ -202,9 +202,14 @@ class Validator:
     kept up to ``max_problems`` of each level; the counts cover all of them.
     """
 
-    def __init__(self, rules: ValidationRules, max_problems: int = 1000) -> None:
+    def __init__(
+        self, rules: ValidationRules, max_problems: int = 1000, *, control_free: bool = False
+    ) -> None:
         self.rules = rules
         self.max_problems = max_problems
+        # The file is known to hold no control characters (``ParsedFile.control_free``): the
+        # check for them per value is left out.
+        self.control_free = control_free
         self.errors: list[RowProblem] = []
         self.warnings: list[RowProblem] = []
         self.error_count = 0
@@ -214,7 +219,9 @@ class Validator:
 
     def check(self, frame: pl.DataFrame) -> ValidationResult:
         """One batch: its normalised rows and its problems (also added to the file's)."""
-        result, firsts = _validate_batch(frame, self.rules, self.max_problems)
+        result, firsts = _validate_batch(
+            frame, self.rules, self.max_problems, control=not self.control_free
+        )
         self._firsts.append(firsts)
         self.rows += result.rows.height
         self.error_count += result.error_count
@@ -256,10 +263,11 @@ class Validator:
 
 
 def _validate_batch(
-    frame: pl.DataFrame, rules: ValidationRules, max_problems: int
+    frame: pl.DataFrame, rules: ValidationRules, max_problems: int, *, control: bool = True
 ) -> tuple[ValidationResult, pl.DataFrame]:
     """The batch's result, and its first row per reference (``referentie``, ``row``, ``clean``:
-    no problem with the reference itself) for the checks across batches."""
+    no problem with the reference itself) for the checks across batches. Without ``control``
+    the values are not searched for control characters (the file is known to hold none)."""
     today = pl.lit(rules.today)
     text = frame.lazy().select(
         "row",
@@ -342,13 +350,13 @@ def _validate_batch(
             pl.lit(f"longer than {limit} characters")
         )
         errors[name] = pl.coalesce(errors[name], too_long) if name in errors else too_long
-    for name in frame.columns:
+    for name in frame.columns if control else ():
         if name == "row":
             continue
-        control = pl.when(pl.col(name).str.contains(CONTROL_CHARS)).then(
+        refused = pl.when(pl.col(name).str.contains(CONTROL_CHARS)).then(
             pl.lit("contains control characters")
         )
-        errors[name] = pl.coalesce(control, errors[name]) if name in errors else control
+        errors[name] = pl.coalesce(refused, errors[name]) if name in errors else refused
 
     age_limit = date(rules.today.year - rules.max_age_years, rules.today.month, 1)
     warnings: dict[str, pl.Expr] = {

@@ -699,3 +699,54 @@ def test_batches_find_the_problems_of_the_whole_file(
             earlier = int(problem.message.rsplit(" ", 1)[1])
             assert earlier < problem.row
             assert references[earlier - 2].strip() == references[problem.row - 2].strip()
+
+
+# --- control characters: searched for only where the file may hold them ----------------------
+
+
+def test_a_csv_file_is_known_to_be_free_of_control_characters_only_when_it_is() -> None:
+    clean = csv_bytes(ROWS)
+    assert parse(clean).control_free
+    assert parse(csv_bytes(ROWS, separator="\t", line_end="\r\n")).control_free
+    # (A NUL makes the file binary, refused before it is read.)
+    for character in ("\x01", "\x0b", "\x1f", "\x7f"):
+        dirty = csv_bytes([ROWS[0], dict(ROWS[1], woonplaats=f"Zaan{character}dam")])
+        assert not parse(dirty).control_free, repr(character)
+    # JSON writes them as escapes (\u0001): a JSON file is always searched.
+    assert not parse(json_bytes(ROWS), "signalen.json").control_free
+
+
+CONTROL_SAMPLES = ["", "\x01", "a\x0bb", "\x1f", "x\x7f", "gewoon", "met\ttab"]
+
+
+@PROPERTY
+@given(
+    placed=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=11),
+            st.sampled_from(COLUMNS),
+            st.sampled_from(CONTROL_SAMPLES),
+        ),
+        max_size=4,
+    ),
+    batch_rows=st.integers(min_value=1, max_value=12),
+)
+def test_leaving_out_the_search_for_control_characters_never_hides_one(
+    placed: list[tuple[int, str, str]], batch_rows: int
+) -> None:
+    """Whatever control characters a CSV file holds, and wherever: validated in batches as the
+    upload does (searching only when the file's bytes hold one), it has the same problems as
+    with the search in every value."""
+    rows = [dict(ROWS[i % 3], referentie=f"R{i}") for i in range(12)]
+    for index, column, value in placed:
+        rows[index][column] = value
+    parsed = parse(csv_bytes(rows))
+    frame = parsed.frame
+    whole = validate(frame, RULES, max_problems=10_000)
+    validator = Validator(RULES, max_problems=10_000, control_free=parsed.control_free)
+    for start in range(0, frame.height, batch_rows):
+        validator.check(frame.slice(start, batch_rows))
+    validator.finish()
+    assert sorted((p.row, p.column, p.message) for p in validator.errors) == sorted(
+        (p.row, p.column, p.message) for p in whole.errors
+    )
