@@ -231,8 +231,8 @@ def _planes(series: pl.Series, pgtype: str) -> list[bytes]:
     byte ``k`` of every value (the form a strided copy into the rows takes)."""
     code, width = FIXED[pgtype]
     if pgtype == "uuid":
-        raw = series.str.replace_all("-", "", literal=True).str.decode("hex", strict=True)
-        if (raw.bin.size() != width).any():
+        raw = series.str.replace_all("-", "", literal=True).str.decode("hex", strict=False)
+        if raw.null_count() or (raw.bin.size() != width).any():
             raise ValueError("a value of a uuid column is not a UUID")
         flat = _contiguous(raw.cast(pl.List(pl.UInt8)).explode())
         return [flat[k::width] for k in range(width)]

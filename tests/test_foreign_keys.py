@@ -23,7 +23,7 @@ from shared.context import Context
 from shared.db import make_engine, unit_of_work
 from shared.ids import time_ordered_uuids
 from shared.models import Case, CaseEvent, CaseSignal, Delivery, Partner, Run, Signal, Team
-from tests.conftest import Clock
+from tests.conftest import Clock, _backends
 from tests.helpers import csv_file, register, row
 
 # Migration 0009: above this many distinct parents in one statement, PostgreSQL locks the
@@ -353,3 +353,27 @@ def test_links_to_signals_are_checked_by_their_numbers(
             sa.select(sa.func.count()).select_from(CaseSignal).where(CaseSignal.signal_id >= ids[0])
         )
     assert stored == count
+
+
+@pytest.mark.parametrize(
+    "database_url", [b for b in _backends() if b == "postgresql"], indirect=True
+)
+def test_a_parent_key_of_another_type_is_not_passed_unchecked(ctx: Context) -> None:
+    """PostgreSQL: the statement check knows parents keyed by UUIDs and numbers (every parent
+    table's); a table keyed otherwise that borrowed it would have its inserts refused, never
+    let through unchecked."""
+    with ctx.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE fk_probe_parent (id text PRIMARY KEY)")
+        conn.exec_driver_sql("CREATE TABLE fk_probe_child (parent_id text)")
+        conn.exec_driver_sql(
+            "CREATE TRIGGER fk_probe AFTER INSERT ON fk_probe_child "
+            "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
+            "EXECUTE FUNCTION vs_parents_exist('parent_id', 'fk_probe_parent', 'fk_probe')"
+        )
+        conn.exec_driver_sql("INSERT INTO fk_probe_parent VALUES ('a')")
+    try:
+        with pytest.raises(DBAPIError, match="is not checked here"), ctx.engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO fk_probe_child VALUES ('a')")
+    finally:
+        with ctx.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE fk_probe_child, fk_probe_parent")

@@ -40,6 +40,7 @@ DECLARE
     keytype regtype;
     uuids uuid[];
     numbers bigint[];
+    gather text;
     keys text;
     wanted bigint;
     found bigint;
@@ -51,27 +52,24 @@ BEGIN
     -- TG_ARGV: the child's column, the parent table, the constraint's name.
     SELECT a.atttypid::regtype INTO keytype FROM pg_attribute AS a
     WHERE a.attrelid = TG_RELID AND a.attname = TG_ARGV[0];
-    -- The one pass over the new rows: their distinct parents, the smallest and the largest.
-    IF keytype = 'uuid'::regtype THEN
-        -- (No min() for uuid: their text in the C collation sorts as they do.)
-        EXECUTE format(
-            'SELECT array_agg(k), min(k::text COLLATE "C"), max(k::text COLLATE "C") FROM '
-            '(SELECT DISTINCT %1$I AS k FROM new_rows WHERE %1$I IS NOT NULL) AS d',
-            TG_ARGV[0])
-        INTO uuids, low, high;
-        wanted := coalesce(cardinality(uuids), 0);
-        keys := '$1';
-    ELSIF keytype = 'bigint'::regtype THEN
-        EXECUTE format(
-            'SELECT array_agg(k), min(k)::text, max(k)::text FROM '
-            '(SELECT DISTINCT %1$I AS k FROM new_rows WHERE %1$I IS NOT NULL) AS d',
-            TG_ARGV[0])
-        INTO numbers, low, high;
-        wanted := coalesce(cardinality(numbers), 0);
-        keys := '$2';
-    ELSE
+    IF keytype IS NULL OR keytype NOT IN ('uuid'::regtype, 'bigint'::regtype) THEN
         RAISE EXCEPTION 'foreign key "%": a parent key of type % is not checked here',
             TG_ARGV[2], keytype;
+    END IF;
+    -- The one pass over the new rows: their distinct parents, the smallest and the largest
+    -- (no min() for uuid: their text in the C collation sorts as they do).
+    gather := format(
+        'SELECT array_agg(k), min(%2$s)::text, max(%2$s)::text FROM '
+        '(SELECT DISTINCT %1$I AS k FROM new_rows WHERE %1$I IS NOT NULL) AS d',
+        TG_ARGV[0], CASE WHEN keytype = 'uuid'::regtype THEN 'k::text COLLATE "C"' ELSE 'k' END);
+    IF keytype = 'uuid'::regtype THEN
+        EXECUTE gather INTO uuids, low, high;
+        wanted := coalesce(cardinality(uuids), 0);
+        keys := '$1';
+    ELSE
+        EXECUTE gather INTO numbers, low, high;
+        wanted := coalesce(cardinality(numbers), 0);
+        keys := '$2';
     END IF;
     IF wanted = 0 THEN
         RETURN NULL;

@@ -167,6 +167,15 @@ def test_a_frame_is_converted_to_the_column_types(ctx: Context, probe: sa.Table)
     # The values are personal data in practice: the error names none (Polars' own would).
     assert "nine" not in str(refused.value)
     assert refused.value.__suppress_context__
+
+    # Numbers beyond the column's width, and text that is not a UUID, are refused as such.
+    wide = pl.DataFrame({"id": [20], "small": [40_000]}, schema={"id": pl.Int64, "small": pl.Int64})
+    with pytest.raises(ValueError, match="out of range"), ctx.sessions.begin() as session:
+        bulk.insert_frame(session, probe, wide)
+    not_uuid = pl.DataFrame({"id": [21], "ident": ["not-a-uuid"]})
+    with pytest.raises(ValueError, match="not a UUID"), ctx.sessions.begin() as session:
+        bulk.insert_frame(session, probe, not_uuid)
+    assert len(_stored(ctx, probe)) == 2
     assert len(_stored(ctx, probe)) == 2
 
 
