@@ -118,6 +118,20 @@ def parse_date(col: pl.Expr) -> pl.Expr:
     return pl.when(year.cast(pl.Int32, strict=False) >= 1900).then(parsed)
 
 
+def dates_per_spelling(frame: pl.DataFrame, name: str) -> pl.Expr:
+    """:func:`parse_date` of column ``name`` (trimmed, as the validation reads it) of ``frame``,
+    computed once per distinct spelling: an expression that maps the trimmed column to them.
+
+    A month's file holds few distinct dates: its arrears began in the months before, its signals
+    were made on a few working days, and birth dates repeat too (about 26,000 distinct in a batch
+    of 100,000 rows)."""
+    spellings = frame.select(_trimmed(name).drop_nulls().unique())
+    parsed = spellings.select(parse_date(pl.col(name))).to_series()
+    return pl.col(name).replace_strict(
+        spellings.to_series(), parsed, default=None, return_dtype=pl.Date
+    )
+
+
 _AMOUNT_OK = (
     r"^(?:[0-9]+(?:[.,][0-9]{1,2})?"
     r"|[0-9]{1,3}(?:\.[0-9]{3})+,[0-9]{1,2}"
@@ -291,11 +305,9 @@ def _validate_batch(
         huisnummer_suffix=suffix,
         bedrag_cent=bedrag,
         bedrag_error=bedrag_error,
-        geboortedatum_d=parse_date(pl.col("geboortedatum")),
-        achterstand_sinds_d=parse_date(pl.col("achterstand_sinds")),
-        signaaldatum_d=pl.coalesce(parse_date(pl.col("signaaldatum")), pl.lit(rules.today)).alias(
-            "signaaldatum_d"
-        ),
+        geboortedatum_d=dates_per_spelling(frame, "geboortedatum"),
+        achterstand_sinds_d=dates_per_spelling(frame, "achterstand_sinds"),
+        signaaldatum_d=pl.coalesce(dates_per_spelling(frame, "signaaldatum"), pl.lit(rules.today)),
         bsn_n=bsn_digits,
         telefoon_n=phone,
         **{f"{name}_b": expr for name, (expr, _) in booleans.items()},

@@ -16,6 +16,7 @@ from services.ingest.validation import (
     FALSE_WORDS,
     TRUE_WORDS,
     bsn_valid,
+    dates_per_spelling,
     parse_amount,
     parse_boolean,
     parse_date,
@@ -253,6 +254,28 @@ def test_impossible_dates_are_null(ymd: tuple[int, int, int]) -> None:
         f"{day}/{month}/{year}",
     ]
     assert dates(spellings) == [None] * len(spellings)
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.dates(min_value=date(1000, 1, 1)).flatmap(
+                lambda d: st.sampled_from(date_spellings(d))
+            ),
+            st.builds(lambda ymd: "{}-{:02d}-{:02d}".format(*ymd), impossible_dates()),
+            st.text(alphabet="0123456789-/. Tx", max_size=12),
+        ),
+        max_size=60,
+    ).flatmap(lambda values: st.permutations(values + values[: len(values) // 2]))
+)
+def test_dates_parsed_per_spelling_are_those_parsed_per_row(values: list[str | None]) -> None:
+    """Repeated spellings, nulls and nonsense in any order: each row gets its own spelling's
+    date, exactly as when every row is parsed."""
+    column = _column(values).select(pl.col("v").str.strip_chars().replace("", None))
+    per_spelling = column.select(dates_per_spelling(column, "v"))["v"].to_list()
+    assert per_spelling == column.select(parse_date(pl.col("v")).alias("d"))["d"].to_list()
 
 
 # --- booleans --------------------------------------------------------------------------------
