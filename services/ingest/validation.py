@@ -101,9 +101,20 @@ class ValidationResult:
     warning_count: int = 0
 
 
-def _trimmed(name: str) -> pl.Expr:
-    value = pl.col(name).str.strip_chars()
-    return pl.when(value.str.len_chars() > 0).then(value).otherwise(None)
+def trimmed(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every text column (all but ``row``) without the white space around its values; a value
+    of white space only becomes null (an empty field is read as null already).
+
+    Only columns that hold such a value are given their nulls: a value missing is rare, and
+    making a text column's nulls copies every value (56 of the 83 ms of CPU that trimming the 20
+    columns of a batch of 100,000 rows took, when done for every column)."""
+    names = [c for c in frame.columns if c != "row"]
+    stripped = frame.select("row", *[pl.col(c).str.strip_chars() for c in names])
+    emptied = stripped.select((pl.col(c).str.len_bytes() == 0).any() for c in names).row(0)
+    blank = [c for c, empty in zip(names, emptied, strict=True) if empty]
+    return stripped.with_columns(
+        pl.when(pl.col(c).str.len_bytes() > 0).then(pl.col(c)) for c in blank
+    )
 
 
 def parse_date(col: pl.Expr) -> pl.Expr:
@@ -119,13 +130,13 @@ def parse_date(col: pl.Expr) -> pl.Expr:
 
 
 def dates_per_spelling(frame: pl.DataFrame, name: str) -> pl.Expr:
-    """:func:`parse_date` of column ``name`` (trimmed, as the validation reads it) of ``frame``,
-    computed once per distinct spelling: an expression that maps the trimmed column to them.
+    """:func:`parse_date` of column ``name`` of ``frame``, computed once per distinct spelling:
+    an expression that maps the column to them.
 
     A month's file holds few distinct dates: its arrears began in the months before, its signals
     were made on a few working days, and birth dates repeat too (about 26,000 distinct in a batch
     of 100,000 rows)."""
-    spellings = frame.select(_trimmed(name).drop_nulls().unique())
+    spellings = frame.select(pl.col(name).drop_nulls().unique())
     parsed = spellings.select(parse_date(pl.col(name))).to_series()
     return pl.col(name).replace_strict(
         spellings.to_series(), parsed, default=None, return_dtype=pl.Date
@@ -283,10 +294,8 @@ def _validate_batch(
     no problem with the reference itself) for the checks across batches. Without ``control``
     the values are not searched for control characters (the file is known to hold none)."""
     today = pl.lit(rules.today)
-    text = frame.lazy().select(
-        "row",
-        *[_trimmed(c).alias(c) for c in frame.columns if c != "row"],
-    )
+    frame = trimmed(frame)
+    text = frame.lazy()
     postcode = normalised_postcode(pl.col("postcode"))
     number, suffix = house_number_parts(
         pl.col("huisnummer"), pl.col("huisletter"), pl.col("huisnummertoevoeging")

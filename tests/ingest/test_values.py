@@ -20,6 +20,7 @@ from services.ingest.validation import (
     parse_amount,
     parse_boolean,
     parse_date,
+    trimmed,
 )
 from shared.person import person_key
 
@@ -276,6 +277,35 @@ def test_dates_parsed_per_spelling_are_those_parsed_per_row(values: list[str | N
     column = _column(values).select(pl.col("v").str.strip_chars().replace("", None))
     per_spelling = column.select(dates_per_spelling(column, "v"))["v"].to_list()
     assert per_spelling == column.select(parse_date(pl.col("v")).alias("d"))["d"].to_list()
+
+
+# A few characters that Polars and Python both take for white space (Python also takes the
+# separators \x1c to \x1f, which the ingest refuses anyway).
+SPACES = " \t\u00a0\u3000"
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.lists(st.one_of(st.none(), st.text(alphabet="ab" + SPACES, max_size=4)), max_size=8),
+        min_size=1,
+        max_size=4,
+    ).map(lambda columns: [(c + [None] * 8)[:8] for c in columns])
+)
+def test_trimmed_values_lose_their_white_space_and_blank_ones_become_null(
+    columns: list[list[str | None]],
+) -> None:
+    """Columns with and without blank values side by side: each value as stripped, a value of
+    white space only as null, in every column."""
+    frame = pl.DataFrame(
+        {"row": list(range(8)), **{f"c{i}": values for i, values in enumerate(columns)}},
+        schema={"row": pl.Int64, **{f"c{i}": pl.String for i in range(len(columns))}},
+    )
+    expected = {
+        f"c{i}": [None if v is None else (v.strip(SPACES) or None) for v in values]
+        for i, values in enumerate(columns)
+    }
+    assert trimmed(frame).to_dict(as_series=False) == {"row": list(range(8)), **expected}
 
 
 # --- booleans --------------------------------------------------------------------------------
