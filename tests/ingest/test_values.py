@@ -16,10 +16,10 @@ from services.ingest.validation import (
     FALSE_WORDS,
     TRUE_WORDS,
     bsn_valid,
-    dates_per_spelling,
     parse_amount,
     parse_boolean,
     parse_date,
+    per_spelling,
     trimmed,
 )
 from shared.person import person_key
@@ -274,9 +274,28 @@ def test_impossible_dates_are_null(ymd: tuple[int, int, int]) -> None:
 def test_dates_parsed_per_spelling_are_those_parsed_per_row(values: list[str | None]) -> None:
     """Repeated spellings, nulls and nonsense in any order: each row gets its own spelling's
     date, exactly as when every row is parsed."""
-    column = _column(values).select(pl.col("v").str.strip_chars().replace("", None))
-    per_spelling = column.select(dates_per_spelling(column, "v"))["v"].to_list()
-    assert per_spelling == column.select(parse_date(pl.col("v")).alias("d"))["d"].to_list()
+    column = _column(values)
+    mapped = column.select(per_spelling(column, "v", lambda v: [parse_date(v)]))["v"].to_list()
+    assert mapped == dates(values)
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.sampled_from([*TRUE_WORDS, *FALSE_WORDS, "JA", "Nee", "", "misschien", "2"]),
+            st.text(max_size=4),
+        ),
+        max_size=40,
+    ).flatmap(lambda values: st.permutations(values + values[: len(values) // 2]))
+)
+def test_flags_parsed_per_spelling_are_those_parsed_per_row(values: list[str | None]) -> None:
+    """A flag's value and its error per spelling, null included (which means no), as per row."""
+    column = _column(values)
+    value, error = per_spelling(column, "v", parse_boolean)
+    mapped = list(column.select(value=value, error=error).iter_rows())
+    assert mapped == booleans(values)
 
 
 # A few characters that Polars and Python both take for white space (Python also takes the
