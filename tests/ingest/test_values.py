@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import re
 import unicodedata
 from datetime import date
 
@@ -16,11 +17,11 @@ from services.ingest.validation import (
     FALSE_WORDS,
     TRUE_WORDS,
     bsn_valid,
-    parse_amount,
     parse_boolean,
     parse_date,
     per_spelling,
     trimmed,
+    with_amounts,
 )
 from shared.person import person_key
 
@@ -34,8 +35,8 @@ def _column(values: list[str | None]) -> pl.DataFrame:
 
 
 def amounts(values: list[str | None]) -> list[tuple[int | None, str | None]]:
-    cents, error = parse_amount(pl.col("v"))
-    return list(_column(values).select(cents=cents, error=error).iter_rows())
+    frame = with_amounts(_column(values).lazy(), "v").collect()
+    return list(frame.select("v_cent", "v_error").iter_rows())
 
 
 def dates(values: list[str | None]) -> list[date | None]:
@@ -162,6 +163,52 @@ def test_non_positive_amounts_are_errors(cents: int, euro_sign: bool) -> None:
     for cents_value, error in amounts(values):
         assert error == NOT_POSITIVE
         assert cents_value is None or cents_value <= 0
+
+
+# The amount rules in plain Python, apart from the Polars expressions: a value with its currency
+# and spaces removed is plain digits with one or two decimals, or thousands split by points with a
+# decimal comma, or by commas with a decimal point; at most 13 digits of whole euros; above 0.
+_CURRENCY = re.compile(r"(?i)\s|^(?:€|eur)|(?:€|eur)$")
+_AMOUNT_SPELLINGS = (
+    re.compile(r"([0-9]+)(?:[.,]([0-9]{1,2}))?"),
+    re.compile(r"([0-9]{1,3}(?:\.[0-9]{3})+),([0-9]{1,2})"),
+    re.compile(r"([0-9]{1,3}(?:,[0-9]{3})+)\.([0-9]{1,2})"),
+)
+
+
+def amount_by_the_rules(raw: str | None) -> tuple[int | None, str | None]:
+    if raw is None:
+        return None, "required"
+    text = _CURRENCY.sub("", raw)
+    if text.startswith("-"):
+        return None, NOT_POSITIVE
+    found = next(filter(None, (p.fullmatch(text) for p in _AMOUNT_SPELLINGS)), None)
+    if found is None:
+        three = re.search(r"[.,][0-9]{3,}$", text)
+        return None, AMBIGUOUS if three else "not an amount"
+    whole = re.sub(r"[.,]", "", found.group(1))
+    if len(whole) > 13:
+        return None, "amount too large"
+    cents = int(whole) * 100 + int((found.group(2) or "0").ljust(2, "0"))
+    return cents, None if cents > 0 else NOT_POSITIVE
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            # Python and Polars agree on white space but for \x1c to \x1f (refused anyway).
+            st.text(alphabet="0123456789.,-€eurEUR \t\u00a0", max_size=22),
+            st.from_regex(r"(€ ?)?-?[0-9]{1,16}([.,][0-9]{1,4})*( ?(eur|EUR|€))?", fullmatch=True),
+        ),
+        max_size=30,
+    )
+)
+def test_amounts_follow_the_rules(values: list[str | None]) -> None:
+    """Any mix of digits, separators, signs, currencies and spaces: the cents and the error
+    that the rules give, value by value."""
+    assert amounts(values) == [amount_by_the_rules(v) for v in values]
 
 
 # --- dates -----------------------------------------------------------------------------------
