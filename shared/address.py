@@ -45,14 +45,26 @@ def _clean_suffix(col: pl.Expr) -> pl.Expr:
     return col.fill_null("").str.replace_all(r"[^0-9A-Za-z]", "").str.to_uppercase()
 
 
+def house_number_groups(huisnummer: pl.Expr) -> pl.Expr:
+    """The house number's digits and what follows them (struct fields ``1`` and ``2``)."""
+    return huisnummer.str.extract_groups(HOUSE_NUMBER_PATTERN)
+
+
 def house_number_parts(
-    huisnummer: pl.Expr, huisletter: pl.Expr, toevoeging: pl.Expr
+    huisnummer: pl.Expr,
+    huisletter: pl.Expr,
+    toevoeging: pl.Expr,
+    *,
+    groups: pl.Expr | None = None,
 ) -> tuple[pl.Expr, pl.Expr]:
-    """(number as Int32 or null when unreadable, suffix string) from the three columns."""
-    groups = huisnummer.str.extract_groups(HOUSE_NUMBER_PATTERN)
-    number = groups.struct.field("1").cast(pl.Int32, strict=False)
+    """(number as Int32 or null when unreadable, suffix string) from the three columns.
+
+    ``groups``: :func:`house_number_groups` of ``huisnummer`` as a column already (the ingest's
+    batches): used twice here, which Polars would otherwise compute twice."""
+    fields = (house_number_groups(huisnummer) if groups is None else groups).struct
+    number = fields.field("1").cast(pl.Int32, strict=False)
     number = pl.when((number > 0) & (number <= 99999)).then(number).otherwise(None)
-    rest = _clean_suffix(groups.struct.field("2"))
+    rest = _clean_suffix(fields.field("2"))
     suffix = pl.concat_str(
         [rest, _clean_suffix(huisletter), _clean_suffix(toevoeging)], separator=""
     )

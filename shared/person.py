@@ -47,7 +47,12 @@ def normalised_surname(col: pl.Expr) -> pl.Expr:
 
 def person_key_expr(surname: pl.Expr, birth_date: pl.Expr) -> pl.Expr:
     """``surname|YYYY-MM-DD``, null when either part is missing."""
-    name = normalised_surname(surname)
+    return person_key_of_surname(normalised_surname(surname), birth_date)
+
+
+def person_key_of_surname(name: pl.Expr, birth_date: pl.Expr) -> pl.Expr:
+    """:func:`person_key_expr` from a surname normalised already (:func:`normalised_surname`):
+    as a column of its own, it is computed once (Polars computed it once per use here)."""
     key = pl.concat_str([name, birth_date.cast(pl.String)], separator="|")
     return pl.when((name.str.len_chars() > 0) & birth_date.is_not_null()).then(key)
 

@@ -30,12 +30,13 @@ import polars as pl
 from shared.address import (
     MAX_SUFFIX_LENGTH,
     address_key_expr,
+    house_number_groups,
     house_number_parts,
     normalised_postcode,
     valid_postcode,
 )
 from shared.errors import RowProblem
-from shared.person import person_key_expr
+from shared.person import normalised_surname, person_key_of_surname
 
 TEXT_LIMITS = {
     "referentie": 100,
@@ -330,10 +331,17 @@ def _validate_batch(
     the values are not searched for control characters (the file is known to hold none)."""
     today = pl.lit(rules.today)
     frame = trimmed(frame)
-    text = with_amounts(frame.lazy(), "bedrag")
+    # Parts used more than once, as columns of their own (computed once: see with_amounts).
+    text = with_amounts(frame.lazy(), "bedrag").with_columns(
+        house_number_groups(pl.col("huisnummer")).alias("__house_number"),
+        normalised_surname(pl.col("achternaam")).alias("__surname"),
+    )
     postcode = normalised_postcode(pl.col("postcode"))
     number, suffix = house_number_parts(
-        pl.col("huisnummer"), pl.col("huisletter"), pl.col("huisnummertoevoeging")
+        pl.col("huisnummer"),
+        pl.col("huisletter"),
+        pl.col("huisnummertoevoeging"),
+        groups=pl.col("__house_number"),
     )
     booleans = {name: per_spelling(frame, name, parse_boolean) for name in BOOLEAN_FIELDS}
     dates = {
@@ -444,7 +452,7 @@ def _validate_batch(
         "address_key": address_key_expr(
             pl.col("postcode"), pl.col("huisnummer_n"), pl.col("huisnummer_suffix")
         ),
-        "person_key": person_key_expr(pl.col("achternaam"), pl.col("geboortedatum_d")),
+        "person_key": person_key_of_surname(pl.col("__surname"), pl.col("geboortedatum_d")),
     }
     # Every expression of one with_columns reads the columns as they were before it, so the
     # checks see the raw values while the outputs take their names.

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from services.ingest.parsing import ALL_FIELDS, REQUIRED_FIELDS, ParsedFile, parse_upload
 from services.ingest.validation import ValidationResult, ValidationRules, Validator, validate
 from shared.errors import RowProblem, UnsupportedMediaType, ValidationFailed
+from shared.person import person_key
 
 TODAY = date(2026, 10, 1)
 RULES = ValidationRules(today=TODAY)
@@ -584,6 +585,7 @@ def valid_rows(draw: st.DrawFn, index: int) -> tuple[dict[str, str], dict[str, A
         "bsn": bsn,
         "crisis": crisis[1],
         "address_key": f"{postcode}|{number}|{letter or ''}",
+        "person_key": person_key(surname, born),
     }
     return written, expected
 

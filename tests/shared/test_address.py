@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from shared.address import (
     address_key,
+    house_number_groups,
     house_number_parts,
     normalised_postcode,
     valid_postcode,
@@ -275,3 +276,31 @@ def invalid_postcodes(draw: st.DrawFn) -> str:
 @given(invalid_postcodes(), st.integers(1, 99999))
 def test_invalid_postcodes_never_give_a_key(postcode: str, number: int) -> None:
     assert address_key(postcode, str(number)) is None
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.tuples(
+            st.none() | st.text(alphabet="0123456789 -/aBz\n", max_size=8),
+            st.none() | st.text(alphabet="aBz1 ", max_size=3),
+            st.none() | st.text(alphabet="aB12 -", max_size=4),
+        ),
+        max_size=20,
+    )
+)
+def test_house_number_groups_given_as_a_column_give_the_same_parts(
+    rows: list[tuple[str | None, str | None, str | None]],
+) -> None:
+    """The ingest hands the house number's groups in as a column of their own: the same number
+    and suffix as from the house number itself."""
+    frame = pl.DataFrame(
+        rows, schema=dict.fromkeys(("nr", "hl", "tv"), pl.String), orient="row"
+    ).with_columns(groups=house_number_groups(pl.col("nr")))
+    direct = house_number_parts(pl.col("nr"), pl.col("hl"), pl.col("tv"))
+    given_groups = house_number_parts(
+        pl.col("nr"), pl.col("hl"), pl.col("tv"), groups=pl.col("groups")
+    )
+    assert frame.select(*[e.alias(str(i)) for i, e in enumerate(direct)]).equals(
+        frame.select(*[e.alias(str(i)) for i, e in enumerate(given_groups)])
+    )
