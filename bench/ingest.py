@@ -53,12 +53,13 @@ def instrument(ctx: Context) -> Phases:
 def breakdown(phases: Phases, total: float, read: float) -> dict[str, float]:
     """Exclusive seconds per stage of the caller's thread, the rest named for what it is.
 
-    The caller's thread reads, validates and hands each batch's rows to the database (in the
-    binary COPY format, ``shared.pgcopy``); a second thread seals the batch before (envelopes,
-    AES-GCM, HMAC: see ``services.ingest.service``), while the caller validates the next one.
-    The database stores each batch while both prepare the next. So neither the sealing nor the
-    server's own time is a stage here: they show as waiting, when one of them is the slower
-    (their own times are in :func:`sealing`).
+    The caller's thread reads and validates each batch, and hands the rows that a second thread
+    prepared to the database; that thread seals the batch before (envelopes, AES-GCM, HMAC: see
+    ``services.ingest.service``) and encodes its rows for the server (the binary COPY format,
+    ``shared.pgcopy``), while the caller validates the next one. The database stores each batch
+    while both prepare the next. So neither the second thread's work nor the server's own time
+    is a stage here: they show as waiting, when one of them is the slower (the second thread's
+    own times are in :func:`sealing`).
     """
     s = phases.seconds
     stages = {
@@ -66,16 +67,8 @@ def breakdown(phases: Phases, total: float, read: float) -> dict[str, float]:
         "check format and header": s["check format and header"],
         "read CSV (a batch at a time)": s["read CSV (a batch at a time)"],
         "validate and normalise": s["validate and normalise"],
-        "rows for the server": s["rows for the server"],
     }
-    waiting = s["_store_signals"] - sum(
-        stages[k]
-        for k in (
-            "read CSV (a batch at a time)",
-            "validate and normalise",
-            "rows for the server",
-        )
-    )
+    waiting = s["_store_signals"] - s["read CSV (a batch at a time)"] - s["validate and normalise"]
     parts = {
         **stages,
         "waiting for the sealing thread or the server": waiting,
@@ -94,7 +87,8 @@ def sealing(phases: Phases) -> dict[str, float]:
     parts = {
         "encrypt (AES-GCM per row)": encrypt,
         "hash (HMAC per key)": hashing,
-        "build rows, JSON envelopes": s["_signal_frame"] - encrypt - hashing,
+        "build rows and envelopes": s["_signal_frame"] - encrypt - hashing,
+        "rows for the server": s["rows for the server"],
     }
     return {k: round(v, 3) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])}
 

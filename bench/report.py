@@ -278,7 +278,7 @@ def where_time_goes(results: list[dict[str, Any]]) -> list[str]:
         sealing = parts["ingest"]["details"].get("sealing")
         if sealing:
             lines.append(
-                "  - beside it, in the sealing thread: "
+                "  - beside it, in the second thread: "
                 + "; ".join(f"{k} {v:.2f} s" for k, v in sealing.items())
             )
     if "profile" in parts:
@@ -401,7 +401,8 @@ METHOD = (
     "built in SQL, vacuumed and analysed.",
     "Ingest: from reading the file to the commit, into the indexed `signals` table of that "
     "database. Phase times come from timers around the pipeline's own functions; the sealing "
-    "(envelopes, AES-GCM, HMAC) runs in a second thread beside them, its times listed apart. "
+    "(envelopes, AES-GCM, HMAC) and the encoding of the rows for the server run in a second "
+    "thread beside them, their times listed apart. "
     "Every part runs with the deployed processes' allocator setting (`_RJEM_MALLOC_CONF`).",
     "Naive: measured on a slice, scaled linearly to the full file. COPY floor: raw CSV into an "
     "unindexed table of text columns.",

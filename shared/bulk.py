@@ -11,6 +11,7 @@ import io
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -68,11 +69,29 @@ class CopyAborted(Exception):
     says nothing about why (the caller's own exception goes on up, unchanged)."""
 
 
+@dataclass(frozen=True)
+class FrameWriter:
+    """Inserts frames into one table, many times over (:func:`frame_writer`).
+
+    Calling it with a frame inserts the frame. The two halves can also run apart: ``prepare``
+    turns a frame into what ``send`` hands to the database (on PostgreSQL the encoded rows), and
+    may run on another thread than the one that sends, so that one batch is encoded while the
+    database stores the one before. Frames must be prepared one at a time, and sent in the
+    order they were prepared in.
+    """
+
+    prepare: Callable[[pl.DataFrame], Any]
+    send: Callable[[Any], None]
+
+    def __call__(self, frame: pl.DataFrame) -> None:
+        self.send(self.prepare(frame))
+
+
 @contextmanager
 def frame_writer(
     session: Session, table: Table, columns: Sequence[str], uuid_columns: Sequence[str] = ()
-) -> Iterator[Callable[[pl.DataFrame], None]]:
-    """A function that inserts frames (with ``columns``) into ``table``, many times over.
+) -> Iterator[FrameWriter]:
+    """A writer (:class:`FrameWriter`) of frames (with ``columns``) into ``table``.
 
     On PostgreSQL one ``COPY`` stays open for all of them, fed by a background writer: while the
     server stores one batch, the caller prepares the next (the two cores work side by side). An
@@ -80,16 +99,17 @@ def frame_writer(
     SQLite: :func:`insert_frame` per frame.
     """
     if not is_postgres(session):
-        yield lambda frame: insert_frame(session, table, frame.select(columns), uuid_columns)
+        yield FrameWriter(
+            lambda frame: frame.select(columns),
+            lambda frame: insert_frame(session, table, frame, uuid_columns),
+        )
         return
     with _copy_writer(session, table.name, columns) as write:
-        yield lambda frame: write(frame.select(columns))
+        yield FrameWriter(lambda frame: write.prepare(frame.select(columns)), write.send)
 
 
 @contextmanager
-def _copy_writer(
-    session: Session, table: str, columns: Sequence[str]
-) -> Iterator[Callable[[pl.DataFrame], None]]:
+def _copy_writer(session: Session, table: str, columns: Sequence[str]) -> Iterator[FrameWriter]:
     """One open ``COPY`` into ``table`` (``columns``), fed by a background writer; see
     :func:`frame_writer`. In PostgreSQL's binary format where every column's type has one here
     (``shared.pgcopy``: the server then reads no text), else CSV."""
@@ -100,37 +120,43 @@ def _copy_writer(
     with dbapi.cursor() as cursor:
         stack = ExitStack()
         copy: Copy | None = None
+        ordered = False
 
-        def start(first: pl.DataFrame) -> Copy:
-            """The COPY, opened at the first rows: the binary format's field order is
-            settled by them (``BinaryRows.order_for``)."""
-            names = ", ".join(binary.order_for(first) if binary else columns)
-            form = "binary" if binary else "csv"
-            opened: Copy = stack.enter_context(
-                cursor.copy(
-                    f"COPY {table} ({names}) FROM STDIN WITH (FORMAT {form})",
-                    writer=QueuedLibpqWriter(cursor),
-                )
-            )
-            if binary:
-                opened.write(pgcopy.HEADER)
-            return opened
-
-        def write(frame: pl.DataFrame) -> None:
-            nonlocal copy
+        def prepare(frame: pl.DataFrame) -> list[bytes] | list[memoryview]:
+            """The frame's rows as the COPY reads them, in pieces. The binary format's field
+            order is settled by the first rows (``BinaryRows.order_for``)."""
+            nonlocal ordered
             if frame.is_empty():
+                return []
+            if binary is None:
+                # A view: the writer hands it on in slices, which of bytes would be copies.
+                return [memoryview(csv_text(frame).encode())]
+            if not ordered:
+                binary.order_for(frame)
+                ordered = True
+            return binary.encode(frame)
+
+        def send(pieces: list[bytes] | list[memoryview]) -> None:
+            """Prepared rows to the server; the COPY is opened with the first of them."""
+            nonlocal copy
+            if not pieces:
                 return
             if copy is None:
-                copy = start(frame)
-            if binary:
-                for piece in binary.encode(frame):
-                    copy.write(piece)
-            else:
-                # A view: the writer hands it on in slices, which of bytes would be copies.
-                copy.write(memoryview(csv_text(frame).encode()))
+                names = ", ".join(binary.columns if binary else columns)
+                form = "binary" if binary else "csv"
+                copy = stack.enter_context(
+                    cursor.copy(
+                        f"COPY {table} ({names}) FROM STDIN WITH (FORMAT {form})",
+                        writer=QueuedLibpqWriter(cursor),
+                    )
+                )
+                if binary:
+                    copy.write(pgcopy.HEADER)
+            for piece in pieces:
+                copy.write(piece)
 
         try:
-            yield write
+            yield FrameWriter(prepare, send)
         except BaseException:
             aborted = CopyAborted("the rows were not stored")
             stack.__exit__(CopyAborted, aborted, None)

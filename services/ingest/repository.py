@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import cast
 
-import polars as pl
 from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
-from shared.bulk import frame_writer
+from shared.bulk import FrameWriter, frame_writer
 from shared.models import ApiKey, Delivery, DeliveryStatus, Partner, PartnerCertificate, Signal
 
 SIGNAL_COLUMNS = (
@@ -129,7 +128,7 @@ def delivery_of_partner(
 
 
 @contextmanager
-def signal_writer(session: Session) -> Iterator[Callable[[pl.DataFrame], None]]:
+def signal_writer(session: Session) -> Iterator[FrameWriter]:
     """Bulk insert of signals, a batch per call, into one COPY on PostgreSQL (see
     :func:`shared.bulk.frame_writer`); never one ORM object per row."""
     with frame_writer(

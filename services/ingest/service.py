@@ -17,9 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import polars as pl
 from sqlalchemy.exc import IntegrityError
@@ -247,8 +249,10 @@ def _store_signals(
     """Validate, encrypt, hash and store the rows a batch at a time, all-or-nothing.
 
     Two threads: while a second one seals batch n (envelopes, AES-GCM, keyed hashes: loops in
-    Python that hold the interpreter), this one validates batch n + 1 (Polars, which lets go of
-    it), then hands the sealed batch to the database in file order. Memory stays flat however
+    Python that hold the interpreter) and encodes its rows for the database, this one validates
+    batch n + 1 (Polars, which lets go of it), then hands the encoded rows to the database in
+    file order. (With the encoding in this thread, the second one waited for it: 8.54-8.82 s
+    against 8.71-10.00 s for a million rows.) Memory stays flat however
     long the file is: at most two batches are in hand. Once a batch has an error nothing more
     is stored (the rest is still validated, so that the report is complete; duplicates across
     batches are found at the end) and the ValidationFailed raised at the end abandons the COPY;
@@ -260,16 +264,18 @@ def _store_signals(
             repository.signal_writer(session) as write,
             ThreadPoolExecutor(1, thread_name_prefix="ingest-seal") as sealer,
         ):
-            sealing: Future[pl.DataFrame] | None = None
+            sealing: Future[Any] | None = None
             for batch in parsed.batches(ctx.settings.ingest_batch_rows):
                 result = validator.check(batch)
                 if sealing is not None:
-                    write(sealing.result())
+                    write.send(sealing.result())
                     sealing = None
                 if validator.error_count == 0:
-                    sealing = sealer.submit(_signal_frame, ctx, delivery, partner, result.rows, now)
+                    sealing = sealer.submit(
+                        _sealed, ctx, delivery, partner, result.rows, now, write.prepare
+                    )
             if sealing is not None:
-                write(sealing.result())
+                write.send(sealing.result())
             validator.finish()
             if validator.error_count:
                 raise ValidationFailed(
@@ -283,6 +289,18 @@ def _store_signals(
                 )
     except ValidationFailed as exc:
         raise _capped(exc, limit) from None
+
+
+def _sealed(
+    ctx: Context,
+    delivery: Delivery,
+    partner: Partner,
+    rows: pl.DataFrame,
+    now: datetime,
+    prepare: Callable[[pl.DataFrame], Any],
+) -> Any:
+    """:func:`_signal_frame`, prepared for the database (on PostgreSQL: encoded for the COPY)."""
+    return prepare(_signal_frame(ctx, delivery, partner, rows, now))
 
 
 def _signal_frame(
