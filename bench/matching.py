@@ -82,7 +82,7 @@ class TimedRun:
 
     report: RunReport
     wall: float
-    cpu: dict[str, float]
+    cpu: dict[str, float | None]
     rss: int
     phases: dict[str, float]
 
