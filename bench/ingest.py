@@ -40,6 +40,7 @@ def instrument(ctx: Context) -> Phases:
     phases.wrap(service, "parse_upload", "check format and header")
     phases.wrap_iterator(parsing.ParsedFile, "batches", "read CSV (a batch at a time)")
     phases.wrap(validation.Validator, "check", "validate and normalise")
+    phases.wrap(service, "_unsealed", "texts and associated data to seal")
     phases.wrap(service, "_signal_frame", "_signal_frame")
     phases.wrap(ctx.cipher, "encrypt_many", "encrypt (AES-GCM per row)")
     phases.wrap(ctx.hasher, "hash_many", "hash (HMAC per key)")
@@ -53,8 +54,9 @@ def instrument(ctx: Context) -> Phases:
 def breakdown(phases: Phases, total: float, read: float) -> dict[str, float]:
     """Exclusive seconds per stage of the caller's thread, the rest named for what it is.
 
-    The caller's thread reads and validates each batch, and hands the rows that a second thread
-    prepared to the database; that thread seals the batch before (envelopes, AES-GCM, HMAC: see
+    The caller's thread reads and validates each batch, makes the texts its envelopes will seal,
+    and hands the rows that a second thread prepared to the database; that thread seals the
+    batch before (envelopes, AES-GCM, HMAC: see
     ``services.ingest.service``) and encodes its rows for the server (the binary COPY format,
     ``shared.pgcopy``), while the caller validates the next one. The database stores each batch
     while both prepare the next. So neither the second thread's work nor the server's own time
@@ -67,8 +69,16 @@ def breakdown(phases: Phases, total: float, read: float) -> dict[str, float]:
         "check format and header": s["check format and header"],
         "read CSV (a batch at a time)": s["read CSV (a batch at a time)"],
         "validate and normalise": s["validate and normalise"],
+        "texts and associated data to seal": s["texts and associated data to seal"],
     }
-    waiting = s["_store_signals"] - s["read CSV (a batch at a time)"] - s["validate and normalise"]
+    waiting = s["_store_signals"] - sum(
+        stages[k]
+        for k in (
+            "read CSV (a batch at a time)",
+            "validate and normalise",
+            "texts and associated data to seal",
+        )
+    )
     parts = {
         **stages,
         "waiting for the sealing thread or the server": waiting,
@@ -87,7 +97,7 @@ def sealing(phases: Phases) -> dict[str, float]:
     parts = {
         "encrypt (AES-GCM per row)": encrypt,
         "hash (HMAC per key)": hashing,
-        "build rows and envelopes": s["_signal_frame"] - encrypt - hashing,
+        "build rows": s["_signal_frame"] - encrypt - hashing,
         "rows for the server": s["rows for the server"],
     }
     return {k: round(v, 3) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])}

@@ -217,7 +217,8 @@ def test_awkward_text_survives_the_compact_envelope(names: list[tuple[str, str]]
 
     delivery = SimpleNamespace(id=uuid.UUID(int=1), period="2026-11")
     partner = SimpleNamespace(id=uuid.UUID(int=2), kind="huur")
-    out = service._signal_frame(fake_ctx, delivery, partner, frame, datetime.now(UTC))  # type: ignore[arg-type]
+    batch = service._unsealed(delivery, frame)  # type: ignore[arg-type]
+    out = service._signal_frame(fake_ctx, delivery, partner, batch, datetime.now(UTC))  # type: ignore[arg-type]
     for i, (achternaam, straat) in enumerate(names):
         aad = signal_aad(str(delivery.id), i + 2)
         plain = cipher.decrypt(out["pii"][i], aad, "k1")
