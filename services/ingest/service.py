@@ -253,11 +253,11 @@ def _store_signals(
     batch n + 1 (Polars, which lets go of it) and makes the texts its envelopes will seal (also
     Polars), then hands the encoded rows to the database in file order. (With the encoding in
     this thread, the second one waited for it: 8.54-8.82 s against 8.71-10.00 s for a million
-    rows; with the texts made in the second thread, 8.50-9.01 s against 8.14-8.34 s.) Memory stays flat however
-    long the file is: at most two batches are in hand. Once a batch has an error nothing more
-    is stored (the rest is still validated, so that the report is complete; duplicates across
-    batches are found at the end) and the ValidationFailed raised at the end abandons the COPY;
-    the caller's rollback removes what went before.
+    rows; with the texts made in the second thread, 8.50-9.01 s against 8.14-8.34 s.) Memory
+    stays flat however long the file is: at most two batches are in hand. Once a batch has an
+    error nothing more is stored (the rest is still validated, so that the report is complete;
+    duplicates across batches are found at the end) and the ValidationFailed raised at the end
+    abandons the COPY; the caller's rollback removes what went before.
     """
     limit = ctx.settings.max_reported_errors
     try:
