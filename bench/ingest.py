@@ -56,9 +56,9 @@ def breakdown(phases: Phases, total: float, read: float) -> dict[str, float]:
 
     The caller's thread reads and validates each batch, makes the texts its envelopes will seal,
     and hands the rows that a second thread prepared to the database; that thread seals the
-    batch before (envelopes, AES-GCM, HMAC: see
-    ``services.ingest.service``) and encodes its rows for the server (the binary COPY format,
-    ``shared.pgcopy``), while the caller validates the next one. The database stores each batch
+    batch before (envelopes, AES-GCM, HMAC: see ``services.ingest.service``) and encodes its
+    rows for the server (the binary COPY format, ``shared.pgcopy``), while the caller validates
+    the next one. The database stores each batch
     while both prepare the next. So neither the second thread's work nor the server's own time
     is a stage here: they show as waiting, when one of them is the slower (the second thread's
     own times are in :func:`sealing`).
