@@ -347,9 +347,10 @@ def _validate_batch(
     bsn_digits = pl.col("bsn").str.replace_all(r"[\s.\-]", "")
     phone = pl.col("telefoon").str.replace_all(r"[\s\-().]", "")
 
-    # One lazy plan, collected once, so that Polars computes the sub-expressions the parsers and
-    # the checks share (a cleaned amount, a date's groups, a BSN's digits) once per batch instead
-    # of once per use.
+    # One lazy plan, collected once. Polars does not reliably share a sub-expression that several
+    # expressions use (an amount's parts were computed once per use), so what is used more than
+    # once is a column of its own: the amount's steps and the groups above, and these values,
+    # which the checks and the outputs below read by name.
     values = text.with_columns(
         postcode=postcode,
         huisnummer_n=number,
