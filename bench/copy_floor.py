@@ -4,6 +4,13 @@ The raw CSV bytes of the large partner file go into a table of text columns with
 constraints, with psycopg's COPY, and are committed. Timed from reading the file to the commit.
 Nothing is parsed, checked, normalised, encrypted or hashed: this is what the disk, the server and
 the wire cost at the least.
+
+Beside it, the database's share of the real ingest (when the ingest part ran first): the rows it
+stored, as they are stored (sealed, hashed, typed), written to a file in the binary COPY format
+and copied again, from that file, into ``signals`` (with its indexes and keys, under a delivery
+of their own, committed, then removed) and into a table of the same columns without indexes.
+No Python work is left in these: what remains is the server's, for rows of our width into our
+table. The ingest can be no faster than the first, whatever its own code does.
 """
 
 from __future__ import annotations
@@ -11,19 +18,29 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import tempfile
 import time
+import uuid
+from pathlib import Path
+from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from bench.common import (
+    INGEST_PARTNER,
+    INGEST_PERIOD,
+    CpuMeter,
     child_parser,
     manifest,
     measurement,
     peak_rss_bytes,
     psycopg_url,
+    read_json,
     say,
     write_results,
 )
+from services.ingest.repository import SIGNAL_COLUMNS
 from shared.settings import Settings
 
 CHUNK = 8 * 1024 * 1024
@@ -78,19 +95,119 @@ def main() -> None:
     if stored != entry["rows"]:
         raise SystemExit(f"COPY stored {stored} rows, expected {entry['rows']}")
     say(f"copy floor: {stored} rows in {wall:.2f} s ({stored / wall:,.0f} rows/s)")
-    write_results(
-        args.result_file,
-        [
-            measurement(
-                "copy",
-                "Floor: psycopg COPY of the raw CSV into an unindexed text table",
-                rows=stored,
-                wall_s=wall,
-                peak_rss=rss,
-                columns=len(columns),
-            )
-        ],
+    results = [
+        measurement(
+            "copy",
+            "Floor: psycopg COPY of the raw CSV into an unindexed text table",
+            rows=stored,
+            wall_s=wall,
+            peak_rss=rss,
+            columns=len(columns),
+        )
+    ]
+    partner = read_json(args.state)["partners"][INGEST_PARTNER[0]]
+    with psycopg.connect(psycopg_url(settings.database_url)) as conn:
+        results += database_share(conn, uuid.UUID(partner))
+    write_results(args.result_file, results)
+
+
+def database_share(conn: psycopg.Connection[Any], partner_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The ingest's stored rows copied again into ``signals`` and into an unindexed table of
+    its columns (see the module's docstring); nothing if the ingest part did not run."""
+    found = conn.execute(
+        "SELECT id, row_count FROM deliveries WHERE partner_id = %s AND period = %s"
+        " AND status = 'accepted'",
+        (partner_id, INGEST_PERIOD),
+    ).fetchone()
+    if found is None:
+        say("copy floor: no ingested delivery to copy again (the ingest part did not run)")
+        return []
+    source, rows = found
+    copy_of = uuid.uuid4()
+    columns = ", ".join(SIGNAL_COLUMNS)
+    chosen = sql.SQL(", ").join(
+        sql.SQL("{}::uuid AS delivery_id").format(str(copy_of))
+        if c == "delivery_id"
+        else sql.Identifier(c)
+        for c in SIGNAL_COLUMNS
     )
+    results = []
+    with tempfile.TemporaryDirectory(prefix="vs-bench-copy-") as folder:
+        path = Path(folder) / "signals.bin"
+        export = sql.SQL(
+            "COPY (SELECT {} FROM signals WHERE delivery_id = {} ORDER BY row_number)"
+            " TO STDOUT (FORMAT binary)"
+        ).format(chosen, str(source))
+        with path.open("wb") as out, conn.cursor() as cursor, cursor.copy(export) as copy:
+            for chunk in copy:
+                out.write(chunk)
+        conn.commit()
+        say(f"copy floor: the ingest's {rows} stored rows ({path.stat().st_size / 1e6:.0f} MB)")
+        conn.execute("CHECKPOINT")
+        conn.commit()
+        meter, started = CpuMeter(), time.perf_counter()
+        conn.execute(
+            "INSERT INTO deliveries (id, partner_id, period, status, source, file_format,"
+            " filename, content_sha256, size_bytes, row_count, warning_count, received_at)"
+            " VALUES (%s, %s, %s, 'superseded', 'sftp', 'csv', 'bench-copy', '', 0, %s, 0, now())",
+            (copy_of, partner_id, INGEST_PERIOD, rows),
+        )
+        _copy_file(conn, f"COPY signals ({columns}) FROM STDIN (FORMAT binary)", path)
+        conn.commit()
+        wall, cpu = time.perf_counter() - started, meter.read()
+        say(f"copy floor: again into signals in {wall:.2f} s; removing them")
+        results.append(
+            measurement(
+                "copy_ours",
+                "Floor for our table: the ingest's stored rows copied again into signals",
+                rows=rows,
+                wall_s=wall,
+                peak_rss=None,
+                cpu=cpu,
+            )
+        )
+        if _count(conn, copy_of) != rows:
+            raise SystemExit("the copy into signals did not store every row")
+        conn.execute("DELETE FROM deliveries WHERE id = %s", (copy_of,))
+        if _count(conn, copy_of):
+            raise SystemExit("the copied rows were not removed")
+        conn.execute("CREATE TABLE bench_copy_ours AS SELECT * FROM signals LIMIT 0")
+        conn.commit()
+        conn.execute("CHECKPOINT")
+        conn.commit()
+        meter, started = CpuMeter(), time.perf_counter()
+        _copy_file(conn, f"COPY bench_copy_ours ({columns}) FROM STDIN (FORMAT binary)", path)
+        conn.commit()
+        wall, cpu = time.perf_counter() - started, meter.read()
+        say(f"copy floor: into a table without indexes in {wall:.2f} s")
+        results.append(
+            measurement(
+                "copy_ours_unindexed",
+                "Floor for our rows: the same, into a table of signals' columns, no indexes",
+                rows=rows,
+                wall_s=wall,
+                peak_rss=None,
+                cpu=cpu,
+            )
+        )
+        conn.execute("DROP TABLE bench_copy_ours")
+        conn.commit()
+    # The removed rows' space, for the parts after this one (as the setup left the table).
+    conn.autocommit = True
+    conn.execute("VACUUM (ANALYZE) signals, deliveries")
+    conn.execute("CHECKPOINT")
+    return results
+
+
+def _count(conn: psycopg.Connection[Any], delivery: uuid.UUID) -> int:
+    found = conn.execute("SELECT count(*) FROM signals WHERE delivery_id = %s", (delivery,))
+    return int(found.fetchone()[0])  # type: ignore[index]
+
+
+def _copy_file(conn: psycopg.Connection[Any], statement: str, path: Path) -> None:
+    with path.open("rb") as source, conn.cursor() as cursor, cursor.copy(statement) as copy:
+        while chunk := source.read(CHUNK):
+            copy.write(chunk)
 
 
 if __name__ == "__main__":

@@ -269,6 +269,23 @@ def _phases_and_cpu(title: str, note: str, r: dict[str, Any]) -> list[str]:
     return [f"- **{title}** ({r['wall_s']:.2f} s{note}): {phases}", *_cpu_line(r)]
 
 
+def _database_share(parts: dict[str, dict[str, Any]]) -> list[str]:
+    """The ingest's stored rows copied again (bench.copy_floor), beside the ingest and the floor:
+    the server's part, with no Python work left."""
+    if not all(p in parts for p in ("ingest", "copy", "copy_ours", "copy_ours_unindexed")):
+        return []
+    ingest, floor = parts["ingest"]["wall_s"], parts["copy"]["wall_s"]
+    ours, unindexed = parts["copy_ours"], parts["copy_ours_unindexed"]
+    cpu = ours["details"]["cpu"]["postgresql_s"]
+    return [
+        f"  - the database's share: the same rows as stored (sealed, hashed, typed) copied again "
+        f"into `signals` take {ours['wall_s']:.2f} s ({ours['wall_s'] / floor:.2f}× the "
+        f"floor's time; PostgreSQL {cpu:.1f} s CPU), {unindexed['wall_s']:.2f} s into a table "
+        f"of its columns without indexes ({unindexed['wall_s'] / floor:.2f}×); within 3× of the "
+        f"floor is {3 * floor:.2f} s, the ingest took {ingest:.2f} s"
+    ]
+
+
 def where_time_goes(results: list[dict[str, Any]]) -> list[str]:
     """One paragraph per part with a breakdown, from the phase timers, statements and profile."""
     parts = _by_part(results)
@@ -281,6 +298,7 @@ def where_time_goes(results: list[dict[str, Any]]) -> list[str]:
                 "  - beside it, in the second thread: "
                 + "; ".join(f"{k} {v:.2f} s" for k, v in sealing.items())
             )
+        lines += _database_share(parts)
     if "profile" in parts:
         top = parts["profile"]["details"]["top_own_time"][:6]
         lines.append(
@@ -405,7 +423,10 @@ METHOD = (
     "thread beside them, their times listed apart. "
     "Every part runs with the deployed processes' allocator setting (`_RJEM_MALLOC_CONF`).",
     "Naive: measured on a slice, scaled linearly to the full file. COPY floor: raw CSV into an "
-    "unindexed table of text columns.",
+    "unindexed table of text columns. Floors for our table and our rows (after the ingest): the "
+    "rows the ingest stored, exported in the binary COPY format to a file and copied from it "
+    "into `signals` (indexes and keys, a delivery of their own, committed, then removed and "
+    "vacuumed) and into an unindexed table of its columns: the server's part alone.",
     "SQL baseline: run before the matching run (so it reads the same, unupdated rows), with "
     "work_mem 256MB; it omits the repeat rule, the per-signal outcomes and the routing. Before "
     "it and before the run a checkpoint is taken: the run starts hours after the last upload, "
