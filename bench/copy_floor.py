@@ -41,6 +41,7 @@ from bench.common import (
     write_results,
 )
 from services.ingest.repository import SIGNAL_COLUMNS
+from shared.ids import SIGNAL_BLOCK_BITS
 from shared.settings import Settings
 
 CHUNK = 8 * 1024 * 1024
@@ -115,29 +116,32 @@ def database_share(conn: psycopg.Connection[Any], partner_id: uuid.UUID) -> list
     """The ingest's stored rows copied again into ``signals`` and into an unindexed table of
     its columns (see the module's docstring); nothing if the ingest part did not run."""
     found = conn.execute(
-        "SELECT id, row_count FROM deliveries WHERE partner_id = %s AND period = %s"
-        " AND status = 'accepted'",
+        "SELECT id, row_count, first_signal_id, last_signal_id FROM deliveries"
+        " WHERE partner_id = %s AND period = %s AND status = 'accepted'",
         (partner_id, INGEST_PERIOD),
     ).fetchone()
     if found is None:
         say("copy floor: no ingested delivery to copy again (the ingest part did not run)")
         return []
-    source, rows = found
-    copy_of = uuid.uuid4()
+    source, rows, first, last = found
+    # The copy: a delivery of its own, with a block of signal ids of its own (shared.ids).
+    copy_of, block = uuid.uuid4(), 1 << SIGNAL_BLOCK_BITS
+    drawn = conn.execute("SELECT nextval('signal_blocks')").fetchone()
+    copy_first = int(drawn[0]) * block  # type: ignore[index]
+    replaced = {
+        "id": sql.SQL("id + {} AS id").format(copy_first - first),
+        "delivery_id": sql.SQL("{}::uuid AS delivery_id").format(str(copy_of)),
+    }
     columns = ", ".join(SIGNAL_COLUMNS)
-    chosen = sql.SQL(", ").join(
-        sql.SQL("{}::uuid AS delivery_id").format(str(copy_of))
-        if c == "delivery_id"
-        else sql.Identifier(c)
-        for c in SIGNAL_COLUMNS
-    )
+    chosen = sql.SQL(", ").join(replaced.get(c, sql.Identifier(c)) for c in SIGNAL_COLUMNS)
+    copied = (copy_first, copy_first + block - 1, copy_of)
     results = []
     with tempfile.TemporaryDirectory(prefix="vs-bench-copy-") as folder:
         path = Path(folder) / "signals.bin"
         export = sql.SQL(
-            "COPY (SELECT {} FROM signals WHERE delivery_id = {} ORDER BY row_number)"
-            " TO STDOUT (FORMAT binary)"
-        ).format(chosen, str(source))
+            "COPY (SELECT {} FROM signals WHERE id BETWEEN {} AND {} AND delivery_id = {}"
+            " ORDER BY id) TO STDOUT (FORMAT binary)"
+        ).format(chosen, first, last, str(source))
         with path.open("wb") as out, conn.cursor() as cursor, cursor.copy(export) as copy:
             for chunk in copy:
                 out.write(chunk)
@@ -148,9 +152,10 @@ def database_share(conn: psycopg.Connection[Any], partner_id: uuid.UUID) -> list
         meter, started = CpuMeter(), time.perf_counter()
         conn.execute(
             "INSERT INTO deliveries (id, partner_id, period, status, source, file_format,"
-            " filename, content_sha256, size_bytes, row_count, warning_count, received_at)"
-            " VALUES (%s, %s, %s, 'superseded', 'sftp', 'csv', 'bench-copy', '', 0, %s, 0, now())",
-            (copy_of, partner_id, INGEST_PERIOD, rows),
+            " filename, content_sha256, size_bytes, row_count, warning_count, received_at,"
+            " first_signal_id, last_signal_id) VALUES (%s, %s, %s, 'superseded', 'sftp', 'csv',"
+            " 'bench-copy', '', 0, %s, 0, now(), %s, %s)",
+            (copy_of, partner_id, INGEST_PERIOD, rows, copy_first, copy_first + block - 1),
         )
         _copy_file(conn, f"COPY signals ({columns}) FROM STDIN (FORMAT binary)", path)
         conn.commit()
@@ -166,10 +171,12 @@ def database_share(conn: psycopg.Connection[Any], partner_id: uuid.UUID) -> list
                 cpu=cpu,
             )
         )
-        if _count(conn, copy_of) != rows:
+        if _count(conn, *copied) != rows:
             raise SystemExit("the copy into signals did not store every row")
-        conn.execute("DELETE FROM deliveries WHERE id = %s", (copy_of,))
-        if _count(conn, copy_of):
+        # Its signals removed by their range (the delivery, superseded, stays: removing it
+        # would look for its signals through the whole table, which has no index by delivery).
+        conn.execute("DELETE FROM signals WHERE id BETWEEN %s AND %s", copied[:2])
+        if _count(conn, *copied):
             raise SystemExit("the copied rows were not removed")
         conn.execute("CREATE TABLE bench_copy_ours AS SELECT * FROM signals LIMIT 0")
         conn.commit()
@@ -199,8 +206,11 @@ def database_share(conn: psycopg.Connection[Any], partner_id: uuid.UUID) -> list
     return results
 
 
-def _count(conn: psycopg.Connection[Any], delivery: uuid.UUID) -> int:
-    found = conn.execute("SELECT count(*) FROM signals WHERE delivery_id = %s", (delivery,))
+def _count(conn: psycopg.Connection[Any], first: int, last: int, delivery: uuid.UUID) -> int:
+    found = conn.execute(
+        "SELECT count(*) FROM signals WHERE id BETWEEN %s AND %s AND delivery_id = %s",
+        (first, last, delivery),
+    )
     return int(found.fetchone()[0])  # type: ignore[index]
 
 

@@ -126,7 +126,11 @@ def main() -> None:
             from sqlalchemy import text
 
             stored = conn.execute(
-                text("SELECT count(*) FROM signals WHERE delivery_id = :d"),
+                text(
+                    "SELECT count(*) FROM signals s JOIN deliveries d ON d.id = :d"
+                    " AND s.id BETWEEN d.first_signal_id AND d.last_signal_id"
+                    " AND s.delivery_id = d.id"
+                ),
                 {"d": outcome["delivery_id"]},
             ).scalar_one()
     finally:

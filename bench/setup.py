@@ -51,6 +51,7 @@ from services.routing.admin import add_staff, add_team, recount_cases
 from shared import migrate
 from shared.context import Context, build_context
 from shared.db import unit_of_work
+from shared.ids import SIGNAL_BLOCK_BITS
 from shared.periods import Period
 from shared.settings import Settings
 
@@ -140,16 +141,18 @@ WHERE fd.period = %(fresh)s AND fd.status = 'accepted' AND f.address_hash IS NOT
 
 _DELIVERIES = """
 CREATE TEMP TABLE hdel ON COMMIT DROP AS
-SELECT gen_random_uuid() AS id, d.partner_id, d.source, d.file_format, d.size_bytes, d.row_count
+SELECT gen_random_uuid() AS id, d.partner_id, d.source, d.file_format, d.size_bytes, d.row_count,
+       nextval('signal_blocks') * %(block)s AS first_signal_id
 FROM deliveries d WHERE d.period = %(fresh)s AND d.status = 'accepted'
 """
 
 _DELIVERIES_INSERT = """
 INSERT INTO deliveries (id, partner_id, period, status, source, file_format, filename,
-                        content_sha256, size_bytes, row_count, warning_count, warnings, received_at)
+                        content_sha256, size_bytes, row_count, warning_count, warnings, received_at,
+                        first_signal_id, last_signal_id)
 SELECT id, partner_id, %(period)s, 'accepted', source, file_format, NULL,
        encode(sha256(convert_to(id::text, 'UTF8')), 'hex'), size_bytes, row_count, 0, '[]',
-       %(received)s
+       %(received)s, first_signal_id, first_signal_id + %(block)s - 1
 FROM hdel
 """
 
@@ -170,11 +173,12 @@ FROM hsrc GROUP BY address_hash
 # the growing signals table.
 _SIGNALS = """
 WITH ins AS (
-    INSERT INTO signals (delivery_id, partner_id, period, row_number, kind, address_hash,
+    INSERT INTO signals (id, delivery_id, partner_id, period, row_number, kind, address_hash,
                          person_hash, pc4, pc6_hash, bedrag_cent, achterstand_sinds, signaaldatum,
                          crisis, warme_overdracht, eindelevering, status, run_outcome, pii,
                          pii_key_id, created_at)
-    SELECT hd.id, h.partner_id, %(period)s, h.row_number, h.kind, h.address_hash, h.person_hash,
+    SELECT hd.first_signal_id + h.row_number, hd.id, h.partner_id, %(period)s, h.row_number,
+           h.kind, h.address_hash, h.person_hash,
            h.pc4, h.pc6_hash, h.bedrag_cent, h.achterstand_sinds, h.signaaldatum, h.crisis,
            h.warme_overdracht, h.eindelevering, 'Nog niet opgepakt',
            CASE WHEN g.is_case THEN 'matched' ELSE 'single' END,
@@ -256,6 +260,8 @@ def _month_params(
         "default_team": default_team,
         "results": list(CLOSED_RESULTS),
         "result_count": len(CLOSED_RESULTS),
+        # Each delivery's signals take ids in a block of its own (shared.ids).
+        "block": 1 << SIGNAL_BLOCK_BITS,
     }
 
 

@@ -43,7 +43,9 @@ QUERY = """
 WITH fresh AS (
     SELECT s.id, s.partner_id, s.kind, s.address_hash, s.bedrag_cent, s.crisis,
            s.warme_overdracht, s.pc4, s.pc6_hash
-    FROM signals s JOIN deliveries d ON d.id = s.delivery_id
+    FROM deliveries d
+    JOIN signals s ON s.id BETWEEN d.first_signal_id AND d.last_signal_id
+                  AND s.delivery_id = d.id
     WHERE d.period = %(period)s AND d.status = 'accepted' AND s.address_hash IS NOT NULL
       AND s.signaaldatum >= %(fresh_from)s
 ), grouped AS (
@@ -102,8 +104,9 @@ def main() -> None:
     with psycopg.connect(psycopg_url(settings.database_url)) as conn:
         conn.execute(f"SET work_mem = '{WORK_MEM}'")
         signals = conn.execute(
-            "SELECT count(*) FROM signals s JOIN deliveries d ON d.id = s.delivery_id "
-            "WHERE d.period = %s AND d.status = 'accepted'",
+            "SELECT count(*) FROM deliveries d JOIN signals s"
+            " ON s.id BETWEEN d.first_signal_id AND d.last_signal_id AND s.delivery_id = d.id"
+            " WHERE d.period = %s AND d.status = 'accepted'",
             (MONTH_PERIOD,),
         ).fetchone()
         rows_in = int(signals[0]) if signals else 0

@@ -39,7 +39,7 @@ from shared import audit, migrate
 from shared.context import Context, build_context
 from shared.crypto import signal_aad
 from shared.db import unit_of_work
-from shared.models import Delivery, DeliveryStatus, Signal
+from shared.models import Delivery, DeliveryStatus, Signal, signal_in_delivery
 from shared.periods import Period, last_closed_period
 from shared.settings import Settings
 
@@ -255,7 +255,7 @@ def _sdv_register(ctx: Context, base: str, key: str, period: str) -> None:
     with ctx.sessions() as session:
         sample = session.execute(
             sa.select(Signal.pii, Signal.pii_key_id, Signal.delivery_id, Signal.row_number)
-            .join(Delivery, Delivery.id == Signal.delivery_id)
+            .join(Delivery, signal_in_delivery())
             .where(Delivery.period == period, Delivery.status == DeliveryStatus.accepted)
             .order_by(Signal.id)
             .limit(400)

@@ -39,6 +39,7 @@ from shared.models import (
     ContactAttempt,
     Delivery,
     Signal,
+    signal_in_delivery,
 )
 from shared.periods import Period, local_today
 
@@ -84,10 +85,8 @@ def purge(ctx: Context, session: Session, *, dry_run: bool = False) -> PurgeRepo
     report = PurgeReport(cutoff.isoformat(), str(recidive_edge), dry_run=dry_run)
 
     in_a_case = exists().where(CaseSignal.signal_id == Signal.id)
-    old_deliveries = select(Delivery.id).where(Delivery.received_at < cutoff)
-    without_case = select(Signal.id).where(
-        Signal.purged_at.is_(None), ~in_a_case, Signal.delivery_id.in_(old_deliveries)
-    )
+    of_old_delivery = exists().where(Delivery.received_at < cutoff, signal_in_delivery())
+    without_case = select(Signal.id).where(Signal.purged_at.is_(None), ~in_a_case, of_old_delivery)
     closed_long_ago = select(Case.id).where(
         Case.status == CaseStatus.closed.value, Case.closed_at < cutoff
     )

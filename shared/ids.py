@@ -45,3 +45,26 @@ def time_ordered_uuid_texts(count: int, at: datetime) -> list[str]:
     first = f"{high:016x}"
     prefix = f"{first[:8]}-{first[8:12]}-{first[12:]}-"
     return [f"{prefix}{n >> 48:04x}-{n & 0xFFFF_FFFF_FFFF:012x}" for n in range(low, low + count)]
+
+
+# Signals' ids, a block per delivery (migration 0018): a delivery's signal on row ``r`` of its
+# file has the id ``block << SIGNAL_BLOCK_BITS | r``, so a delivery's signals are one range of the
+# primary key and need no index of their own (an index by delivery was a quarter of the
+# database's work on an upload), and no sequence is drawn per row. A delivery holds at most
+# ROWS_PER_DELIVERY rows. Blocks are numbered from the sequence ``signal_blocks`` on PostgreSQL
+# and from the highest id yet on SQLite (whose writers take turns).
+SIGNAL_BLOCK_BITS = 24
+ROWS_PER_DELIVERY = (1 << SIGNAL_BLOCK_BITS) - 1
+
+
+def signal_id_range(block: int) -> tuple[int, int]:
+    """The first and the last signal id of a block."""
+    if block < 1:
+        raise ValueError("signal blocks are numbered from 1")
+    first = block << SIGNAL_BLOCK_BITS
+    return first, first + ROWS_PER_DELIVERY
+
+
+def signal_block_after(highest_id: int | None) -> int:
+    """The first block above every id up to ``highest_id`` (None: no signal yet)."""
+    return ((highest_id or 0) >> SIGNAL_BLOCK_BITS) + 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -26,12 +27,15 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    Sequence,
     String,
     Text,
     Uuid,
+    and_,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
 
 from shared.db import Base, BigIntId, UTCDateTime, new_uuid, utcnow
 
@@ -187,6 +191,12 @@ class Delivery(Base):
     superseded_by_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("deliveries.id", ondelete="SET NULL")
     )
+    # The range of ids its signals have (shared.ids: a block of its own since migration 0018;
+    # for a delivery stored before it, the smallest and the largest of its signals' ids, a range
+    # that may hold other deliveries' signals too). Signals are found by delivery in this range
+    # of the primary key, with ``delivery_id`` checked as well: signals have no index by delivery.
+    first_signal_id: Mapped[int | None] = mapped_column(BigInteger)
+    last_signal_id: Mapped[int | None] = mapped_column(BigInteger)
 
     partner: Mapped[Partner] = relationship(lazy="raise")
 
@@ -199,13 +209,15 @@ class Signal(Base):
         _enum_check("kind", PartnerKind),
         _enum_check("status", Signaalstatus),
         CheckConstraint("bedrag_cent > 0", name="bedrag_positive"),
-        # Every read of signals finds them by delivery: the run a period's as those of its
-        # current deliveries. Nothing looks signals up by address, partner or period (migrations
-        # 0008 and 0016): each index costs every uploaded row.
-        Index("ix_signals_delivery_row", "delivery_id", "row_number", unique=True),
+        # Every read of signals finds them by delivery, in the delivery's range of ids (see
+        # Delivery.first_signal_id): the run a period's as those of its current deliveries.
+        # Nothing looks signals up by address, partner or period, and no index by delivery is
+        # kept (migrations 0008, 0016 and 0018): each index costs every uploaded row.
     )
 
-    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    # The delivery's block and the row (shared.ids.signal_id_range): given by the ingest, never
+    # drawn from a sequence. Unique per delivery and row, as the primary key.
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=False)
     delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
     # The delivery's partner, copied for the run's reads. No foreign key of its own: the
     # delivery's guarantees the partner (and keeps it from being deleted), and a second check per
@@ -240,6 +252,20 @@ class Signal(Base):
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     delivery: Mapped[Delivery] = relationship(lazy="raise")
+
+
+def signal_in_delivery(delivery: Any = Delivery) -> ColumnElement[bool]:
+    """The condition for a signal of ``delivery`` (a Delivery, or the class itself in a join):
+    in its range of ids (a range of the primary key; signals have no index by delivery) and
+    of that delivery."""
+    return and_(
+        Signal.id.between(delivery.first_signal_id, delivery.last_signal_id),
+        Signal.delivery_id == delivery.id,
+    )
+
+
+# PostgreSQL: the numbers of the signals' blocks (shared.ids), one drawn per delivery.
+SIGNAL_BLOCKS = Sequence("signal_blocks", metadata=Base.metadata)
 
 
 class RunStatus(StrEnum):

@@ -8,13 +8,23 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
-from shared.bulk import FrameWriter, frame_writer
-from shared.models import ApiKey, Delivery, DeliveryStatus, Partner, PartnerCertificate, Signal
+from shared.bulk import FrameWriter, frame_writer, is_postgres
+from shared.ids import signal_block_after, signal_id_range
+from shared.models import (
+    SIGNAL_BLOCKS,
+    ApiKey,
+    Delivery,
+    DeliveryStatus,
+    Partner,
+    PartnerCertificate,
+    Signal,
+)
 
 SIGNAL_COLUMNS = (
+    "id",
     "delivery_id",
     "partner_id",
     "period",
@@ -125,6 +135,25 @@ def delivery_of_partner(
     return session.scalars(
         select(Delivery).where(Delivery.id == delivery_id, Delivery.partner_id == partner_id)
     ).first()
+
+
+def assign_signal_block(session: Session, delivery: Delivery) -> int:
+    """Give a new delivery (already flushed) its block of signal ids (``shared.ids``); returns
+    the first id: a signal's id is that plus its row.
+
+    PostgreSQL draws the block's number from its sequence. SQLite has none: the block after the
+    highest in use, read after the delivery's own insert, which holds the database's write lock
+    until the commit, so that two uploads cannot take the same block.
+    """
+    if is_postgres(session):
+        block = int(session.execute(select(SIGNAL_BLOCKS.next_value())).scalar_one())
+    else:
+        highest = session.execute(
+            select(func.max(Delivery.last_signal_id)).where(Delivery.id != delivery.id)
+        ).scalar_one()
+        block = signal_block_after(highest)
+    delivery.first_signal_id, delivery.last_signal_id = signal_id_range(block)
+    return delivery.first_signal_id
 
 
 @contextmanager

@@ -42,6 +42,7 @@ from shared.crypto import (
 )
 from shared.db import unit_of_work
 from shared.errors import AppError, DeliveryWindowClosed, RowProblem, ValidationFailed
+from shared.ids import ROWS_PER_DELIVERY
 from shared.metrics import REGISTRY
 from shared.models import Delivery, DeliveryStatus, Partner, Signaalstatus
 from shared.periods import Period, local_today, open_period
@@ -129,6 +130,7 @@ def ingest_delivery(
     session.flush()
     if existing is not None:
         repository.link_successor(session, existing.id, delivery.id)
+    repository.assign_signal_block(session, delivery)
     _store_signals(session, ctx, delivery, partner, parsed, validator, now)
     warnings = (parsed.warnings + validator.warnings)[:limit]
     delivery.row_count = validator.rows
@@ -267,6 +269,7 @@ def _store_signals(
         ):
             sealing: Future[Any] | None = None
             for batch in parsed.batches(ctx.settings.ingest_batch_rows):
+                _within_one_block(batch)
                 result = validator.check(batch)
                 # Before the wait: while the second thread still seals the batch before.
                 unsealed = _unsealed(delivery, result.rows) if validator.error_count == 0 else None
@@ -292,6 +295,14 @@ def _store_signals(
                 )
     except ValidationFailed as exc:
         raise _capped(exc, limit) from None
+
+
+def _within_one_block(batch: pl.DataFrame) -> None:
+    """Refuse a file with more rows than a delivery's block of signal ids holds (``shared.ids``)."""
+    last = batch["row"].max() if batch.height else None
+    if isinstance(last, int) and last > ROWS_PER_DELIVERY:
+        message = f"a delivery holds at most {ROWS_PER_DELIVERY:,} rows: split the file"
+        raise ValidationFailed(message, [RowProblem(ROWS_PER_DELIVERY + 1, "", message)])
 
 
 @dataclass(frozen=True)
@@ -330,8 +341,10 @@ def _signal_frame(
 ) -> pl.DataFrame:
     """Validated rows as ``signals`` rows: personal data sealed, keys hashed."""
     delivery_id, rows = str(delivery.id), batch.rows
+    assert delivery.first_signal_id is not None, "the delivery has no block of signal ids"
     envelopes = ctx.cipher.encrypt_many(batch.plaintexts, batch.aads)
     return rows.select(
+        (pl.col("row").cast(pl.Int64) + delivery.first_signal_id).alias("id"),
         pl.lit(delivery_id).alias("delivery_id"),
         pl.lit(str(partner.id)).alias("partner_id"),
         pl.lit(delivery.period).alias("period"),

@@ -61,6 +61,7 @@ from shared.models import (
     Run,
     Signaalstatus,
     Signal,
+    signal_in_delivery,
 )
 from shared.periods import Period
 
@@ -165,7 +166,7 @@ def _exported_signal_ids(start: date, end: date) -> Select[int]:
     """Ids of the signals in the export: current deliveries, dated in the period, not purged."""
     return (
         select(Signal.id)
-        .join(Delivery, Delivery.id == Signal.delivery_id)
+        .join(Delivery, signal_in_delivery())
         .where(
             Delivery.status == DeliveryStatus.accepted,
             Signal.signaaldatum >= start,

@@ -44,6 +44,7 @@ from shared.models import (
     Run,
     Signaalstatus,
     Signal,
+    signal_in_delivery,
 )
 from shared.periods import local_today
 
@@ -460,7 +461,7 @@ def delivery_feedback(
         raise NotFound("no such delivery")
     rows = session.execute(
         select(Signal.row_number, Signal.status, Signal.pii, Signal.pii_key_id)
-        .where(Signal.delivery_id == delivery.id)
+        .where(signal_in_delivery(delivery))
         .order_by(Signal.row_number)
     ).all()
     counts: dict[str, int] = {}

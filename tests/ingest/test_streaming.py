@@ -215,10 +215,12 @@ def test_awkward_text_survives_the_compact_envelope(names: list[tuple[str, str]]
         },
     )
 
-    delivery = SimpleNamespace(id=uuid.UUID(int=1), period="2026-11")
+    delivery = SimpleNamespace(id=uuid.UUID(int=1), period="2026-11", first_signal_id=1 << 24)
     partner = SimpleNamespace(id=uuid.UUID(int=2), kind="huur")
     batch = service._unsealed(delivery, frame)  # type: ignore[arg-type]
     out = service._signal_frame(fake_ctx, delivery, partner, batch, datetime.now(UTC))  # type: ignore[arg-type]
+    # Each row's id: the delivery's block plus the row (shared.ids).
+    assert out["id"].to_list() == [(1 << 24) + i + 2 for i in range(len(names))]
     for i, (achternaam, straat) in enumerate(names):
         aad = signal_aad(str(delivery.id), i + 2)
         plain = cipher.decrypt(out["pii"][i], aad, "k1")
