@@ -5,9 +5,9 @@ Revises: 0017
 Create Date: 2026-11-30 20:00:00.000000
 
 An upload's signals were found by the unique index on (delivery, row), which every uploaded row
-paid for: at national scale (the benchmark's million stored rows copied again into a database
-of two million signals, alternating) 4.5 to 5.2 s without that index against 5.8 to 6.6 s with
-it, and 3.4 to 3.5 s without it, the primary key and the key check. Now the ingest gives each
+paid for: the benchmark's million stored rows copied again on the server into a database of
+two million signals took 5.84 to 7.15 s with it, 4.55 to 5.18 s without it (four runs each,
+alternating), and 3.43 to 3.54 s with neither it, the primary key nor the key check. Now the ingest gives each
 delivery a block of ids (``shared.ids``: the block's number times 2^24, plus the row), so a
 delivery's signals are one range of the primary key; the range is kept on the delivery
 (``first_signal_id``, ``last_signal_id``) and readers look in it, checking ``delivery_id`` too.

@@ -40,15 +40,41 @@ def _uuid_text(session: Session, column: str) -> str:
     return f"CAST({column} AS TEXT)" if is_postgres(session) else column
 
 
-# FROM and WHERE of the period's signals: those of every partner's current delivery (purged ones
-# excluded), each delivery's in its range of ids (``Delivery.first_signal_id``): one range of the
-# primary key per delivery, a dozen at national scale.
-_PERIOD_SIGNALS = """
-    FROM deliveries d
-    JOIN signals s ON s.id BETWEEN d.first_signal_id AND d.last_signal_id
-                  AND s.delivery_id = d.id
-    WHERE d.period = :period AND d.status = 'accepted' AND s.address_hash IS NOT NULL
-"""
+def _period_signals(session: Session, period: str) -> str:
+    """FROM and WHERE of the period's signals (as ``s``): those of every partner's current
+    delivery (purged ones excluded), each delivery's in its range of ids
+    (``Delivery.first_signal_id``).
+
+    On PostgreSQL the deliveries are read first and each one's range is written into the
+    statement as numbers, one ``SELECT`` per delivery joined by ``UNION ALL``: then the planner
+    reads each range of the primary key (a dozen at national scale). As a join on the ranges it
+    cannot know how many signals a range holds, and read all 14 million signals instead (the
+    month's signals 0.70 s this way against 4.9 s; the history's query 4.8 s against 8.9 s,
+    under EXPLAIN ANALYZE on the benchmark's database).
+    """
+    if not is_postgres(session):
+        return """
+            FROM deliveries d
+            JOIN signals s ON s.id BETWEEN d.first_signal_id AND d.last_signal_id
+                          AND s.delivery_id = d.id
+            WHERE d.period = :period AND d.status = 'accepted' AND s.address_hash IS NOT NULL
+        """
+    current = session.execute(
+        select(Delivery.id, Delivery.first_signal_id, Delivery.last_signal_id).where(
+            Delivery.period == period,
+            Delivery.status == DeliveryStatus.accepted,
+            Delivery.first_signal_id.is_not(None),
+        )
+    ).all()
+    ranges = [
+        # Numbers and a UUID made anew from the database's values: nothing else in the text.
+        f"SELECT s.* FROM signals s WHERE s.id BETWEEN {int(low or 0)} AND {int(high or 0)}"  # noqa: S608
+        f" AND s.delivery_id = '{uuid.UUID(str(delivery))}'::uuid"
+        " AND s.address_hash IS NOT NULL"
+        for delivery, low, high in current
+    ]
+    union = " UNION ALL ".join(ranges) or "SELECT s.* FROM signals s WHERE false"
+    return f"FROM ({union}) AS s"
 
 
 # Memory for the run's sorts and hashes (per operation, for the run's transaction only): the
@@ -63,9 +89,11 @@ def period_signals(session: Session, period: str) -> pl.DataFrame:
         SELECT s.id AS signal_id, {_uuid_text(session, "s.partner_id")} AS partner_id, s.kind,
                s.address_hash, s.pc4, s.pc6_hash, s.person_hash, s.bedrag_cent, s.signaaldatum,
                s.crisis, s.warme_overdracht
-        {_PERIOD_SIGNALS}
+        {_period_signals(session, period)}
     """
-    return read_frame(session, query, {"period": period}, SIGNAL_SCHEMA)
+    # On PostgreSQL the period is in the deliveries' ranges, written into the text.
+    params = {} if is_postgres(session) else {"period": period}
+    return read_frame(session, query, params, SIGNAL_SCHEMA)
 
 
 def inputs(session: Session, first_period: str, period: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -116,7 +144,7 @@ def history(session: Session, first_period: str, period: str) -> pl.DataFrame:
         FROM cases c
         JOIN case_signals cs ON cs.case_id = c.id
         WHERE c.period >= :first AND c.period < :period
-          AND c.address_hash IN (SELECT s.address_hash {_PERIOD_SIGNALS})
+          AND c.address_hash IN (SELECT s.address_hash {_period_signals(session, period)})
     """  # noqa: S608 (no user input in the text)
     schema = dict(HISTORY_SCHEMA)
     schema["case_open"] = pl.Int8
