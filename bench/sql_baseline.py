@@ -36,6 +36,7 @@ from bench.common import (
     settle,
     write_results,
 )
+from shared.ids import owns_block
 from shared.periods import Period
 from shared.settings import Settings
 
@@ -101,7 +102,8 @@ def month_signals(conn: psycopg.Connection[Any], *, purged_too: bool = False) ->
     kept = "" if purged_too else " AND s.address_hash IS NOT NULL"
     union = " UNION ALL ".join(
         f"SELECT s.* FROM signals s WHERE s.id BETWEEN {int(low)} AND {int(high)}"  # noqa: S608
-        f" AND s.delivery_id = '{uuid.UUID(str(delivery))}'::uuid{kept}"
+        + ("" if owns_block(low, high) else f" AND s.delivery_id = '{uuid.UUID(str(delivery))}'")
+        + kept
         for delivery, low, high in current
     )
     return f"({union or 'SELECT s.* FROM signals s WHERE false'}) AS s"  # noqa: S608

@@ -68,3 +68,11 @@ def signal_id_range(block: int) -> tuple[int, int]:
 def signal_block_after(highest_id: int | None) -> int:
     """The first block above every id up to ``highest_id`` (None: no signal yet)."""
     return ((highest_id or 0) >> SIGNAL_BLOCK_BITS) + 1
+
+
+def owns_block(first: int, last: int) -> bool:
+    """Whether a delivery's range of signal ids is a whole block (given by the ingest since
+    migration 0018), so that every signal in it is the delivery's. A range kept from before
+    (its signals' smallest to largest id, which may enclose other deliveries' signals) never
+    looks like one: the migration widens any that would by one id."""
+    return first % (1 << SIGNAL_BLOCK_BITS) == 0 and last - first == ROWS_PER_DELIVERY

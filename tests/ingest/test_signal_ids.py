@@ -22,7 +22,13 @@ from shared import migrate
 from shared.context import Context
 from shared.db import unit_of_work
 from shared.errors import ValidationFailed
-from shared.ids import ROWS_PER_DELIVERY, SIGNAL_BLOCK_BITS, signal_block_after, signal_id_range
+from shared.ids import (
+    ROWS_PER_DELIVERY,
+    SIGNAL_BLOCK_BITS,
+    owns_block,
+    signal_block_after,
+    signal_id_range,
+)
 from shared.models import Delivery, Partner, Signal, signal_in_delivery
 from tests.helpers import csv_file, row
 
@@ -64,6 +70,10 @@ def test_block_arithmetic() -> None:
     assert signal_block_after(1 << SIGNAL_BLOCK_BITS) == 2
     with pytest.raises(ValueError, match="from 1"):
         signal_id_range(0)
+    assert owns_block(*signal_id_range(3))
+    first, last = signal_id_range(3)
+    assert not owns_block(first - 1, last)  # a range kept from before the blocks
+    assert not owns_block(first, last - 1)
 
 
 def test_each_delivery_takes_its_rows_in_a_block_of_its_own(ctx: Context) -> None:
@@ -123,6 +133,7 @@ def test_signals_stored_before_the_migration_are_found_by_their_delivery(
     which may hold the other's signals; the check of ``delivery_id`` leaves those out."""
     first = _upload(ctx, _partner(ctx, "Woonstichting A"), 3)
     second = _upload(ctx, _partner(ctx, "Woonstichting B"), 2)
+    aligned_one = _upload(ctx, _partner(ctx, "Woonstichting D"), 2)
     migrate.downgrade(database_url, "0017")
     with unit_of_work(ctx.sessions) as session:
         # A late row of the first delivery, drawn after the second's: its ids now enclose them.
@@ -135,10 +146,34 @@ def test_signals_stored_before_the_migration_are_found_by_their_delivery(
             ),
             {"d": first.hex if database_url.startswith("sqlite") else first},
         )
+        # The fourth's two signals moved to ids that span exactly a block's width, from a
+        # block's start: a kept range that would look like a whole block of its own.
+        aligned = 7 << SIGNAL_BLOCK_BITS
+        key = aligned_one.hex if database_url.startswith("sqlite") else aligned_one
+        for new_id, new_row in ((aligned, 50), (aligned + ROWS_PER_DELIVERY, 51)):
+            session.execute(
+                sa.text(
+                    f"INSERT INTO signals (id, {names}, row_number) SELECT :i, {names}, :r "
+                    "FROM signals WHERE delivery_id = :d AND row_number = 2"
+                ),
+                {"i": new_id, "r": new_row, "d": key},
+            )
+        session.execute(
+            sa.text("DELETE FROM signals WHERE delivery_id = :d AND row_number < 50"), {"d": key}
+        )
     migrate.upgrade(database_url)
     stored_first, stored_second = _stored(ctx, first), _stored(ctx, second)
     assert len(stored_first) == 4
     assert len(stored_second) == 2
+    with ctx.sessions() as session:
+        widened = session.get(Delivery, aligned_one)
+        assert widened is not None
+        assert (widened.first_signal_id, widened.last_signal_id) == (
+            aligned - 1,
+            aligned + ROWS_PER_DELIVERY,
+        )
+        assert not owns_block(widened.first_signal_id, widened.last_signal_id)
+    assert [r for _, r in _found(ctx, aligned_one)] == [50, 51]
     with ctx.sessions() as session:
         delivery = session.get(Delivery, first)
         assert delivery is not None
@@ -153,5 +188,5 @@ def test_signals_stored_before_the_migration_are_found_by_their_delivery(
     assert _found(ctx, second) == stored_second
     # A new delivery's block lies above every id in use.
     third = _upload(ctx, _partner(ctx, "Woonstichting C"), 2)
-    assert min(i for i, _ in _stored(ctx, third)) > stored_first[-1][0]
+    assert min(i for i, _ in _stored(ctx, third)) > aligned + ROWS_PER_DELIVERY
     assert _found(ctx, third) == _stored(ctx, third)
