@@ -147,28 +147,24 @@ def database_share(conn: psycopg.Connection[Any], partner_id: uuid.UUID) -> list
                 out.write(chunk)
         conn.commit()
         say(f"copy floor: the ingest's {rows} stored rows ({path.stat().st_size / 1e6:.0f} MB)")
-        conn.execute("CHECKPOINT")
-        conn.commit()
-        meter, started = CpuMeter(), time.perf_counter()
-        conn.execute(
+        delivery = (
             "INSERT INTO deliveries (id, partner_id, period, status, source, file_format,"
             " filename, content_sha256, size_bytes, row_count, warning_count, received_at,"
             " first_signal_id, last_signal_id) VALUES (%s, %s, %s, 'superseded', 'sftp', 'csv',"
             " 'bench-copy', '', 0, %s, 0, now(), %s, %s)",
             (copy_of, partner_id, INGEST_PERIOD, rows, copy_first, copy_first + block - 1),
         )
-        _copy_file(conn, f"COPY signals ({columns}) FROM STDIN (FORMAT binary)", path)
-        conn.commit()
-        wall, cpu = time.perf_counter() - started, meter.read()
-        say(f"copy floor: again into signals in {wall:.2f} s; removing them")
         results.append(
-            measurement(
-                "copy_ours",
-                "Floor for our table: the ingest's stored rows copied again into signals",
-                rows=rows,
-                wall_s=wall,
-                peak_rss=None,
-                cpu=cpu,
+            _timed_copy(
+                conn,
+                (
+                    "copy_ours",
+                    "Floor for our table: the ingest's stored rows copied again into signals",
+                ),
+                f"COPY signals ({columns}) FROM STDIN (FORMAT binary)",
+                path,
+                rows,
+                before=delivery,
             )
         )
         if _count(conn, *copied) != rows:
@@ -180,21 +176,16 @@ def database_share(conn: psycopg.Connection[Any], partner_id: uuid.UUID) -> list
             raise SystemExit("the copied rows were not removed")
         conn.execute("CREATE TABLE bench_copy_ours AS SELECT * FROM signals LIMIT 0")
         conn.commit()
-        conn.execute("CHECKPOINT")
-        conn.commit()
-        meter, started = CpuMeter(), time.perf_counter()
-        _copy_file(conn, f"COPY bench_copy_ours ({columns}) FROM STDIN (FORMAT binary)", path)
-        conn.commit()
-        wall, cpu = time.perf_counter() - started, meter.read()
-        say(f"copy floor: into a table without indexes in {wall:.2f} s")
         results.append(
-            measurement(
-                "copy_ours_unindexed",
-                "Floor for our rows: the same, into a table of signals' columns, no indexes",
-                rows=rows,
-                wall_s=wall,
-                peak_rss=None,
-                cpu=cpu,
+            _timed_copy(
+                conn,
+                (
+                    "copy_ours_unindexed",
+                    "Floor for our rows: the same, into a table of signals' columns, no indexes",
+                ),
+                f"COPY bench_copy_ours ({columns}) FROM STDIN (FORMAT binary)",
+                path,
+                rows,
             )
         )
         conn.execute("DROP TABLE bench_copy_ours")
@@ -204,6 +195,29 @@ def database_share(conn: psycopg.Connection[Any], partner_id: uuid.UUID) -> list
     conn.execute("VACUUM (ANALYZE) signals, deliveries")
     conn.execute("CHECKPOINT")
     return results
+
+
+def _timed_copy(
+    conn: psycopg.Connection[Any],
+    part: tuple[str, str],
+    statement: str,
+    path: Path,
+    rows: int,
+    *,
+    before: tuple[str, tuple[Any, ...]] | None = None,
+) -> dict[str, Any]:
+    """After a checkpoint: ``before`` (a statement and its values), the file's rows through
+    ``statement``, the commit; timed, with the CPU it took."""
+    conn.execute("CHECKPOINT")
+    conn.commit()
+    meter, started = CpuMeter(), time.perf_counter()
+    if before is not None:
+        conn.execute(*before)
+    _copy_file(conn, statement, path)
+    conn.commit()
+    wall, cpu = time.perf_counter() - started, meter.read()
+    say(f"copy floor: {part[0]} in {wall:.2f} s")
+    return measurement(*part, rows=rows, wall_s=wall, peak_rss=None, cpu=cpu)
 
 
 def _count(conn: psycopg.Connection[Any], first: int, last: int, delivery: uuid.UUID) -> int:
