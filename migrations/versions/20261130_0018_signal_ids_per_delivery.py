@@ -7,12 +7,13 @@ Create Date: 2026-11-30 20:00:00.000000
 An upload's signals were found by the unique index on (delivery, row), which every uploaded row
 paid for: the benchmark's million stored rows copied again on the server into a database of
 two million signals took 5.84 to 7.15 s with it, 4.55 to 5.18 s without it (four runs each,
-alternating), and 3.43 to 3.54 s with neither it, the primary key nor the key check. Now the ingest gives each
-delivery a block of ids (``shared.ids``: the block's number times 2^24, plus the row), so a
-delivery's signals are one range of the primary key; the range is kept on the delivery
-(``first_signal_id``, ``last_signal_id``) and readers look in it (checking ``delivery_id`` too
-where the range is not a whole block of the delivery's own).
-No sequence is drawn per row either: the id comes with the row.
+alternating), and 3.43 to 3.54 s with neither it, the primary key nor the key check. Now the
+ingest gives each delivery a block of ids (``shared.ids``: the block's number times 2^24, plus
+the row), so a delivery's signals are one range of the primary key; the range is kept on the
+delivery (``first_signal_id``, ``last_signal_id``) and readers look in it (checking
+``delivery_id`` too where the range is not a whole block of the delivery's own). No sequence is
+drawn per row either: the id comes with the row. A delivery can no longer be deleted cheaply
+(its signals are found by a scan of the table); the application never deletes one.
 
 Signals stored before keep their ids; their deliveries get the smallest and the largest id of
 their signals as the range (read once here, by the index about to go). Such a range may hold
