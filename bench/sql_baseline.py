@@ -19,7 +19,6 @@ disk): the baseline at its best.
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -36,7 +35,7 @@ from bench.common import (
     settle,
     write_results,
 )
-from shared.ids import owns_block
+from services.matcher.repository import signals_in_ranges
 from shared.periods import Period
 from shared.settings import Settings
 
@@ -91,22 +90,15 @@ CREATE TABLE bench_sql_cases (
 
 def month_signals(conn: psycopg.Connection[Any], *, purged_too: bool = False) -> str:
     """The month's signals as ``s``, read as the run reads them
-    (``services.matcher.repository``): each current delivery's range of ids, written into the
-    statement, one ``SELECT`` per delivery. (As a join on the ranges the planner reads the whole
-    table: the query would be slower for a reason that is not the query's.)"""
+    (:func:`services.matcher.repository.signals_in_ranges`: as a join on the deliveries' ranges
+    the planner reads the whole table, and the query would be slower for a reason that is not
+    the query's)."""
     current = conn.execute(
         "SELECT id, first_signal_id, last_signal_id FROM deliveries"
         " WHERE period = %s AND status = 'accepted' AND first_signal_id IS NOT NULL",
         (MONTH_PERIOD,),
     ).fetchall()
-    kept = "" if purged_too else " AND s.address_hash IS NOT NULL"
-    union = " UNION ALL ".join(
-        f"SELECT s.* FROM signals s WHERE s.id BETWEEN {int(low)} AND {int(high)}"  # noqa: S608
-        + ("" if owns_block(low, high) else f" AND s.delivery_id = '{uuid.UUID(str(delivery))}'")
-        + kept
-        for delivery, low, high in current
-    )
-    return f"({union or 'SELECT s.* FROM signals s WHERE false'}) AS s"  # noqa: S608
+    return signals_in_ranges(current, kept_only=not purged_too)
 
 
 def main() -> None:

@@ -148,9 +148,8 @@ def assign_signal_block(session: Session, delivery: Delivery) -> int:
     if is_postgres(session):
         block = int(session.execute(select(SIGNAL_BLOCKS.next_value())).scalar_one())
     else:
-        highest = session.execute(
-            select(func.max(Delivery.last_signal_id)).where(Delivery.id != delivery.id)
-        ).scalar_one()
+        # The delivery's own range is still empty (NULL), which max() passes over.
+        highest = session.execute(select(func.max(Delivery.last_signal_id))).scalar_one()
         block = signal_block_after(highest)
     delivery.first_signal_id, delivery.last_signal_id = signal_id_range(block)
     return delivery.first_signal_id
