@@ -248,18 +248,46 @@ def test_envelopes_of_the_first_format_still_read() -> None:
 # --- the keyed hash ---------------------------------------------------------------------------
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     key=st.binary(min_size=1, max_size=200),
-    values=st.lists(st.none() | st.text(max_size=40), max_size=5),
+    values=st.lists(st.none() | st.text(max_size=80), max_size=5),
 )
+@example(key=b"\xff" * 64, values=["2011AB|12|A", None, ""])  # a key of one block exactly
+@example(key=b"\x80" * 65, values=["é" * 80])  # a key longer than a block is hashed first
 def test_fast_keyed_hash_is_hmac_sha256(key: bytes, values: list[str | None]) -> None:
+    """The column-wise hashes (in Polars) are HMAC-SHA256 as the standard library computes it,
+    for any key (not only text) and any value, as is the single value's."""
     hasher = KeyedHasher(key)
     expected = [
         None if v is None else hmac.digest(key, f"address:{v}".encode(), "sha256").hex()
         for v in values
     ]
     assert hasher.hash_many("address", values) == expected
+    assert [None if v is None else hasher.hash("address", v) for v in values] == expected
+
+
+def test_the_ingest_hashes_each_key_as_a_single_value_would_be() -> None:
+    """A batch's address, person and postcode hashes, the postcodes hashed once per distinct
+    value, are each row's own; a missing person key stays missing."""
+    ctx = SimpleNamespace(hasher=KeyedHasher(b"\x07" * 32))
+    rows = pl.DataFrame(
+        {
+            "address_key": ["2011AB|12|", "2011AB|14|A", "9999ZZ|1|"],
+            "person_key": ["jansen|1980-05-01", None, "de vries|"],
+            "postcode": ["2011AB", "2011AB", "9999ZZ"],
+        }
+    )
+    hashes = service._hashes(ctx, rows)  # type: ignore[arg-type]
+    h = ctx.hasher.hash
+    assert hashes.to_dicts() == [
+        {
+            "address_hash": h("address", a),
+            "person_hash": None if p is None else h("person", p),
+            "pc6_hash": h("pc6", pc),
+        }
+        for a, p, pc in rows.iter_rows()
+    ]
 
 
 def test_envelopes_of_the_second_format_still_read() -> None:

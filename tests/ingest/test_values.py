@@ -9,7 +9,7 @@ from datetime import date
 
 import polars as pl
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from services.ingest.validation import (
@@ -458,6 +458,27 @@ def test_constructed_bsns_pass_the_elfproef(bsn: str) -> None:
     assert weighted_sum(bsn) % 11 == 0
     assert weighted_sum(bsn) != 0
     assert bsns([bsn]) == [True]
+
+
+@PROPERTY
+@given(st.from_regex(r"[0-9]{9}", fullmatch=True) | st.text(max_size=12))
+@example("000000001")  # a sum below 0 (-1)
+@example("999999990")  # the highest sum (396 = 36 × 11): valid
+@example("000000000")  # a sum of 0: refused
+def test_the_elfproef_is_the_rule_written_out(text: str) -> None:
+    """Any text: valid exactly when it is nine digits whose weighted sum is a multiple of 11
+    other than 0 (the rule as the law gives it, computed here digit by digit), with the
+    number given as a column of its own or not."""
+    expected = (
+        len(text) == 9
+        and text.isascii()
+        and text.isdigit()
+        and weighted_sum(text) % 11 == 0
+        and weighted_sum(text) != 0
+    )
+    frame = _column([text]).with_columns(n=pl.col("v").str.to_integer(strict=False))
+    assert bsns([text]) == [expected]
+    assert frame.select(bsn_valid(pl.col("v"), pl.col("n"))).item() is expected
 
 
 @PROPERTY
