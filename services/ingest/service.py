@@ -343,17 +343,17 @@ def _signal_frame(
     delivery_id, rows = str(delivery.id), batch.rows
     assert delivery.first_signal_id is not None, "the delivery has no block of signal ids"
     envelopes = ctx.cipher.encrypt_many(batch.plaintexts, batch.aads)
-    return rows.hstack(_hashes(ctx, rows)).select(
+    return rows.select(
         (pl.col("row").cast(pl.Int64) + delivery.first_signal_id).alias("id"),
         pl.lit(delivery_id).alias("delivery_id"),
         pl.lit(str(partner.id)).alias("partner_id"),
         pl.lit(delivery.period).alias("period"),
         pl.col("row").cast(pl.Int32).alias("row_number"),
         pl.lit(partner.kind).alias("kind"),
-        "address_hash",
-        "person_hash",
+        _hashed(ctx, "address", rows["address_key"]),
+        _hashed(ctx, "person", rows["person_key"]),
         pl.col("postcode").str.slice(0, 4).alias("pc4"),
-        "pc6_hash",
+        _hashed(ctx, "pc6", rows["postcode"], distinct=True),
         "bedrag_cent",
         "achterstand_sinds",
         "signaaldatum",
@@ -408,17 +408,15 @@ def _pii_json(rows: pl.DataFrame) -> pl.Series:
     ).to_series()
 
 
-def _hashes(ctx: Context, rows: pl.DataFrame) -> pl.DataFrame:
-    """The keyed hashes of a batch's address, person and postcode (``pc6``), in Polars (native
-    code, beside the interpreter: see ``shared.crypto.KeyedHasher``). A postcode is hashed once
-    per distinct value: a street shares one."""
-    hasher = ctx.hasher
-    postcodes = rows.select(pl.col("postcode").drop_nulls().unique())
-    pc6 = postcodes.select(hasher.expr("pc6", pl.col("postcode"))).to_series()
-    return rows.select(
-        hasher.expr("address", pl.col("address_key")).alias("address_hash"),
-        hasher.expr("person", pl.col("person_key")).alias("person_hash"),
-        pl.col("postcode")
-        .replace_strict(postcodes.to_series(), pc6, default=None, return_dtype=pl.String)
-        .alias("pc6_hash"),
-    )
+HASH_COLUMNS = {"address": "address_hash", "person": "person_hash", "pc6": "pc6_hash"}
+
+
+def _hashed(ctx: Context, domain: str, values: pl.Series, *, distinct: bool = False) -> pl.Series:
+    """The keyed hashes of ``values`` as the column for ``domain``; with ``distinct``, each
+    distinct value is hashed once (postcodes repeat: a street shares one)."""
+    name = HASH_COLUMNS[domain]
+    if not distinct:
+        return pl.Series(name, ctx.hasher.hash_many(domain, values.to_list()), dtype=pl.String)
+    keys = values.drop_nulls().unique()
+    hashes = pl.Series(ctx.hasher.hash_many(domain, keys.to_list()), dtype=pl.String)
+    return values.replace_strict(keys, hashes, default=None, return_dtype=pl.String).rename(name)

@@ -259,9 +259,14 @@ def register_hashes(
             problems.append(RowProblem(row, "huisnummer", "not a house number"))
         if birth_given and birth_value is None:
             problems.append(RowProblem(row, "geboortedatum", "not a date (use 1980-05-31)"))
-    hashes = keyed.select(
-        ctx.hasher.expr("address", pl.col("address_key")).alias("address_hash"),
-        ctx.hasher.expr("person", pl.col("person_key")).fill_null("").alias("person_hash"),
+    hashes = pl.DataFrame(
+        {
+            "address_hash": ctx.hasher.hash_many("address", keyed["address_key"].to_list()),
+            "person_hash": [
+                h or "" for h in ctx.hasher.hash_many("person", keyed["person_key"].to_list())
+            ],
+        },
+        schema={"address_hash": pl.String, "person_hash": pl.String},
     )
     return hashes.unique(maintain_order=True), problems
 

@@ -256,8 +256,8 @@ def test_envelopes_of_the_first_format_still_read() -> None:
 @example(key=b"\xff" * 64, values=["2011AB|12|A", None, ""])  # a key of one block exactly
 @example(key=b"\x80" * 65, values=["é" * 80])  # a key longer than a block is hashed first
 def test_fast_keyed_hash_is_hmac_sha256(key: bytes, values: list[str | None]) -> None:
-    """The column-wise hashes (in Polars) are HMAC-SHA256 as the standard library computes it,
-    for any key (not only text) and any value, as is the single value's."""
+    """The hashes (from primed SHA-256 states) are HMAC-SHA256 as the standard library computes
+    it, for any key and any value, one at a time as well as many."""
     hasher = KeyedHasher(key)
     expected = [
         None if v is None else hmac.digest(key, f"address:{v}".encode(), "sha256").hex()
@@ -268,26 +268,17 @@ def test_fast_keyed_hash_is_hmac_sha256(key: bytes, values: list[str | None]) ->
 
 
 def test_the_ingest_hashes_each_key_as_a_single_value_would_be() -> None:
-    """A batch's address, person and postcode hashes, the postcodes hashed once per distinct
-    value, are each row's own; a missing person key stays missing."""
+    """A batch's address and person hashes, and its postcodes' (hashed once per distinct
+    value), are each row's own; a missing key stays missing."""
     ctx = SimpleNamespace(hasher=KeyedHasher(b"\x07" * 32))
-    rows = pl.DataFrame(
-        {
-            "address_key": ["2011AB|12|", "2011AB|14|A", "9999ZZ|1|"],
-            "person_key": ["jansen|1980-05-01", None, "de vries|"],
-            "postcode": ["2011AB", "2011AB", "9999ZZ"],
-        }
-    )
-    hashes = service._hashes(ctx, rows)  # type: ignore[arg-type]
     h = ctx.hasher.hash
-    assert hashes.to_dicts() == [
-        {
-            "address_hash": h("address", a),
-            "person_hash": None if p is None else h("person", p),
-            "pc6_hash": h("pc6", pc),
-        }
-        for a, p, pc in rows.iter_rows()
-    ]
+    keys = pl.Series(["jansen|1980-05-01", None, "de vries|"])
+    postcodes = pl.Series(["2011AB", "9999ZZ", "2011AB", None])
+    person = service._hashed(ctx, "person", keys)  # type: ignore[arg-type]
+    pc6 = service._hashed(ctx, "pc6", postcodes, distinct=True)  # type: ignore[arg-type]
+    assert (person.name, pc6.name) == ("person_hash", "pc6_hash")
+    assert person.to_list() == [None if k is None else h("person", k) for k in keys]
+    assert pc6.to_list() == [None if p is None else h("pc6", p) for p in postcodes]
 
 
 def test_envelopes_of_the_second_format_still_read() -> None:
