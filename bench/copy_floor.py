@@ -47,6 +47,7 @@ from shared.ids import SIGNAL_BLOCK_BITS
 from shared.settings import Settings
 
 CHUNK = 8 * 1024 * 1024
+FLOOR_TABLE = "bench_copy_floor"
 
 
 def header_of(content: bytes) -> tuple[list[str], str, str]:
@@ -98,9 +99,6 @@ def main() -> None:
     with psycopg.connect(psycopg_url(settings.database_url)) as conn:
         results += database_share(conn, uuid.UUID(partner))
     write_results(args.result_file, results)
-
-
-FLOOR_TABLE = "bench_copy_floor"
 
 
 def raw_copy(
