@@ -12,6 +12,8 @@ import time
 import uuid
 from typing import Any
 
+from sqlalchemy import delete, func, select, text, update
+
 from bench.common import (
     INGEST_CLOCK,
     INGEST_PARTNER,
@@ -28,6 +30,7 @@ from bench.common import (
     write_results,
 )
 from shared.context import Context, build_context
+from shared.models import Delivery, DeliveryStatus, Signal, signal_in_delivery
 from shared.settings import Settings
 
 
@@ -124,15 +127,11 @@ def main() -> None:
         cpu = meter.read()
         rss = peak_rss_bytes()
         with ctx.engine.connect() as conn:
-            from sqlalchemy import text
-
             stored = conn.execute(
-                text(
-                    "SELECT count(*) FROM signals s JOIN deliveries d ON d.id = :d"
-                    " AND s.id BETWEEN d.first_signal_id AND d.last_signal_id"
-                    " AND s.delivery_id = d.id"
-                ),
-                {"d": outcome["delivery_id"]},
+                select(func.count())
+                .select_from(Signal)
+                .join(Delivery, signal_in_delivery())
+                .where(Delivery.id == outcome["delivery_id"])
             ).scalar_one()
     finally:
         phases.restore()
@@ -165,23 +164,20 @@ def set_aside_earlier(ctx: Context, partner_id: uuid.UUID) -> None:
     delivery of the file superseded, its signals removed by their range and the table vacuumed,
     so that each run is a fresh upload into the table as the setup left it; then a checkpoint,
     so that no run shares the machine with the writing out of what came before. Not timed."""
-    from sqlalchemy import text
-
     with ctx.engine.begin() as conn:
         found = conn.execute(
-            text(
-                "UPDATE deliveries SET status = 'superseded', superseded_at = now()"
-                " WHERE partner_id = :p AND period = :period AND status = 'accepted'"
-                " RETURNING id, first_signal_id, last_signal_id"
-            ),
-            {"p": partner_id, "period": INGEST_PERIOD},
+            update(Delivery)
+            .where(
+                Delivery.partner_id == partner_id,
+                Delivery.period == INGEST_PERIOD,
+                Delivery.status == DeliveryStatus.accepted,
+            )
+            .values(status=DeliveryStatus.superseded, superseded_at=ctx.now())
+            .returning(Delivery.id, Delivery.first_signal_id, Delivery.last_signal_id)
         ).first()
         removed = 0
         if found is not None:
-            removed = conn.execute(
-                text("DELETE FROM signals WHERE id BETWEEN :first AND :last AND delivery_id = :d"),
-                {"first": found.first_signal_id, "last": found.last_signal_id, "d": found.id},
-            ).rowcount
+            removed = conn.execute(delete(Signal).where(signal_in_delivery(found))).rowcount
     with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if found is not None:
             conn.execute(text("VACUUM (ANALYZE) signals, deliveries"))
