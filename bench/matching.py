@@ -13,11 +13,13 @@ timed run (and after its peak RSS is taken), the rules alone are timed on frames
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
+from sqlalchemy import ColumnElement, Connection, delete, event, func, or_, select, update
 
 from bench.common import (
     MONTH_PERIOD,
@@ -30,17 +32,42 @@ from bench.common import (
     child_parser,
     measurement,
     peak_rss_bytes,
+    read_json,
     say,
     settle,
     write_results,
 )
 from shared.context import Context, build_context
+from shared.models import (
+    Case,
+    Delivery,
+    DeliveryStatus,
+    Run,
+    Signaalstatus,
+    Signal,
+    signal_in_delivery,
+)
 from shared.settings import Settings
 
 if TYPE_CHECKING:
     from services.matcher.service import RunReport
 
 SIDE_BY_SIDE = "_side by side: "
+# The run's figures in the results (and compared between the runs of one benchmark).
+KEEP = (
+    "signals_in",
+    "cases",
+    "addresses_matched",
+    "recidive",
+    "repeat_signals",
+    "stale",
+    "singles",
+    "signals_in_cases",
+    "classification",
+    "routes",
+)
+# What a run changes, vacuumed after it is undone (:func:`set_aside_runs`).
+RUN_TABLES = ("cases", "case_signals", "case_links", "case_counts", "runs", "signals")
 
 
 def instrument(ctx: Context) -> tuple[Phases, StatementTimer]:
@@ -104,11 +131,71 @@ def timed_run(ctx: Context, phases: Phases, *, rerun: bool = False) -> TimedRun:
     return TimedRun(report, wall, cpu, rss, breakdown)
 
 
+def month_signals(conn: Connection) -> ColumnElement[bool]:
+    """The condition for the fresh month's signals: those of its accepted deliveries."""
+    deliveries = conn.execute(
+        select(Delivery.id, Delivery.first_signal_id, Delivery.last_signal_id).where(
+            Delivery.period == MONTH_PERIOD, Delivery.status == DeliveryStatus.accepted
+        )
+    ).all()
+    return or_(*(signal_in_delivery(d) for d in deliveries))
+
+
+def set_aside_runs(ctx: Context) -> bool:
+    """Undo the month's run, if one was made (``bench.run`` measures the run more than once, with
+    the SQL baseline before each): its cases go, and with them their signals' links, recidive
+    links and routing (cascades) and their counts (the database's triggers); the month's
+    signals get back the outcome and status the ingest gave them (none, "nog niet opgepakt");
+    the run's row goes. The audit trail keeps the run's event: it is append-only. Whether
+    there was a run to undo; the caller vacuums :data:`RUN_TABLES` and takes a checkpoint."""
+    with ctx.engine.begin() as conn:
+        runs = conn.execute(select(Run.id).where(Run.period == MONTH_PERIOD)).scalars().all()
+        if not runs:
+            return False
+        cases = conn.execute(delete(Case).where(Case.period == MONTH_PERIOD)).rowcount
+        arrived = Signaalstatus.nog_niet_opgepakt.value
+        signals = conn.execute(
+            update(Signal)
+            .where(
+                month_signals(conn),
+                or_(Signal.run_outcome.is_not(None), Signal.status != arrived),
+            )
+            .values(run_outcome=None, status=arrived)
+        ).rowcount
+        conn.execute(delete(Run).where(Run.id.in_(runs)))
+    say(f"the run before undone: {cases} cases removed, {signals} signals given back")
+    return True
+
+
+def month_before_run(ctx: Context, state: Path) -> bool:
+    """:func:`set_aside_runs`, then the check that the month is as the first turn found it: the
+    month's signals counted by status and outcome, its cases and runs (none), as recorded by the
+    first turn beside the setup's ``state`` file. Whether a run was undone."""
+    undone = set_aside_runs(ctx)
+    with ctx.engine.connect() as conn:
+        signals = conn.execute(
+            select(Signal.status, Signal.run_outcome, func.count())
+            .where(month_signals(conn))
+            .group_by(Signal.status, Signal.run_outcome)
+            .order_by(Signal.status, Signal.run_outcome)
+        ).all()
+        cases = conn.execute(select(func.count()).where(Case.period == MONTH_PERIOD)).scalar()
+        runs = conn.execute(select(func.count()).where(Run.period == MONTH_PERIOD)).scalar()
+    census = {"signals": [list(row) for row in signals], "cases": cases, "runs": runs}
+    first = state.with_name("month-before-run.json")
+    if not first.exists():
+        write_results(first, [census])
+    elif read_json(first) != [census]:
+        raise SystemExit("the month is not as the first turn found it: the undo was incomplete")
+    return undone
+
+
 def main() -> None:
     args = child_parser(__doc__ or "matching").parse_args()
     ctx = build_context(Settings(), clock=FixedClock(RUN_CLOCK))
+    vacuum = RUN_TABLES if month_before_run(ctx, args.state) else ()
     phases, statements = instrument(ctx)
-    say(f"matching: the database settled (CHECKPOINT) in {settle():.1f} s")
+    say(f"matching: the database settled (CHECKPOINT) in {settle(vacuum=vacuum):.1f} s")
     say(f"matching: the monthly run for {MONTH_PERIOD}")
     try:
         run = timed_run(ctx, phases)
@@ -118,18 +205,13 @@ def main() -> None:
     finally:
         phases.restore()
         ctx.engine.dispose()
-    keep = (
-        "signals_in",
-        "cases",
-        "addresses_matched",
-        "recidive",
-        "repeat_signals",
-        "stale",
-        "singles",
-        "signals_in_cases",
-        "classification",
-        "routes",
-    )
+    kept = {k: figures.get(k) for k in KEEP}
+    # Every run of the month finds what the first found (else the undo left something behind).
+    first = args.state.with_name("matching-figures.json")
+    if not first.exists():
+        write_results(first, [kept])
+    elif read_json(first) != [json.loads(json.dumps(kept))]:
+        raise SystemExit("the run found other figures than the first: the undo was incomplete")
     write_results(
         args.result_file,
         [
@@ -139,7 +221,7 @@ def main() -> None:
                 rows=int(figures["signals_in"]),
                 wall_s=wall,
                 peak_rss=run.rss,
-                figures={k: figures.get(k) for k in keep},
+                figures=kept,
                 history_rows=rules["history_rows"],
                 phases={k: round(v, 3) for k, v in run.phases.items()},
                 reads_side_by_side={

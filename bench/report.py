@@ -443,7 +443,11 @@ METHOD = (
     "SQL baseline: run before the matching run (so it reads the same, unupdated rows), with "
     "work_mem 256MB; it omits the repeat rule, the per-signal outcomes and the routing. Before "
     "it and before the run a checkpoint is taken: the run starts hours after the last upload, "
-    "when the server has long written the uploads' changes out.",
+    "when the server has long written the uploads' changes out. The two are measured in turns, "
+    "as often as the ingest, the median of each counting: before each turn but the first the "
+    "run before is undone (its cases removed, the month's signals given back the outcome and "
+    "status they arrived with, its row removed; the tables vacuumed), so that each turn finds "
+    "the rows the first found.",
     "API: open-loop load; latency counts from each request's due time; the per-key read limit "
     "is off for the load test. Before it the run's tables are vacuumed and analysed and a "
     "checkpoint is taken, as the nightly run's would be by the working day.",

@@ -56,6 +56,11 @@ PARTS = {
     "profile": "bench.profile",
 }
 NEEDS_HISTORY = {"sql", "matching", "api", "rerun"}
+# Parts measured more than once (Scale.repeats), the median counting: each group's parts in
+# turn, as often as that. The ingest sets the run before aside itself (bench.ingest); the SQL
+# baseline and the run, taken in turns, undo the run before (bench.matching.set_aside_runs), so
+# that each reads the rows the first found. The raw COPY floor repeats itself (bench.copy_floor).
+REPEATED = (("ingest",), ("sql", "matching"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -191,6 +196,28 @@ def run_part(
     return [{"part": name, "error": f"exit {code}"}]
 
 
+def units(parts: list[str]) -> list[tuple[str, ...]]:
+    """The parts in the order they run: those of a group of :data:`REPEATED` together (the
+    wanted ones of it, where the first of them stands), every other part alone."""
+    found: list[tuple[str, ...]] = []
+    for name in parts:
+        if any(name in unit for unit in found):
+            continue
+        group = next((g for g in REPEATED if name in g), (name,))
+        found.append(tuple(p for p in group if p in parts))
+    return found
+
+
+def medians(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One part's measurements from its runs: each measurement's median run
+    (:func:`bench.common.median_run`); a run that failed, or measured other things, is reported
+    as it is, with every other run."""
+    shapes = {tuple(r.get("part") for r in run) for run in runs}
+    if len(runs) == 1 or len(shapes) > 1 or any("error" in r for run in runs for r in run):
+        return [r for run in runs for r in run]
+    return [median_run([run[i] for run in runs]) for i in range(len(runs[0]))]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     scale = SCALES[args.scale]
@@ -233,20 +260,18 @@ def main(argv: list[str] | None = None) -> int:
         if any("error" in r for r in setup):
             failed = True
         else:
-            for name_ in parts:
-                out = ["--out", str(results_dir / "profile-ingest.txt")]
-                extra = out if name_ == "profile" else []
-                # The ingest is measured more than once (each run sets the one before aside:
-                # bench.ingest); the raw COPY floor repeats itself (bench.copy_floor).
-                times = scale.repeats if name_ == "ingest" else 1
-                runs = [
-                    part(PARTS[name_], name_, scale.child_timeout_s, extra) for _ in range(times)
-                ]
-                found = [r for run in runs for r in run]
-                if times > 1 and not any("error" in r for r in found):
-                    found = [median_run([run[0] for run in runs]), *runs[-1][1:]]
-                failed = failed or any("error" in r for r in found)
-                results += found
+            for unit in units(parts):
+                times = scale.repeats if any(unit[0] in group for group in REPEATED) else 1
+                runs: dict[str, list[list[dict[str, Any]]]] = {name_: [] for name_ in unit}
+                for _ in range(times):
+                    for name_ in unit:
+                        out = ["--out", str(results_dir / "profile-ingest.txt")]
+                        extra = out if name_ == "profile" else []
+                        runs[name_].append(part(PARTS[name_], name_, scale.child_timeout_s, extra))
+                for name_ in unit:
+                    found = medians(runs[name_])
+                    failed = failed or any("error" in r for r in found)
+                    results += found
     finally:
         if args.keep_db:
             say(f"keeping the scratch database {name}")
