@@ -73,6 +73,12 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert len(runs) == 2, found
         assert found["wall_s"] == max(runs), found
     assert report.count("(the median of 2 runs: ") == len(twice), report
+    # The API too, by its p99 (its load runs for a fixed time).
+    (api,) = [r for r in results["results"] if r["part"] == "api"]
+    p99s = api["details"]["runs_p99_ms"]
+    assert len(p99s) == 2, api
+    assert api["details"]["p99_ms"] == max(p99s), api
+    assert report.count("(the median of 2 runs by p99: ") == 1, report
     assert "the run before undone" in completed.stderr + completed.stdout
     (rerun,) = [r for r in results["results"] if r["part"] == "rerun"]
     (matching,) = [r for r in results["results"] if r["part"] == "matching"]

@@ -1,0 +1,65 @@
+"""How the benchmark turns several runs of a part into one figure (no database needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.common import measurement, median_run
+from bench.run import medians, units
+
+
+def _run(wall: float, rss: int | None = 100, **details: Any) -> dict[str, Any]:
+    return measurement("part", "a part", rows=10, wall_s=wall, peak_rss=rss, **details)
+
+
+def test_the_median_run_counts_with_every_time_listed() -> None:
+    chosen = median_run([_run(3.0, 50), _run(1.0, 300), _run(2.0, None)])
+    assert chosen["wall_s"] == 2.0
+    assert chosen["details"]["runs_wall_s"] == [3.0, 1.0, 2.0]
+    assert chosen["peak_rss_bytes"] == 300  # the highest of the runs
+
+
+def test_of_two_runs_the_slower_counts() -> None:
+    assert median_run([_run(1.0), _run(4.0)])["wall_s"] == 4.0
+    assert median_run([_run(4.0), _run(1.0)])["wall_s"] == 4.0
+
+
+def test_the_api_counts_by_its_p99_and_a_run_without_one_is_the_worst() -> None:
+    runs = [_run(20.0, p99_ms=12.0), _run(20.0, p99_ms=None), _run(20.0, p99_ms=97.9)]
+    chosen = median_run(runs, "p99_ms")
+    assert chosen["details"]["p99_ms"] == 97.9
+    assert chosen["details"]["runs_p99_ms"] == [12.0, None, 97.9]
+    assert median_run(runs[:2], "p99_ms")["details"]["p99_ms"] is None
+
+
+def test_one_run_is_itself() -> None:
+    only = _run(1.5)
+    assert median_run([only]) is only
+
+
+def test_a_part_of_several_measurements_gets_a_median_for_each() -> None:
+    def turn(query: float, write: float) -> list[dict[str, Any]]:
+        return [
+            measurement("sql_query", "q", rows=1, wall_s=query, peak_rss=1),
+            measurement("sql_write", "w", rows=1, wall_s=write, peak_rss=None),
+        ]
+
+    found = medians([turn(15.6, 13.5), turn(14.2, 12.6), turn(13.9, 12.7)])
+    assert [(r["part"], r["wall_s"]) for r in found] == [("sql_query", 14.2), ("sql_write", 12.7)]
+
+
+def test_a_failed_run_is_reported_with_the_others_not_hidden_in_a_median() -> None:
+    good = [_run(1.0)]
+    failed = [{"part": "part", "error": "exit 1"}]
+    assert medians([good, failed, good]) == [*good, *failed, *good]
+
+
+def test_the_sql_baseline_and_the_run_take_turns_and_the_rest_stand_alone() -> None:
+    assert units(["ingest", "copy", "sql", "matching", "api", "rerun"]) == [
+        ("ingest",),
+        ("copy",),
+        ("sql", "matching"),
+        ("api",),
+        ("rerun",),
+    ]
+    assert units(["matching", "api"]) == [("matching",), ("api",)]
