@@ -3,7 +3,7 @@
 In the text formats the server parses every value: at a million signals an upload is 659 bytes of
 CSV a row, which the server splits into fields and reads as UUIDs, dates, timestamps and the
 envelope's hex: reading the rows was 19.0 % of the machine's profile during an upload, of 37.8 %
-in PostgreSQL altogether (README, Benchmarks). In the binary format each
+in PostgreSQL altogether (bench/HISTORY.md). In the binary format each
 field arrives as its length and the value as stored, and the server copies it.
 
 A row is a 16-bit field count, then per field a 32-bit length (-1 for NULL) and the value in its
