@@ -428,7 +428,8 @@ METHOD = (
     "included.",
     "One scratch database per run (created, migrated, dropped). Before the measurements it "
     "holds the fresh month (ingested through the real pipeline) and twelve months of history "
-    "built in SQL, vacuumed and analysed.",
+    "built in SQL, vacuumed and analysed. The history is picked by the addresses' hashes, "
+    "whose key is derived from the seed: every run of a seed builds the same history.",
     "Ingest: from reading the file to the commit, into the indexed `signals` table of that "
     "database, measured three times (twice at the smoke scale), each run a fresh upload after "
     "the run before was set aside (its signals removed, the table vacuumed) and a checkpoint; "

@@ -1,11 +1,15 @@
-"""How the benchmark turns several runs of a part into one figure (no database needed)."""
+"""The benchmark harness's own logic, no database needed: how several runs of a part become one
+figure, and what makes two runs of a seed comparable."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from pydantic import SecretStr
+
 from bench.common import measurement, median_run
-from bench.run import medians, units
+from bench.run import address_hash_key, medians, units
+from shared.settings import Settings
 
 
 def _run(wall: float, rss: int | None = 100, **details: Any) -> dict[str, Any]:
@@ -63,3 +67,11 @@ def test_the_sql_baseline_and_the_run_take_turns_and_the_rest_stand_alone() -> N
         ("rerun",),
     ]
     assert units(["matching", "api"]) == [("matching",), ("api",)]
+
+
+def test_the_address_hash_key_is_the_seeds_so_that_runs_build_the_same_history() -> None:
+    assert address_hash_key(2026) == address_hash_key(2026)
+    assert address_hash_key(2026) != address_hash_key(2027)
+    # A key the service takes, of 256 bits.
+    settings = Settings(address_hash_key=SecretStr(address_hash_key(2026)))
+    assert len(settings.address_key()) == 32
