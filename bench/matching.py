@@ -9,6 +9,10 @@ budget coach, wijkteam; due dates; a ``routed`` event each), audit, commit.
 Where the time goes: the repository and bulk functions are wrapped with timers, SQL statements are
 timed through SQLAlchemy's cursor events, and the commit through the session's events. After the
 timed run (and after its peak RSS is taken), the rules alone are timed on frames in memory.
+
+Measured more than once, in turns with the SQL baseline (``bench.run``): before each turn but the
+first, the run before is undone and the month checked to be as the first turn found it
+(:func:`month_before_run`). Not timed.
 """
 
 from __future__ import annotations
@@ -131,7 +135,7 @@ def timed_run(ctx: Context, phases: Phases, *, rerun: bool = False) -> TimedRun:
     return TimedRun(report, wall, cpu, rss, breakdown)
 
 
-def month_signals(conn: Connection) -> ColumnElement[bool]:
+def month_signal_condition(conn: Connection) -> ColumnElement[bool]:
     """The condition for the fresh month's signals: those of its accepted deliveries."""
     deliveries = conn.execute(
         select(Delivery.id, Delivery.first_signal_id, Delivery.last_signal_id).where(
@@ -157,7 +161,7 @@ def set_aside_runs(ctx: Context) -> bool:
         signals = conn.execute(
             update(Signal)
             .where(
-                month_signals(conn),
+                month_signal_condition(conn),
                 or_(Signal.run_outcome.is_not(None), Signal.status != arrived),
             )
             .values(run_outcome=None, status=arrived)
@@ -175,7 +179,7 @@ def month_before_run(ctx: Context, state: Path) -> bool:
     with ctx.engine.connect() as conn:
         signals = conn.execute(
             select(Signal.status, Signal.run_outcome, func.count())
-            .where(month_signals(conn))
+            .where(month_signal_condition(conn))
             .group_by(Signal.status, Signal.run_outcome)
             .order_by(Signal.status, Signal.run_outcome)
         ).all()
