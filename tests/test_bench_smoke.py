@@ -64,8 +64,9 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert again["details"]["cpu"]["postgresql_s"] > 0
     assert "the database's share: the same rows as stored" in report, report
     # The ingest, the raw COPY floor, the SQL baseline and the run measured twice at this scale,
-    # the slower counting. (The second run undoes the first, and stops if it then finds other
-    # figures: bench.matching.set_aside_runs.)
+    # the slower counting. (Each turn after the first undoes the run before, and stops if the
+    # month is then not as the first turn found it, or the run finds other figures than the
+    # first: bench.matching.month_before_run; tests/test_bench_undo.py.)
     twice = ("ingest", "copy", "sql_query", "sql_write", "matching", "matching_rules")
     for part in twice:
         (found,) = [r for r in results["results"] if r["part"] == part]
