@@ -57,9 +57,9 @@ class Scale:
     api_seconds: float
     api_rate: float
     child_timeout_s: float
-    # How often the ingest, the raw COPY floor, the SQL baseline and the run are measured: the
-    # median counts (a shared virtual machine's speed varies from minute to minute; see
-    # bench.common.median_run and bench.run.REPEATED).
+    # How often the ingest, the raw COPY floor, the SQL baseline, the run and the case list's
+    # load are measured: the median counts (a shared virtual machine's speed varies from minute
+    # to minute; see bench.common.median_run and bench.run.REPEATED).
     repeats: int
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, delete, event, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, delete, event, func, or_, select, update
 
 from bench.common import (
     MONTH_PERIOD,
@@ -145,14 +145,14 @@ def month_signal_condition(conn: Connection) -> ColumnElement[bool]:
     return or_(*(signal_in_delivery(d) for d in deliveries))
 
 
-def set_aside_runs(ctx: Context) -> bool:
+def set_aside_runs(engine: Engine) -> bool:
     """Undo the month's run, if one was made (``bench.run`` measures the run more than once, with
     the SQL baseline before each): its cases go, and with them their signals' links, recidive
     links and routing (cascades) and their counts (the database's triggers); the month's
     signals get back the outcome and status the ingest gave them (none, "nog niet opgepakt");
     the run's row goes. The audit trail keeps the run's event: it is append-only. Whether
     there was a run to undo; the caller vacuums :data:`RUN_TABLES` and takes a checkpoint."""
-    with ctx.engine.begin() as conn:
+    with engine.begin() as conn:
         runs = conn.execute(select(Run.id).where(Run.period == MONTH_PERIOD)).scalars().all()
         if not runs:
             return False
@@ -171,12 +171,12 @@ def set_aside_runs(ctx: Context) -> bool:
     return True
 
 
-def month_before_run(ctx: Context, state: Path) -> bool:
+def month_before_run(engine: Engine, state: Path) -> bool:
     """:func:`set_aside_runs`, then the check that the month is as the first turn found it: the
     month's signals counted by status and outcome, its cases and runs (none), as recorded by the
     first turn beside the setup's ``state`` file. Whether a run was undone."""
-    undone = set_aside_runs(ctx)
-    with ctx.engine.connect() as conn:
+    undone = set_aside_runs(engine)
+    with engine.connect() as conn:
         signals = conn.execute(
             select(Signal.status, Signal.run_outcome, func.count())
             .where(month_signal_condition(conn))
@@ -194,10 +194,21 @@ def month_before_run(ctx: Context, state: Path) -> bool:
     return undone
 
 
+def same_as_first_run(figures: dict[str, Any], state: Path) -> None:
+    """Every run of the month finds what the first found (else the undo left something behind):
+    the first run's figures are recorded beside the setup's ``state`` file, a later run's
+    compared with them, and a difference stops the part."""
+    first = state.with_name("matching-figures.json")
+    if not first.exists():
+        write_results(first, [figures])
+    elif read_json(first) != [json.loads(json.dumps(figures))]:
+        raise SystemExit("the run found other figures than the first: the undo was incomplete")
+
+
 def main() -> None:
     args = child_parser(__doc__ or "matching").parse_args()
     ctx = build_context(Settings(), clock=FixedClock(RUN_CLOCK))
-    vacuum = RUN_TABLES if month_before_run(ctx, args.state) else ()
+    vacuum = RUN_TABLES if month_before_run(ctx.engine, args.state) else ()
     phases, statements = instrument(ctx)
     say(f"matching: the database settled (CHECKPOINT) in {settle(vacuum=vacuum):.1f} s")
     say(f"matching: the monthly run for {MONTH_PERIOD}")
@@ -210,12 +221,7 @@ def main() -> None:
         phases.restore()
         ctx.engine.dispose()
     kept = {k: figures.get(k) for k in KEEP}
-    # Every run of the month finds what the first found (else the undo left something behind).
-    first = args.state.with_name("matching-figures.json")
-    if not first.exists():
-        write_results(first, [kept])
-    elif read_json(first) != [json.loads(json.dumps(kept))]:
-        raise SystemExit("the run found other figures than the first: the undo was incomplete")
+    same_as_first_run(kept, args.state)
     write_results(
         args.result_file,
         [

@@ -37,7 +37,7 @@ from bench.common import (
 )
 from bench.matching import RUN_TABLES, month_before_run
 from services.matcher.repository import signals_in_ranges
-from shared.context import build_context
+from shared.db import make_engine
 from shared.periods import Period
 from shared.settings import Settings
 
@@ -114,11 +114,11 @@ def main() -> None:
         "recidive_from": str(period.shift(-settings.recidive_months)),
     }
     # After a run (bench.run measures both more than once): the rows as the run found them.
-    ctx = build_context(settings)
+    engine = make_engine(settings.resolved_database_url)
     try:
-        vacuum = RUN_TABLES if month_before_run(ctx, args.state) else ()
+        vacuum = RUN_TABLES if month_before_run(engine, args.state) else ()
     finally:
-        ctx.engine.dispose()
+        engine.dispose()
     say(f"sql baseline: the database settled (CHECKPOINT) in {settle(vacuum=vacuum):.1f} s")
     results = []
     with psycopg.connect(psycopg_url(settings.database_url)) as conn:

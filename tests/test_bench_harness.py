@@ -3,11 +3,14 @@ figure, and what makes two runs of a seed comparable."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import SecretStr
 
 from bench.common import measurement, median_run
+from bench.matching import same_as_first_run
 from bench.run import address_hash_key, medians, units
 from shared.settings import Settings
 
@@ -75,3 +78,12 @@ def test_the_address_hash_key_is_the_seeds_so_that_runs_build_the_same_history()
     # A key the service takes, of 256 bits.
     settings = Settings(address_hash_key=SecretStr(address_hash_key(2026)))
     assert len(settings.address_key()) == 32
+
+
+def test_a_later_run_that_finds_other_figures_stops_the_benchmark(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    figures = {"cases": 2487, "classification": {"meervoudig": 1200}, "routes": ("a", "b")}
+    same_as_first_run(figures, state)  # the first: recorded
+    same_as_first_run(dict(figures), state)  # the same again (a tuple reads back as a list)
+    with pytest.raises(SystemExit, match="other figures than the first"):
+        same_as_first_run({**figures, "cases": 2486}, state)

@@ -52,11 +52,11 @@ def test_each_turn_finds_the_month_the_first_found(
 ) -> None:
     state = tmp_path / "state.json"
     month(ctx, clock)
-    assert month_before_run(ctx, state) is False  # nothing to undo: the month recorded
+    assert month_before_run(ctx.engine, state) is False  # nothing to undo: the month recorded
     first = run_period(ctx, period=MONTH_PERIOD, as_of=AS_OF).figures
     assert first["cases"] == 1
     assert first["stale"] == 2  # set aside: their outcome and status written
-    assert month_before_run(ctx, state) is True  # undone, and as the first turn found it
+    assert month_before_run(ctx.engine, state) is True  # undone, and as the first turn found it
     assert count(ctx, Case) == count(ctx, Run) == 0
     again = run_period(ctx, period=MONTH_PERIOD, as_of=AS_OF)
     assert not again.already_done
@@ -68,9 +68,9 @@ def test_an_undo_that_leaves_something_behind_stops_the_benchmark(
 ) -> None:
     state = tmp_path / "state.json"
     month(ctx, clock)
-    month_before_run(ctx, state)
+    month_before_run(ctx.engine, state)
     run_period(ctx, period=MONTH_PERIOD, as_of=AS_OF)
-    assert month_before_run(ctx, state) is True
+    assert month_before_run(ctx.engine, state) is True
     with unit_of_work(ctx.sessions) as session:  # a signal the undo did not give back
         session.execute(
             sa.update(Signal)
@@ -78,4 +78,4 @@ def test_an_undo_that_leaves_something_behind_stops_the_benchmark(
             .where(Signal.id.in_(sa.select(sa.func.min(Signal.id)).scalar_subquery()))
         )
     with pytest.raises(SystemExit, match="not as the first turn found it"):
-        month_before_run(ctx, state)
+        month_before_run(ctx.engine, state)
