@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, delete, event, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, delete, event, func, or_, select
 
 from bench.common import (
     MONTH_PERIOD,
@@ -47,9 +47,10 @@ from shared.models import (
     Delivery,
     DeliveryStatus,
     Run,
-    Signaalstatus,
     Signal,
+    SignalState,
     signal_in_delivery,
+    signal_status,
 )
 from shared.settings import Settings
 
@@ -71,7 +72,7 @@ KEEP = (
     "routes",
 )
 # What a run changes, vacuumed after it is undone (:func:`set_aside_runs`).
-RUN_TABLES = ("cases", "case_signals", "case_links", "case_counts", "runs", "signals")
+RUN_TABLES = ("cases", "case_signals", "case_links", "case_counts", "runs", "signal_states")
 
 
 def instrument(ctx: Context) -> tuple[Phases, StatementTimer]:
@@ -149,7 +150,7 @@ def set_aside_runs(engine: Engine) -> bool:
     """Undo the month's run, if one was made (``bench.run`` measures the run more than once, with
     the SQL baseline before each): its cases go, and with them their signals' links, recidive
     links and routing (cascades) and their counts (the database's triggers); the month's
-    signals get back the outcome and status the ingest gave them (none, "nog niet opgepakt");
+    signals' states go (``signal_states``: back to none and "nog niet opgepakt", as they arrived);
     the run's row goes. The audit trail keeps the run's event: it is append-only. Whether
     there was a run to undo; the caller vacuums :data:`RUN_TABLES` and takes a checkpoint."""
     with engine.begin() as conn:
@@ -157,14 +158,10 @@ def set_aside_runs(engine: Engine) -> bool:
         if not runs:
             return False
         cases = conn.execute(delete(Case).where(Case.period == MONTH_PERIOD)).rowcount
-        arrived = Signaalstatus.nog_niet_opgepakt.value
         signals = conn.execute(
-            update(Signal)
-            .where(
-                month_signal_condition(conn),
-                or_(Signal.run_outcome.is_not(None), Signal.status != arrived),
+            delete(SignalState).where(
+                SignalState.signal_id.in_(select(Signal.id).where(month_signal_condition(conn)))
             )
-            .values(run_outcome=None, status=arrived)
         ).rowcount
         conn.execute(delete(Run).where(Run.id.in_(runs)))
     say(f"the run before undone: {cases} cases removed, {signals} signals given back")
@@ -178,10 +175,12 @@ def month_before_run(engine: Engine, state: Path) -> bool:
     undone = set_aside_runs(engine)
     with engine.connect() as conn:
         signals = conn.execute(
-            select(Signal.status, Signal.run_outcome, func.count())
+            select(signal_status(), SignalState.run_outcome, func.count())
+            .select_from(Signal)
+            .outerjoin(SignalState, SignalState.signal_id == Signal.id)
             .where(month_signal_condition(conn))
-            .group_by(Signal.status, Signal.run_outcome)
-            .order_by(Signal.status, Signal.run_outcome)
+            .group_by(signal_status(), SignalState.run_outcome)
+            .order_by(signal_status(), SignalState.run_outcome)
         ).all()
         cases = conn.execute(select(func.count()).where(Case.period == MONTH_PERIOD)).scalar()
         runs = conn.execute(select(func.count()).where(Run.period == MONTH_PERIOD)).scalar()

@@ -42,7 +42,7 @@ from bench.common import (
 from services.ingest.repository import assign_signal_block
 from shared.context import build_context
 from shared.crypto import signal_aad
-from shared.models import Delivery, DeliveryStatus, Signaalstatus, Signal
+from shared.models import Delivery, DeliveryStatus, Signal
 from shared.settings import Settings
 
 POSTCODE = re.compile(r"^[1-9][0-9]{3}[A-Z]{2}$")
@@ -255,7 +255,6 @@ def naive_ingest(content: bytes, partner_id: uuid.UUID, filename: str) -> tuple[
                     crisis=row.crisis,
                     warme_overdracht=row.warme_overdracht,
                     eindelevering=row.eindelevering,
-                    status=Signaalstatus.nog_niet_opgepakt.value,
                     pii=ctx.cipher.encrypt_json(pii, signal_aad(str(delivery.id), number)),
                     pii_key_id=ctx.cipher.active_key_id,
                     created_at=now,

@@ -15,7 +15,9 @@
    for a quarter (a partial payment since: the repeat rule). Personal data are random bytes of the
    real envelopes' lengths. The month's cases are grouped in SQL by the rules (two or more
    partners, rent, crisis), with priority, classification, route, team, due date; older cases are
-   mostly closed. Secondary indexes are dropped for the load and rebuilt, then VACUUM ANALYZE.
+   mostly closed; the signals of closed cases are picked up, and one in thirty of the others was
+   set aside (``signal_states``). Secondary indexes are dropped for the load and rebuilt, then
+   VACUUM ANALYZE.
 """
 
 from __future__ import annotations
@@ -175,13 +177,12 @@ _SIGNALS = """
 WITH ins AS (
     INSERT INTO signals (id, delivery_id, partner_id, period, row_number, kind, address_hash,
                          person_hash, pc4, pc6_hash, bedrag_cent, achterstand_sinds, signaaldatum,
-                         crisis, warme_overdracht, eindelevering, status, run_outcome, pii,
+                         crisis, warme_overdracht, eindelevering, pii,
                          pii_key_id, created_at)
     SELECT hd.first_signal_id + h.row_number, hd.id, h.partner_id, %(period)s, h.row_number,
            h.kind, h.address_hash, h.person_hash,
            h.pc4, h.pc6_hash, h.bedrag_cent, h.achterstand_sinds, h.signaaldatum, h.crisis,
-           h.warme_overdracht, h.eindelevering, 'Nog niet opgepakt',
-           CASE WHEN g.is_case THEN 'matched' ELSE 'single' END,
+           h.warme_overdracht, h.eindelevering,
            substring(p.blob FROM 1 FOR h.pii_len), %(key_id)s, %(received)s
     FROM hsrc h
     JOIN hdel hd ON hd.partner_id = h.partner_id
@@ -238,6 +239,22 @@ INSERT INTO hcase SELECT id, address_hash FROM ins
 """
 
 
+# What became of the month's signals (``signal_states``): those of its closed cases were picked up
+# (the same choice of closed cases as in _CASES); of the rest, one in thirty was set aside as
+# stale, about the share a run sets aside. The others stay as they arrived, without a row.
+_STATES = """
+INSERT INTO signal_states (signal_id, status, run_outcome)
+SELECT s.id,
+       CASE WHEN c.id IS NULL THEN 'Niet opgepakt: andere reden' ELSE 'Opgepakt' END,
+       CASE WHEN c.id IS NULL THEN 'stale' END
+FROM hsig s LEFT JOIN hcase c ON c.address_hash = s.address_hash
+WHERE CASE WHEN c.id IS NULL
+           THEN abs(hashtext(s.address_hash || '/set-aside')::bigint) %% 30 = 0
+           ELSE %(months_ago)s > 2 OR abs(hashtext(s.address_hash || '/status')::bigint) %% 100 >= 60
+      END
+"""
+
+
 def _month_params(
     period: Period, months_ago: int, fresh: str, key_id: str, default_team: str | None
 ) -> dict[str, Any]:
@@ -269,7 +286,7 @@ def build_history(url: str, months: int, key_id: str) -> dict[str, Any]:
     """Twelve (``months``) earlier months of signals and cases; see the module docstring."""
     fresh = Period.parse(MONTH_PERIOD)
     timings: dict[str, float] = {}
-    counts = {"signals": 0, "cases": 0, "case_signals": 0}
+    counts = {"signals": 0, "cases": 0, "case_signals": 0, "signal_states": 0}
     with psycopg.connect(url) as conn:
         superuser = conn.execute("SHOW is_superuser").fetchone()
         if superuser and superuser[0] == "on":
@@ -323,6 +340,8 @@ def build_history(url: str, months: int, key_id: str) -> dict[str, Any]:
                     """
                 )
                 linked = cur.rowcount
+                cur.execute(_STATES, params)
+                counts["signal_states"] += cur.rowcount
                 found = cur.execute(
                     "SELECT (SELECT count(*) FROM hsig), (SELECT count(*) FROM hcase)"
                 ).fetchone()
@@ -341,7 +360,9 @@ def build_history(url: str, months: int, key_id: str) -> dict[str, Any]:
         timings["rebuild_indexes"] = time.perf_counter() - started
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("VACUUM (ANALYZE) signals, cases, case_signals, deliveries, runs")
+        conn.execute(
+            "VACUUM (ANALYZE) signals, cases, case_signals, signal_states, deliveries, runs"
+        )
         size = conn.execute("SELECT pg_database_size(current_database())").fetchone()
     timings["vacuum_analyze"] = time.perf_counter() - started
     return {

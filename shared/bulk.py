@@ -18,6 +18,8 @@ import polars as pl
 from psycopg import Copy
 from psycopg.copy import QueuedLibpqWriter
 from sqlalchemy import Table, Uuid, bindparam, delete, insert, or_, text, update
+from sqlalchemy import column as column_clause
+from sqlalchemy import table as table_clause
 from sqlalchemy.orm import Session
 
 from shared import pgcopy
@@ -368,3 +370,53 @@ def update_from_frame(
     session.connection().execute(
         statement, [{f"b_{name}": value for name, value in row.items()} for row in rows]
     )
+
+
+def upsert_from_frame(
+    session: Session, table: Table, key: str, frame: pl.DataFrame, *, absent: dict[str, Any]
+) -> None:
+    """Give the rows of ``table`` keyed by ``frame[key]`` the frame's other columns: insert a
+    missing row, update a present one, and write only where a value differs, a missing row
+    counting as holding ``absent`` (a value per column). Columns of the table that the frame
+    does not name keep what they hold.
+
+    Both backends stage the frame in a temporary table (``COPY`` on PostgreSQL) and write with
+    one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``.
+    """
+    if frame.is_empty():
+        return
+    columns = [c for c in frame.columns if c != key]
+    postgres = is_postgres(session)
+    if postgres:
+        temp = _staged(session, table, frame, "upsert")
+    else:
+        temp = f"tmp_upsert_{table.name}"
+        names = ", ".join(frame.columns)
+        session.execute(text(f"DROP TABLE IF EXISTS temp.{temp}"))
+        session.execute(
+            text(
+                f"CREATE TEMP TABLE {temp} AS "  # noqa: S608 (names from the model)
+                f"SELECT {names} FROM {table.name} WHERE 0"
+            )
+        )
+        staged = table_clause(temp, *(column_clause(c) for c in frame.columns))
+        session.execute(insert(staged), frame.to_dicts())
+    distinct = "IS DISTINCT FROM" if postgres else "IS NOT"
+    differs = " OR ".join(
+        f"coalesce(x.{c}, :absent_{c}) {distinct} t.{c}"
+        if absent.get(c) is not None
+        else f"x.{c} {distinct} t.{c}"
+        for c in columns
+    )
+    names = ", ".join([key, *columns])
+    session.execute(
+        text(
+            f"INSERT INTO {table.name} ({names}) "  # noqa: S608 (names from the model)
+            f"SELECT t.{key}, {', '.join(f't.{c}' for c in columns)} FROM {temp} t "
+            f"LEFT JOIN {table.name} x ON x.{key} = t.{key} WHERE {differs} "
+            f"ON CONFLICT ({key}) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in columns)
+        ),
+        {f"absent_{c}": v for c, v in absent.items() if c in columns and v is not None},
+    )
+    session.execute(text(f"DROP TABLE {temp}"))

@@ -40,6 +40,7 @@ TRIGGER_ENFORCED_FOREIGN_KEYS = frozenset(
         "fk_case_links_case_id_cases",
         "fk_case_links_earlier_case_id_cases",
         "fk_case_events_case_id_cases",
+        "fk_signal_states_signal_id_signals",
     }
 )
 

@@ -15,7 +15,7 @@ from bench.matching import month_before_run
 from services.matcher.service import run_period
 from shared.context import Context
 from shared.db import unit_of_work
-from shared.models import Case, Run, Signal
+from shared.models import ARRIVED, Case, Run, Signal, SignalState
 from tests.conftest import Clock
 from tests.helpers import register, row
 from tests.matcher.test_run import deliver
@@ -72,10 +72,7 @@ def test_an_undo_that_leaves_something_behind_stops_the_benchmark(
     run_period(ctx, period=MONTH_PERIOD, as_of=AS_OF)
     assert month_before_run(ctx.engine, state) is True
     with unit_of_work(ctx.sessions) as session:  # a signal the undo did not give back
-        session.execute(
-            sa.update(Signal)
-            .values(run_outcome="stale")
-            .where(Signal.id.in_(sa.select(sa.func.min(Signal.id)).scalar_subquery()))
-        )
+        first = session.scalar(sa.select(sa.func.min(Signal.id)))
+        session.merge(SignalState(signal_id=first, status=ARRIVED, run_outcome="stale"))
     with pytest.raises(SystemExit, match="not as the first turn found it"):
         month_before_run(ctx.engine, state)

@@ -40,7 +40,6 @@ SIGNAL_COLUMNS = (
     "crisis",
     "warme_overdracht",
     "eindelevering",
-    "status",
     "pii",
     "pii_key_id",
     "created_at",

@@ -44,7 +44,7 @@ from shared.db import unit_of_work
 from shared.errors import AppError, DeliveryWindowClosed, RowProblem, ValidationFailed
 from shared.ids import ROWS_PER_DELIVERY
 from shared.metrics import REGISTRY
-from shared.models import Delivery, DeliveryStatus, Partner, Signaalstatus
+from shared.models import Delivery, DeliveryStatus, Partner
 from shared.periods import Period, local_today, open_period
 
 
@@ -360,7 +360,6 @@ def _signal_frame(
         "crisis",
         "warme_overdracht",
         "eindelevering",
-        pl.lit(Signaalstatus.nog_niet_opgepakt.value).alias("status"),
         pl.Series("pii", envelopes, dtype=pl.Binary),
         pl.lit(ctx.cipher.active_key_id).alias("pii_key_id"),
         pl.lit(now).alias("created_at"),

@@ -32,8 +32,8 @@ from shared.models import (
     Partner,
     Run,
     RunStatus,
-    Signal,
 )
+from shared.signal_states import set_states
 
 
 def _uuid_text(session: Session, column: str) -> str:
@@ -290,16 +290,10 @@ def insert_case_links(session: Session, frame: pl.DataFrame) -> None:
 
 
 def set_signal_outcomes(session: Session, frame: pl.DataFrame) -> None:
-    """Write ``run_outcome`` and ``status`` for many signals (frame: signal_id, outcome, status);
-    only signals where either changes are written (a rerun gives all of the period's signals)."""
-    update_from_frame(
-        session,
-        cast(Table, Signal.__table__),
-        "id",
-        frame.select(
-            pl.col("signal_id").alias("id"), pl.col("outcome").alias("run_outcome"), "status"
-        ),
-    )
+    """Record the run's outcome and status for many signals (frame: signal_id, outcome, status)
+    in ``signal_states``; only signals where either changes are written (a rerun gives all of
+    the period's signals)."""
+    set_states(session, frame.rename({"outcome": "run_outcome"}))
 
 
 def add_run(session: Session, run: Run) -> None:

@@ -220,12 +220,12 @@ def run_period(
 
 
 def _outcomes_to_store(outcomes: pl.DataFrame, *, rerun: bool) -> pl.DataFrame:
-    """The signals whose stored outcome and status the run must write.
+    """The signals whose stored outcome and status (``signal_states``) the run must write.
 
     ``run_outcome`` records why the run set a signal aside (repeat, stale, below the minimum);
-    signals it used are in ``case_signals`` and the rest were single, so both keep ``NULL`` and the
-    status they arrived with. A first run therefore writes only the signals it set aside (a few
-    percent: at a million signals, updating every row was most of the run). A rerun gives all of
+    signals it used are in ``case_signals`` and the rest were single, so both keep no outcome and
+    the status they arrived with. A first run therefore writes only the signals it set aside (a
+    few percent: at a million signals, updating every row was most of the run). A rerun gives all of
     the period's signals, so that what the earlier run set aside and this one did not is reset;
     only those whose outcome or status changes are written (:func:`repository.set_signal_outcomes`),
     and then the cases' own statuses are given back (:func:`restore_case_statuses`).

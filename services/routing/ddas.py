@@ -61,7 +61,9 @@ from shared.models import (
     Run,
     Signaalstatus,
     Signal,
+    SignalState,
     signal_in_delivery,
+    signal_status,
 )
 from shared.periods import Period
 
@@ -190,10 +192,11 @@ def _vroegsignalen(
             Signal.signaaldatum,
             Signal.crisis,
             Signal.warme_overdracht,
-            Signal.status,
+            signal_status().label("status"),
             Signal.pii,
             Signal.pii_key_id,
         )
+        .outerjoin(SignalState, SignalState.signal_id == Signal.id)
         .where(Signal.id.in_(exported))
         .order_by(Signal.id)
     ).all()

@@ -44,7 +44,9 @@ from shared.models import (
     Run,
     Signaalstatus,
     Signal,
+    SignalState,
     signal_in_delivery,
+    signal_status,
 )
 from shared.periods import local_today
 
@@ -460,7 +462,8 @@ def delivery_feedback(
     if delivery is None or delivery.partner_id != principal.partner_id:
         raise NotFound("no such delivery")
     rows = session.execute(
-        select(Signal.row_number, Signal.status, Signal.pii, Signal.pii_key_id)
+        select(Signal.row_number, signal_status(), Signal.pii, Signal.pii_key_id)
+        .outerjoin(SignalState, SignalState.signal_id == Signal.id)
         .where(signal_in_delivery(delivery))
         .order_by(Signal.row_number)
     ).all()

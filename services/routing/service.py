@@ -72,11 +72,14 @@ from shared.models import (
     SdvClient,
     Signaalstatus,
     Signal,
+    SignalState,
     Team,
     TeamArea,
+    signal_status,
 )
 from shared.periods import local_today
 from shared.person import person_key_expr
+from shared.signal_states import set_status_of_cases
 
 CASE_READERS = (Role.sdv, Role.wijkteam, Role.budgetcoach, Role.coordinator)
 NO_CONTACT = Eindresultaat.geen_contact.value
@@ -151,7 +154,7 @@ def mark_known_to_sdv(session: Session, routed: pl.DataFrame) -> None:
         return
     known = routed.filter("known_to_sdv")["case_id"].to_list()
     if known:
-        _set_signal_status(
+        set_status_of_cases(
             session,
             [uuid.UUID(c) for c in known],
             Signaalstatus.bekend_bij_shv.value,
@@ -179,33 +182,14 @@ def restore_case_statuses(
     def ids(frame: pl.DataFrame) -> list[uuid.UUID]:
         return [uuid.UUID(c) for c in frame["case_id"]]
 
-    _set_signal_status(
+    set_status_of_cases(
         session, ids(cases.filter("known_to_sdv")), Signaalstatus.bekend_bij_shv.value
     )
     opgepakt, only = Signaalstatus.opgepakt.value, sorted(run_statuses)
-    _set_signal_status(session, ids(cases.filter("attempted")), opgepakt, only=only)
+    set_status_of_cases(session, ids(cases.filter("attempted")), opgepakt, only=only)
     closed = cases.filter(pl.col("resultaat").is_not_null())
     for (resultaat,), group in sorted(closed.group_by("resultaat"), key=lambda g: str(g[0])):
-        _set_signal_status(session, ids(group), closure_status(str(resultaat)))
-
-
-def _set_signal_status(
-    session: Session,
-    case_ids: Sequence[uuid.UUID],
-    status: str,
-    only: Sequence[str] | None = None,
-) -> None:
-    """Give the signals of ``case_ids`` ``status``; with ``only``, those that carry one of
-    these statuses."""
-    for start in range(0, len(case_ids), 1000):
-        chunk = list(case_ids[start : start + 1000])
-        signal_ids = select(CaseSignal.signal_id).where(CaseSignal.case_id.in_(chunk))
-        conditions = [Signal.id.in_(signal_ids), Signal.status != status]
-        if only is not None:
-            conditions.append(Signal.status.in_(only))
-        session.query(Signal).filter(*conditions).update(
-            {Signal.status: status}, synchronize_session=False
-        )
+        set_status_of_cases(session, ids(group), closure_status(str(resultaat)))
 
 
 # --- the SDV client register ---------------------------------------------------------------------
@@ -735,16 +719,17 @@ def json_text(doc: object) -> str:
 def case_detail(session: Session, ctx: Context, case: Case) -> dict[str, Any]:
     """Everything about a case, decrypted: address, persons, signals, history, attempts."""
     rows = session.execute(
-        select(Signal, Partner.name)
+        select(Signal, Partner.name, signal_status())
         .join(CaseSignal, CaseSignal.signal_id == Signal.id)
         .join(Partner, Partner.id == Signal.partner_id)
+        .outerjoin(SignalState, SignalState.signal_id == Signal.id)
         .where(CaseSignal.case_id == case.id)
         .order_by(Signal.id)
     ).all()
     signals: list[dict[str, Any]] = []
     persons: dict[tuple[Any, ...], dict[str, Any]] = {}
     address: dict[str, Any] | None = None
-    for signal, partner_name in rows:
+    for signal, partner_name, status in rows:
         pii: dict[str, Any] = {}
         if signal.pii is not None and signal.pii_key_id is not None:
             pii = ctx.cipher.decrypt_json(
@@ -783,7 +768,7 @@ def case_detail(session: Session, ctx: Context, case: Case) -> dict[str, Any]:
                 "crisis": signal.crisis,
                 "warme_overdracht": signal.warme_overdracht,
                 "eindelevering": signal.eindelevering,
-                "status": signal.status,
+                "status": status,
                 "referentie": pii.get("referentie"),
             }
         )
@@ -1001,10 +986,12 @@ def add_contact_attempt(
     session.add(attempt)
     case.updated_at = ctx.now()
     # The signals are now picked up ("Opgepakt"), unless they carry a more specific status.
-    signal_ids = select(CaseSignal.signal_id).where(CaseSignal.case_id == case.id)
-    session.query(Signal).filter(
-        Signal.id.in_(signal_ids), Signal.status == Signaalstatus.nog_niet_opgepakt.value
-    ).update({Signal.status: Signaalstatus.opgepakt.value}, synchronize_session=False)
+    set_status_of_cases(
+        session,
+        [case.id],
+        Signaalstatus.opgepakt.value,
+        only=[Signaalstatus.nog_niet_opgepakt.value],
+    )
     session.flush()
     return attempt
 
@@ -1093,7 +1080,7 @@ def close_case(
             staff_id=principal.staff_id,
         )
     )
-    _set_signal_status(session, [case.id], closure_status(resultaat.value))
+    set_status_of_cases(session, [case.id], closure_status(resultaat.value))
     session.flush()
     return case
 

@@ -30,9 +30,24 @@ from shared.models import (
     Partner,
     Run,
     Signal,
+    SignalState,
+    signal_status,
 )
 from tests.conftest import Clock
 from tests.helpers import csv_file, register, row, signal_ids_by_reference
+
+OUTCOME = SignalState.run_outcome
+STATUS = signal_status()
+
+
+def _of_signals(*columns: Any) -> sa.Select[Any]:
+    """A query of the signals with their state (``signal_states``, where they have one)."""
+    return (
+        sa.select(*columns)
+        .select_from(Signal)
+        .outerjoin(SignalState, SignalState.signal_id == Signal.id)
+    )
+
 
 ADVICE = Eindresultaat.advies_quick_fix
 
@@ -94,9 +109,7 @@ def test_run_makes_cases_and_records_figures(ctx: Context, clock: Clock, partner
         assert [c.has_rent for c in cases] == [True, False]
         assert session.scalar(sa.select(sa.func.count()).select_from(CaseSignal)) == 3
         outcomes = dict(
-            session.execute(
-                sa.select(Signal.run_outcome, sa.func.count()).group_by(Signal.run_outcome)
-            ).all()
+            session.execute(_of_signals(OUTCOME, sa.func.count()).group_by(OUTCOME)).all()
         )
         stored = session.scalars(sa.select(Run)).one()
     # Only a signal the run sets aside gets an outcome; used ones are in case_signals.
@@ -132,7 +145,7 @@ def test_rerun_keeps_worked_cases_and_their_ids(ctx: Context, clock: Clock, part
     assert report.run.rerun
     with ctx.sessions() as session:
         remaining = session.scalars(sa.select(Case.id)).all()
-        set_aside = session.execute(sa.select(Signal.run_outcome, Signal.status).distinct()).all()
+        set_aside = session.execute(_of_signals(OUTCOME, STATUS).distinct()).all()
     assert remaining == [rent_id]  # worked on: kept; untouched: removed
     assert other_id not in remaining
     assert set_aside == [("stale", "Niet opgepakt: andere reden")]
@@ -141,7 +154,7 @@ def test_rerun_keeps_worked_cases_and_their_ids(ctx: Context, clock: Clock, part
     with ctx.sessions() as session:
         ids = set(session.scalars(sa.select(Case.id)).all())
         # What the stale run set aside is reset by the rerun that uses the signals again.
-        outcomes = set(session.scalars(sa.select(Signal.run_outcome)).all())
+        outcomes = set(session.scalars(_of_signals(OUTCOME)).all())
     assert rent_id in ids
     assert outcomes == {None}
 
@@ -287,7 +300,7 @@ def test_a_failing_run_leaves_no_trace(
     with ctx.sessions() as session:
         for table in (Run, Case, CaseSignal, CaseEvent):
             assert session.scalar(sa.select(sa.func.count()).select_from(table)) == 0
-        assert session.scalars(sa.select(Signal.run_outcome).distinct()).all() == [None]
+        assert session.scalars(_of_signals(OUTCOME).distinct()).all() == [None]
     monkeypatch.undo()
     assert run_period(ctx).figures["cases"] == 2
 
@@ -312,9 +325,7 @@ def test_rerun_keeps_contact_attempts_and_routing(
         attempts = session.scalar(sa.select(sa.func.count()).select_from(ContactAttempt))
         assert attempts == 1
         stored = session.execute(
-            sa.select(Signal.run_outcome, Signal.status, sa.func.count())
-            .group_by(Signal.run_outcome, Signal.status)
-            .order_by(Signal.status)
+            _of_signals(OUTCOME, STATUS, sa.func.count()).group_by(OUTCOME, STATUS).order_by(STATUS)
         ).all()
     # The rerun set every signal aside, but the two of the case somebody tried to reach are
     # picked up: that is what their partners hear.
@@ -329,9 +340,7 @@ def test_a_first_run_stores_the_outcome_of_what_it_sets_aside(
     assert report.figures["stale"] == 6
     with ctx.sessions() as session:
         stored = session.execute(
-            sa.select(Signal.run_outcome, Signal.status, sa.func.count()).group_by(
-                Signal.run_outcome, Signal.status
-            )
+            _of_signals(OUTCOME, STATUS, sa.func.count()).group_by(OUTCOME, STATUS)
         ).all()
     assert stored == [("stale", "Niet opgepakt: andere reden", 6)]
 
@@ -446,5 +455,5 @@ def _statuses(ctx: Context) -> dict[str, str]:
     """Each signal's status by the partner's reference."""
     ids = signal_ids_by_reference(ctx)
     with ctx.sessions() as session:
-        status = {i: s for i, s in session.execute(sa.select(Signal.id, Signal.status))}
+        status = {i: s for i, s in session.execute(_of_signals(Signal.id, STATUS))}
     return {reference: status[signal_id] for reference, signal_id in ids.items()}

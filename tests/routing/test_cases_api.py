@@ -22,7 +22,7 @@ from shared.auth import Principal
 from shared.context import Context
 from shared.crypto import split_api_key
 from shared.db import unit_of_work
-from shared.models import ApiKey, AuditEvent, Case, CaseEvent, Signal, Staff
+from shared.models import ApiKey, AuditEvent, Case, CaseEvent, Signal, SignalState, Staff
 from shared.periods import local_today
 from tests.conftest import Clock, LiveServer
 from tests.helpers import register, row
@@ -486,7 +486,9 @@ def test_feedback_tells_a_partner_only_about_its_own_signals(world: World) -> No
 
 def test_feedback_hides_the_reason_for_not_picking_up(world: World, ctx: Context) -> None:
     with unit_of_work(ctx.sessions) as session:
-        session.execute(sa.update(Signal).values(status="Niet opgepakt: andere reden"))
+        session.execute(sa.delete(SignalState))
+        every = sa.select(Signal.id, sa.literal("Niet opgepakt: andere reden"))
+        session.execute(sa.insert(SignalState).from_select(["signal_id", "status"], every))
     deliveries = world.get("Zorg UA", "/api/v1/deliveries").json()["items"]
     body = world.get("Zorg UA", f"/api/v1/deliveries/{deliveries[0]['id']}/feedback").json()
     assert {s["status"] for s in body["signals"]} == {"Niet opgepakt"}

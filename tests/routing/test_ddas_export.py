@@ -36,6 +36,7 @@ from shared.models import (
     PartnerKind,
     Signaalstatus,
     Signal,
+    SignalState,
 )
 from tests.conftest import Clock
 from tests.helpers import register, signal_ids_by_reference
@@ -149,9 +150,7 @@ def dataset(ctx: Context, clock: Clock) -> Dataset:
         matched.resultaat = Eindresultaat.vervolghulp_financieel
         matched.closed_at = ctx.now()
         for ref in ("Z1", "E1"):
-            signal = session.get(Signal, ids[ref])
-            assert signal is not None
-            signal.status = Signaalstatus.opgepakt
+            session.merge(SignalState(signal_id=ids[ref], status=Signaalstatus.opgepakt))
     return Dataset(ids, ids["Z4"], list(superseded))
 
 
