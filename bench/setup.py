@@ -250,7 +250,8 @@ SELECT s.id,
 FROM hsig s LEFT JOIN hcase c ON c.address_hash = s.address_hash
 WHERE CASE WHEN c.id IS NULL
            THEN abs(hashtext(s.address_hash || '/set-aside')::bigint) %% 30 = 0
-           ELSE %(months_ago)s > 2 OR abs(hashtext(s.address_hash || '/status')::bigint) %% 100 >= 60
+           ELSE %(months_ago)s > 2
+                OR abs(hashtext(s.address_hash || '/status')::bigint) %% 100 >= 60
       END
 """
 

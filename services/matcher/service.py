@@ -36,7 +36,8 @@ from services.matcher.rules import (
     OUTCOME_SINGLE,
     OUTCOME_STALE,
     MatchConfig,
-    match,
+    finish,
+    prepare,
 )
 from services.routing.service import (
     ROUTED_COLUMNS,
@@ -151,11 +152,15 @@ def run_period(
                 session.rollback()
                 return RunReport(run=done, figures=json.loads(done.figures), already_done=True)
             progress(f"reading the signals of {target}")
-            signals, earlier = repository.inputs(
-                session, str(config.earliest_history_period), str(target)
+            prepared, earlier = repository.inputs(
+                session,
+                str(config.earliest_history_period),
+                str(target),
+                lambda signals: prepare(signals, config),
             )
+            signals = prepared.signals
             progress(f"matching {signals.height} signals against {earlier.height} earlier ones")
-            result = match(signals, earlier, config)
+            result = finish(prepared, earlier)
             figures = dict(result.figures)
             missing = repository.partners_without_delivery(session, str(target))
             figures["partners_without_delivery"] = missing

@@ -10,13 +10,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.matcher.rules import (
+    OUTCOME_BELOW_MINIMUM,
+    OUTCOME_MATCHED,
+    OUTCOME_REPEAT,
+    OUTCOME_SINGLE,
+    OUTCOME_STALE,
     SIGNAL_SCHEMA,
     MatchConfig,
     MatchResult,
-    case_flags,
+    classify,
     empty_history,
     group_addresses,
+    link_recidive,
+    mark_below_minimum,
+    mark_repeats,
+    mark_stale,
     match,
+    prioritise,
+    with_case_flags,
 )
 from shared.address import address_key
 from shared.crypto import KeyedHasher
@@ -302,8 +313,8 @@ def test_running_twice_gives_the_same_result(frame: pl.DataFrame) -> None:
 def test_which_addresses_make_a_case_is_decided_as_the_full_grouping_decides(
     frame: pl.DataFrame, standalone: frozenset[str], crisis: bool
 ) -> None:
-    """The run builds the signals' lists only for the addresses ``case_flags`` picks: it must
-    pick exactly those whose full grouping is a case, under any configuration."""
+    """The run builds the signals' lists only for the addresses ``with_case_flags`` picks: it
+    must pick exactly those whose full grouping is a case, under any configuration."""
     config = MatchConfig(
         period=CONFIG.period,
         run_date=RUN_DATE,
@@ -311,7 +322,9 @@ def test_which_addresses_make_a_case_is_decided_as_the_full_grouping_decides(
         crisis_standalone=crisis,
     )
     full = group_addresses(frame, config).select("address_hash", "is_case").sort("address_hash")
-    assert case_flags(frame, config).sort("address_hash").equals(full)
+    screened = frame.with_columns(pl.lit(None, dtype=pl.String).alias("excluded"))
+    flags = with_case_flags(screened, config).select("address_hash", "is_case").unique()
+    assert flags.sort("address_hash").equals(full)
 
 
 @settings(max_examples=100, deadline=None)
@@ -379,3 +392,43 @@ def test_history_of_addresses_without_a_signal_changes_nothing(
     assert canonical(match(frame, related, CONFIG)) == canonical(
         match(frame, pl.concat([unrelated, related, unrelated]), CONFIG)
     )
+
+
+def every_address_decided_after_the_repeat_rule(
+    signals: pl.DataFrame, history: pl.DataFrame, config: MatchConfig
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rules written plainly, each address decided once every signal is screened: the run
+    decides the addresses before the history is in and decides again only those where a
+    repeat signal drops out (services.matcher.rules.finish). Cases and outcomes."""
+    signals = signals.sort("signal_id")
+    repeat = mark_repeats(signals, history, config)
+    screened = signals.with_columns(
+        pl.when(mark_stale(config))
+        .then(pl.lit(OUTCOME_STALE))
+        .when(mark_below_minimum(config))
+        .then(pl.lit(OUTCOME_BELOW_MINIMUM))
+        .when(repeat)
+        .then(pl.lit(OUTCOME_REPEAT))
+        .alias("excluded")
+    )
+    grouped = group_addresses(screened.filter(pl.col("excluded").is_null()), config)
+    cases = prioritise(classify(link_recidive(grouped.filter("is_case"), history, config)))
+    outcome = grouped.select(
+        "address_hash",
+        pl.when("is_case").then(pl.lit(OUTCOME_MATCHED)).otherwise(pl.lit(OUTCOME_SINGLE)),
+    ).to_series(1)
+    outcomes = screened.join(
+        grouped.select("address_hash", outcome.alias("grouped")), on="address_hash", how="left"
+    ).select("signal_id", pl.coalesce("excluded", "grouped").alias("outcome"))
+    return cases.drop("is_case", "standalone"), outcomes.sort("signal_id")
+
+
+@settings(max_examples=200, deadline=None)
+@given(signal_frames(), history_frames("a"))
+def test_addresses_decided_before_the_history_come_out_as_decided_after_it(
+    frame: pl.DataFrame, history: pl.DataFrame
+) -> None:
+    result = match(frame, history, CONFIG)
+    cases, outcomes = every_address_decided_after_the_repeat_rule(frame, history, CONFIG)
+    assert result.cases.equals(cases)
+    assert result.outcomes.select("signal_id", "outcome").equals(outcomes)

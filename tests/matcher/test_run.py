@@ -223,7 +223,7 @@ def test_the_run_reads_the_same_inputs_side_by_side(
         if postgres:
             sa.event.listen(ctx.engine, "before_cursor_execute", seen)
         try:
-            signals, earlier = repository.inputs(session, "2026-01", "2026-11")
+            signals, earlier = repository.inputs(session, "2026-01", "2026-11", lambda s: s)
         finally:
             if postgres:
                 sa.event.remove(ctx.engine, "before_cursor_execute", seen)
