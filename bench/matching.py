@@ -165,7 +165,7 @@ def set_aside_runs(engine: Engine) -> bool:
             )
         ).rowcount
         conn.execute(delete(Run).where(Run.id.in_(runs)))
-    say(f"the run before undone: {cases} cases removed, {signals} signals given back")
+    say(f"the run before undone: {cases} cases removed, {signals} signals' states removed")
     return True
 
 

@@ -450,8 +450,8 @@ METHOD = (
     "it and before the run a checkpoint is taken: the run starts hours after the last upload, "
     "when the server has long written the uploads' changes out. The two are measured in turns, "
     "as often as the ingest, the median of each counting: before each turn but the first the "
-    "run before is undone (its cases removed, the month's signals given back the outcome and "
-    "status they arrived with, its row removed; the tables vacuumed), so that each turn finds "
+    "run before is undone (its cases removed, the month's signals' states removed, so that "
+    "they are as they arrived, its row removed; the tables vacuumed), so that each turn finds "
     "the rows the first found.",
     "API: open-loop load; latency counts from each request's due time; the per-key read limit "
     "is off for the load test. Before it the run's tables are vacuumed and analysed and a "

@@ -381,7 +381,11 @@ def upsert_from_frame(
     does not name keep what they hold.
 
     Both backends stage the frame in a temporary table (``COPY`` on PostgreSQL) and write with
-    one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``.
+    one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``. The table's rows are looked up within
+    the frame's range of keys: a run's signals are one month's range, and the planner then reads
+    only that part of the table's key instead of all of it (the signals a first run sets aside,
+    33,000 of a month, against twelve months of states at national scale: 1.5 s with the whole
+    table read).
     """
     if frame.is_empty():
         return
@@ -409,14 +413,17 @@ def upsert_from_frame(
         for c in columns
     )
     names = ", ".join([key, *columns])
+    low, high = frame.select(pl.col(key).min(), pl.col(key).max().alias("high")).row(0)
+    values = {f"absent_{c}": v for c, v in absent.items() if c in columns and v is not None}
     session.execute(
         text(
             f"INSERT INTO {table.name} ({names}) "  # noqa: S608 (names from the model)
             f"SELECT t.{key}, {', '.join(f't.{c}' for c in columns)} FROM {temp} t "
-            f"LEFT JOIN {table.name} x ON x.{key} = t.{key} WHERE {differs} "
+            f"LEFT JOIN {table.name} x ON x.{key} = t.{key} "
+            f"AND x.{key} BETWEEN :low AND :high WHERE {differs} "
             f"ON CONFLICT ({key}) DO UPDATE SET "
             + ", ".join(f"{c} = excluded.{c}" for c in columns)
         ),
-        {f"absent_{c}": v for c, v in absent.items() if c in columns and v is not None},
+        values | {"low": low, "high": high},
     )
     session.execute(text(f"DROP TABLE {temp}"))
