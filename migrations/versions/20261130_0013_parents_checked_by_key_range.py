@@ -21,12 +21,12 @@ recidive links point to) the look-ups stay. Both ways count the parents found ag
 wanted, under the same table lock, so the rule is the same; only its cost changes.
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 from types import ModuleType
 
 from alembic import op
+
+from shared.migrate import earlier_migration
 
 revision: str = "0013"
 down_revision: str | None = "0012"
@@ -104,13 +104,7 @@ $$;
 
 def _migration_0009() -> ModuleType:
     """Migration 0009, for its limit and, on the way down, its functions."""
-    path = Path(__file__).with_name("20261123_0009_foreign_keys_per_statement.py")
-    spec = importlib.util.spec_from_file_location("vroegsignaal_migration_0009", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return earlier_migration("20261123_0009_foreign_keys_per_statement.py")
 
 
 def upgrade() -> None:

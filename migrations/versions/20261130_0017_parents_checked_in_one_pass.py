@@ -19,12 +19,11 @@ rows instead of three or four. Parents' keys are ``uuid`` or ``bigint`` (every p
 ``id``); another type is refused, so that a new table cannot slip past the check.
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 from alembic import op
+
+from shared.migrate import earlier_migration
 
 revision: str = "0017"
 down_revision: str | None = "0016"
@@ -117,21 +116,10 @@ $$;
 """
 
 
-def _migration(name: str) -> ModuleType:
-    """An earlier migration of this folder, for its limits and, on the way down, its function."""
-    path = Path(__file__).with_name(name)
-    spec = importlib.util.spec_from_file_location(f"vroegsignaal_migration_{path.stem}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _function(template: str) -> str:
     """The function's text with the limits of migrations 0009 and 0013 in it."""
-    limit = _migration("20261123_0009_foreign_keys_per_statement.py").ESCALATE_ABOVE
-    span = _migration("20261130_0013_parents_checked_by_key_range.py").SPAN_FACTOR
+    limit = earlier_migration("20261123_0009_foreign_keys_per_statement.py").ESCALATE_ABOVE
+    span = earlier_migration("20261130_0013_parents_checked_by_key_range.py").SPAN_FACTOR
     return template.replace("ESCALATE_ABOVE", str(limit)).replace("SPAN_FACTOR", str(span))
 
 
@@ -144,4 +132,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute(_function(_migration("20261130_0013_parents_checked_by_key_range.py").PARENTS_EXIST))
+    op.execute(
+        _function(earlier_migration("20261130_0013_parents_checked_by_key_range.py").PARENTS_EXIST)
+    )

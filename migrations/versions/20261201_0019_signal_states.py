@@ -19,13 +19,13 @@ migration 0009). Rows that differ from the arrival state move there; the columns
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 from types import ModuleType
 
 import sqlalchemy as sa
 from alembic import op
+
+from shared.migrate import earlier_migration
 
 revision: str = "0019"
 down_revision: str | None = "0018"
@@ -48,13 +48,7 @@ STATUS_CHECK = "status IN ({})".format(", ".join(f"'{s}'" for s in STATUSES))
 
 def _foreign_keys() -> ModuleType:
     """Migration 0009, for its statement triggers."""
-    path = Path(__file__).with_name("20261123_0009_foreign_keys_per_statement.py")
-    spec = importlib.util.spec_from_file_location(f"vroegsignaal_migration_{path.stem}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return earlier_migration("20261123_0009_foreign_keys_per_statement.py")
 
 
 def _link() -> object:
