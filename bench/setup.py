@@ -186,7 +186,6 @@ WITH ins AS (
            substring(p.blob FROM 1 FOR h.pii_len), %(key_id)s, %(received)s
     FROM hsrc h
     JOIN hdel hd ON hd.partner_id = h.partner_id
-    JOIN hgrp g ON g.address_hash = h.address_hash
     JOIN hpool p ON p.i = h.src_id %% 1021
     RETURNING id, address_hash, partner_id, bedrag_cent
 )

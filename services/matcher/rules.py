@@ -254,7 +254,7 @@ def prepare(signals: pl.DataFrame, config: MatchConfig) -> Prepared:
     addresses make a case and with what, as if no signal were a repeat.
 
     The run does this while the history is still being read (``services.matcher.repository.
-    inputs``); :func:`finish` then applies the repeat rule to the few addresses it touches.
+    inputs``); :func:`finish` then applies the repeat rule to the addresses it touches.
     """
     signals = signals.select(list(SIGNAL_SCHEMA)).sort("signal_id")
     screened = with_case_flags(
@@ -277,8 +277,9 @@ def finish(prepared: Prepared, history: pl.DataFrame) -> MatchResult:
     priority; see the module docstring.
 
     A repeat signal leaves its address's case: only the addresses with such a signal are
-    decided and grouped again, from their remaining signals (a few thousand of 877,000 at
-    national scale); every other address stands as :func:`prepare` found it.
+    decided and grouped again, from their remaining signals (in the benchmark's national month
+    those of 32,891 repeat signals, of 877,306 addresses); every other address stands as
+    :func:`prepare` found it.
     """
     config, screened, groups = prepared.config, prepared.signals, prepared.groups
     # Only the history of this period's addresses can matter (the repeat rule looks up a signal's
