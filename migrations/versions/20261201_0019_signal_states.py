@@ -20,7 +20,6 @@ migration 0009). Rows that differ from the arrival state move there; the columns
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import ModuleType
 
 import sqlalchemy as sa
 from alembic import op
@@ -46,13 +45,11 @@ STATUSES = (
 STATUS_CHECK = "status IN ({})".format(", ".join(f"'{s}'" for s in STATUSES))
 
 
-def _foreign_keys() -> ModuleType:
-    """Migration 0009, for its statement triggers."""
-    return earlier_migration("20261123_0009_foreign_keys_per_statement.py")
-
-
-def _link() -> object:
-    return _foreign_keys().Link("signal_states", "signal_id", "signals", "CASCADE")
+def _link_triggers() -> str:
+    """Migration 0009's statement triggers for the state's key (the check, the unchanged key,
+    the cascade from ``signals``)."""
+    keys = earlier_migration("20261123_0009_foreign_keys_per_statement.py")
+    return str(keys._link_triggers(keys.Link("signal_states", "signal_id", "signals", "CASCADE")))
 
 
 def upgrade() -> None:
@@ -65,7 +62,7 @@ def upgrade() -> None:
         _create_table()
         op.execute(f"INSERT INTO signal_states (signal_id, status, run_outcome) {moved}")
         op.drop_constraint("fk_signal_states_signal_id_signals", "signal_states", "foreignkey")
-        op.execute(_foreign_keys()._link_triggers(_link()))
+        op.execute(_link_triggers())
         # Dropping a column is a change of the catalogue only; its CHECK goes with it.
         op.execute("ALTER TABLE signals DROP COLUMN status, DROP COLUMN run_outcome")
         return
