@@ -641,6 +641,10 @@ def serve(
 ) -> None:
     """Run the HTTP API (partner portal) with uvicorn.
 
+    Idle keep-alive connections stay open VS_HTTP_KEEP_ALIVE_SECONDS (75 s): longer than the
+    proxy in front keeps its own to the API, so that the API never closes one the proxy is
+    about to reuse.
+
     Forwarded headers (the client certificate, X-Forwarded-For) are believed only from
     VS_TRUSTED_PROXIES, checked against the connection's own peer (services.deps.behind_proxies);
     uvicorn's own proxy handling (FORWARDED_ALLOW_IPS) is switched off.
@@ -651,8 +655,10 @@ def serve(
     import uvicorn
 
     from shared.logs import configure_logging
+    from shared.settings import Settings
 
     configure_logging()
+    keep_alive = Settings().http_keep_alive_seconds
     if os.environ.get("FORWARDED_ALLOW_IPS"):
         logging.getLogger("vroegsignaal.api").warning(
             "forwarded_allow_ips_ignored", extra={"hint": "set VS_TRUSTED_PROXIES instead"}
@@ -667,6 +673,7 @@ def serve(
         proxy_headers=False,
         log_config=None,
         access_log=False,
+        timeout_keep_alive=keep_alive,
     )
 
 

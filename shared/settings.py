@@ -172,6 +172,11 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
     max_concurrent_requests: int = Field(default=10, ge=1, le=1000)
+    # How long ``vroegsignaal serve`` keeps an idle keep-alive connection open. Longer than the
+    # proxy in front keeps its idle connections to the API (nginx's upstream keepalive_timeout,
+    # 60 s in deploy/proxy/nginx.conf): otherwise the API may close a connection just as the
+    # proxy sends a request on it, which the client sees as a 502 (uvicorn's own default is 5 s).
+    http_keep_alive_seconds: int = Field(default=75, ge=1, le=3600)
 
     encryption_keys: SecretStr | None = None
     encryption_keys_file: Path | None = None

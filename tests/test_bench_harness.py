@@ -87,3 +87,46 @@ def test_a_later_run_that_finds_other_figures_stops_the_benchmark(tmp_path: Path
     same_as_first_run(dict(figures), state)  # the same again (a tuple reads back as a list)
     with pytest.raises(SystemExit, match="other figures than the first"):
         same_as_first_run({**figures, "cases": 2486}, state)
+
+
+def test_the_load_driver_starts_each_request_when_it_falls_due() -> None:
+    """The open-loop driver (``bench.api.load``) makes a request's task when the request falls
+    due, not every task beforehand: 4,000 waiting tasks made at the start kept its loop busy,
+    and the first requests went out late, their lateness counted as the server's latency. A
+    server in the same loop counts the driver's tasks as requests arrive."""
+    import asyncio
+    import os
+
+    from bench import api
+
+    rate, seconds = 400.0, 1.0
+    tasks_seen: list[int] = []
+    handlers: set[asyncio.Task[Any]] = set()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                tasks_seen.append(len(asyncio.all_tasks()))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    async def drive() -> dict[str, Any]:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            outcome = await api.load("127.0.0.1", port, "key", rate, seconds, os.getpid())
+            # The driver closed its connections: each handler sees the end and closes its own.
+            await asyncio.wait(handlers, timeout=10)
+            return outcome
+
+    outcome = asyncio.run(drive())
+    assert outcome["ok"] == outcome["requests"] == int(rate * seconds)
+    # The warm-up's requests come first; then a handful of requests are open at any time (the
+    # server's own tasks for the driver's connections included), never the whole run's.
+    assert max(tasks_seen) < 100, max(tasks_seen)

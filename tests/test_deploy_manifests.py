@@ -154,3 +154,20 @@ def test_every_deployed_process_keeps_the_allocators_pages_as_the_benchmark_does
         text = path.read_text(encoding="utf-8")
         for name, value in DEPLOYED_ENV.items():
             assert f"{name}={value}" in text, f"{path.name} lacks {name}={value}"
+
+
+def test_the_proxy_closes_idle_connections_to_the_api_before_the_api_does() -> None:
+    """nginx reuses its idle connections to the API for up to its upstream keepalive_timeout; the
+    API must keep them open longer (VS_HTTP_KEEP_ALIVE_SECONDS), or it may close one just as
+    nginx sends a request on it, and the client gets a 502."""
+    nginx = (DEPLOY / "proxy" / "nginx.conf").read_text()
+    upstream = nginx.split("upstream vroegsignaal_api {", 1)[1].split("}", 1)[0]
+    timeouts = [
+        line.split()[1].rstrip(";")
+        for line in (raw.split("#", 1)[0].strip() for raw in upstream.splitlines())
+        if line.startswith("keepalive_timeout ")
+    ]
+    assert len(timeouts) == 1, "the upstream block sets no keepalive_timeout"
+    assert timeouts[0].endswith("s")
+    assert int(timeouts[0][:-1]) < Settings().http_keep_alive_seconds
+    assert "VS_HTTP_KEEP_ALIVE_SECONDS" in SETTINGS

@@ -93,3 +93,46 @@ def test_serve_with_two_workers(ctx: Context, database_url: str, tmp_path: Path)
         assert answers[0].json() == {"items": [], "total": 0, "page": 1, "page_size": 50}
         with httpx.Client(base_url=base, timeout=30) as client:
             assert client.get("/api/v1/cases").status_code == 401
+
+
+def _get_on(sock: socket.socket, port: int) -> bytes:
+    """One keep-alive GET of /healthz on an open connection: the answer's head and body, or b""
+    when the server has closed the connection."""
+    sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return answer
+        answer += chunk
+    head, body = answer.split(b"\r\n\r\n", 1)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return answer
+
+
+def test_serve_keeps_an_idle_connection_open_as_long_as_configured(
+    ctx: Context, database_url: str, tmp_path: Path
+) -> None:
+    """``VS_HTTP_KEEP_ALIVE_SECONDS`` reaches the server: an idle keep-alive connection is still
+    answered after a pause shorter than it (uvicorn's own default of 5 s would not matter here),
+    and closed by the server after a longer one."""
+    env = server_env(ctx, database_url, tmp_path) | {"VS_HTTP_KEEP_ALIVE_SECONDS": "2"}
+    with serving(env) as (_server, base):
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            assert _get_on(sock, port).startswith(b"HTTP/1.1 200 ")
+            time.sleep(1)
+            assert _get_on(sock, port).startswith(b"HTTP/1.1 200 ")
+            time.sleep(3.5)
+            # Closed by the server while idle: the request gets no answer.
+            try:
+                answer = _get_on(sock, port)
+            except ConnectionError:
+                answer = b""
+            assert answer == b""
