@@ -453,10 +453,12 @@ METHOD = (
     "run before is undone (its cases removed, the month's signals' states removed, so that "
     "they are as they arrived, its row removed; the tables vacuumed), so that each turn finds "
     "the rows the first found.",
-    "API: open-loop load; latency counts from each request's due time; the per-key read limit "
-    "is off for the load test. Before it the run's tables are vacuumed and analysed and a "
-    "checkpoint is taken, as the nightly run's would be by the working day. Measured as often "
-    "as the ingest, the run of the median p99 counting (of two, the higher).",
+    "API: open-loop load; latency counts from each request's due time; the driver starts each "
+    "request when it falls due and collects no garbage while it measures (its own pauses "
+    "would count as the server's); the per-key read limit is off for the load test. Before it "
+    "the run's tables are vacuumed and analysed and a checkpoint is taken, as the nightly run's "
+    "would be by the working day. Measured as often as the ingest, the run of the median p99 "
+    "counting (of two, the higher).",
     "Rerun (not a target): after the API part, the month's run again with the same deliveries "
     "(as after a late redelivery): every case kept, only what changed written.",
     "CPU while it ran (ingest, matching, rerun): this process's user and system time (all its "
