@@ -641,8 +641,8 @@ def serve(
 ) -> None:
     """Run the HTTP API (partner portal) with uvicorn.
 
-    Idle keep-alive connections stay open VS_HTTP_KEEP_ALIVE_SECONDS (75 s): longer than the
-    proxy in front keeps its own to the API, so that the API never closes one the proxy is
+    Idle keep-alive connections stay open VS_HTTP_KEEP_ALIVE_SECONDS (default 75 s): longer than
+    the proxy in front keeps its own to the API, so that the API never closes one the proxy is
     about to reuse.
 
     Forwarded headers (the client certificate, X-Forwarded-For) are believed only from
