@@ -293,7 +293,7 @@ async def load(
 
         # Each request is started when it falls due, not all at once beforehand: making and
         # first running 4,000 waiting tasks kept the loop busy for tens of milliseconds after the
-        # start, and the first requests went out late (30 to 50 ms, counted as the server's).
+        # start, and the first requests went out late (up to 50 ms, counted as the server's).
         tasks: list[asyncio.Task[None]] = []
         for index in range(total):
             due = start + index / rate
