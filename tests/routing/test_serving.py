@@ -120,8 +120,8 @@ def test_serve_keeps_an_idle_connection_open_as_long_as_configured(
     ctx: Context, database_url: str, tmp_path: Path
 ) -> None:
     """``VS_HTTP_KEEP_ALIVE_SECONDS`` reaches the server: an idle keep-alive connection is still
-    answered after a pause shorter than it (uvicorn's own default of 5 s would not matter here),
-    and closed by the server after a longer one."""
+    answered after a pause shorter than it, and closed by the server after a longer one (with
+    uvicorn's own default, 5 s, it would still be open then)."""
     env = server_env(ctx, database_url, tmp_path) | {"VS_HTTP_KEEP_ALIVE_SECONDS": "2"}
     with serving(env) as (_server, base):
         port = int(base.rsplit(":", 1)[1])
