@@ -655,10 +655,10 @@ def serve(
     import uvicorn
 
     from shared.logs import configure_logging
-    from shared.settings import Settings
+    from shared.settings import get_settings
 
     configure_logging()
-    keep_alive = Settings().http_keep_alive_seconds
+    keep_alive = get_settings().http_keep_alive_seconds
     if os.environ.get("FORWARDED_ALLOW_IPS"):
         logging.getLogger("vroegsignaal.api").warning(
             "forwarded_allow_ips_ignored", extra={"hint": "set VS_TRUSTED_PROXIES instead"}

@@ -92,9 +92,12 @@ def test_a_later_run_that_finds_other_figures_stops_the_benchmark(tmp_path: Path
 def test_the_load_driver_starts_each_request_when_it_falls_due() -> None:
     """The open-loop driver (``bench.api.load``) makes a request's task when the request falls
     due, not every task beforehand: 4,000 waiting tasks made at the start kept its loop busy,
-    and the first requests went out late, their lateness counted as the server's latency. A
-    server in the same loop counts the driver's tasks as requests arrive."""
+    and the first requests went out late, their lateness counted as the server's latency. Nor
+    does it collect garbage while it measures (a full collection paused it, and the answers
+    that came meanwhile were counted late); it collects again afterwards. A server in the same
+    loop counts the driver's tasks as requests arrive, and sees whether collection is on."""
     import asyncio
+    import gc
     import os
 
     from bench import api
@@ -102,12 +105,14 @@ def test_the_load_driver_starts_each_request_when_it_falls_due() -> None:
     rate, seconds = 400.0, 1.0
     tasks_seen: list[int] = []
     handlers: set[asyncio.Task[Any]] = set()
+    collecting: list[bool] = []
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         handlers.add(asyncio.current_task())  # type: ignore[arg-type]
         try:
             while await reader.readuntil(b"\r\n\r\n"):
                 tasks_seen.append(len(asyncio.all_tasks()))
+                collecting.append(gc.isenabled())
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -130,3 +135,5 @@ def test_the_load_driver_starts_each_request_when_it_falls_due() -> None:
     # The warm-up's requests come first; then a handful of requests are open at any time (the
     # server's own tasks for the driver's connections included), never the whole run's.
     assert max(tasks_seen) < 100, max(tasks_seen)
+    assert not any(collecting)
+    assert gc.isenabled()
