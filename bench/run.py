@@ -45,8 +45,9 @@ from shared.settings import new_key_text
 DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 BENCH_DIR = Path(__file__).resolve().parent
 # Measurement order. The SQL baseline runs before the matching run, which rewrites the
-# month's signals (their outcomes); the API after it, over every case; the rerun after that, so
-# that the API reads the cases as the first run left them.
+# month's signals (their outcomes); the API after it, over every case, then again with busy
+# processes beside it; the rerun after that, so that the API reads the cases as the first run
+# left them.
 PARTS = {
     "ingest": "bench.ingest",
     "naive": "bench.naive",
@@ -54,10 +55,14 @@ PARTS = {
     "sql": "bench.sql_baseline",
     "matching": "bench.matching",
     "api": "bench.api",
+    "api_busy": "bench.api",
     "rerun": "bench.rerun",
     "profile": "bench.profile",
 }
-NEEDS_HISTORY = {"sql", "matching", "api", "rerun"}
+NEEDS_HISTORY = {"sql", "matching", "api", "api_busy", "rerun"}
+# A part's own arguments: the API's load again with two cores' worth of busy processes beside it
+# (a slow hour on demand; measured once, not a target).
+PART_ARGS = {"api_busy": ["--busy", "2"]}
 # Parts measured more than once (Scale.repeats), the median counting: each group's parts in
 # turn, as often as that. The ingest sets the run before aside itself (bench.ingest); the SQL
 # baseline and the run, taken in turns, undo the run before (bench.matching.set_aside_runs), so
@@ -284,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(times):
                     for name_ in unit:
                         out = ["--out", str(results_dir / "profile-ingest.txt")]
-                        extra = out if name_ == "profile" else []
+                        extra = out if name_ == "profile" else PART_ARGS.get(name_, [])
                         runs[name_].append(part(PARTS[name_], name_, scale.child_timeout_s, extra))
                 for name_ in unit:
                     found = medians(runs[name_], MEDIAN_BY.get(name_, "wall_s"))

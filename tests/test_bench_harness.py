@@ -137,3 +137,65 @@ def test_the_load_driver_starts_each_request_when_it_falls_due() -> None:
     assert max(tasks_seen) < 100, max(tasks_seen)
     assert not any(collecting)
     assert gc.isenabled()
+
+
+def test_busy_processes_keep_a_core_busy_each_and_are_gone_afterwards() -> None:
+    """The slow hour's stand-in (``bench.api.busy_processes``): each process works while the
+    block runs, and none is left when it ends, also when it ends by an error."""
+    import os
+    import time
+
+    from bench import api
+
+    def cpu_seconds(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    seen: list[int] = []
+    worked: list[float] = []
+
+    def load_that_fails() -> None:
+        with api.busy_processes(2) as pids:
+            seen.extend(pids)
+            time.sleep(0.5)
+            worked.extend(cpu_seconds(pid) for pid in pids)
+            raise RuntimeError("the load failed")
+
+    with pytest.raises(RuntimeError):
+        load_that_fails()
+    assert len(set(seen)) == 2
+    assert all(seconds > 0.1 for seconds in worked), worked
+    for pid in seen:
+        assert not Path(f"/proc/{pid}").exists()
+
+
+def test_a_figure_as_fast_as_the_query_is_not_faster_and_a_miss_says_by_how_much() -> None:
+    """ "Faster" is strict: the run in exactly the query's time misses. A miss gives the factor
+    and the share over the limit, small ones not rounded to nothing."""
+    from bench.report import targets
+
+    def part(name: str, wall: float) -> dict[str, Any]:
+        return measurement(name, name, rows=10, wall_s=wall, peak_rss=1)
+
+    def verdicts(run: float, query: float) -> dict[str, tuple[bool | None, str]]:
+        found = targets([part("matching", run), part("sql_query", query), part("sql_write", 9)])
+        return {t.name: (t.met, t.how_far) for t in found if "SQL" in t.name}
+
+    tie = verdicts(9.0, 9.0)
+    assert tie["Matching vs one SQL query (result fetched)"] == (
+        False,
+        "MISS: level with the limit, not past it",
+    )
+    assert tie["Matching vs one SQL query + INSERT … SELECT"][0] is False
+    assert verdicts(9.0005, 9.0)["Matching vs one SQL query (result fetched)"] == (
+        False,
+        "MISS by 1.00× (0.0056 % over)",
+    )
+    assert verdicts(11.7, 9.0)["Matching vs one SQL query (result fetched)"] == (
+        False,
+        "MISS by 1.30× (30 % over)",
+    )
+    assert verdicts(8.1, 9.0)["Matching vs one SQL query (result fetched)"] == (
+        True,
+        "0.90× the limit",
+    )

@@ -47,7 +47,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results" / "latest.json").read_text(encoding="utf-8"))
     parts = {r["part"] for r in results["results"]}
     expected = {"ingest", "naive", "copy", "copy_ours", "copy_ours_unindexed", "sql_query"}
-    assert expected | {"matching", "api", "rerun"} <= parts, parts
+    assert expected | {"matching", "api", "api_busy", "rerun"} <= parts, parts
     report = (tmp_path / "results" / "latest.md").read_text(encoding="utf-8")
     # Where the time goes: the CPU of the ingest and the run, theirs and PostgreSQL's.
     for part in ("ingest", "matching", "rerun"):
@@ -80,6 +80,12 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert len(p99s) == 2, api
     assert api["details"]["p99_ms"] == max(p99s), api
     assert report.count("(the median of 2 runs by p99: ") == 1, report
+    # The same load once more with two busy processes beside it, once, not a target.
+    (busy,) = [r for r in results["results"] if r["part"] == "api_busy"]
+    assert busy["details"]["busy_processes"] == 2, busy
+    assert busy["details"]["ok"] == busy["details"]["requests"] > 0, busy
+    assert "with 2 busy processes beside them" in report, report
+    assert not any(t["name"].startswith("API") and "busy" in t["name"] for t in results["targets"])
     assert "the run before undone" in completed.stderr + completed.stdout
     (rerun,) = [r for r in results["results"] if r["part"] == "rerun"]
     (matching,) = [r for r in results["results"] if r["part"] == "matching"]
