@@ -486,9 +486,9 @@ METHOD = (
     "the run's tables are vacuumed and analysed and a checkpoint is taken, as the nightly run's "
     "would be by the working day. Measured as often as the ingest, the run of the median p99 "
     "counting (of two, the higher).",
-    "API beside busy processes (not a target): the same load once more, with two processes "
-    "beside it that each keep a core busy (a loop in Python), started just before the load and "
-    "killed after it: a shared machine's slow hour, on demand.",
+    "API beside busy processes (not a target): the same load once more, with processes beside "
+    "it (as many as its line above says) that each keep a core busy (a loop in Python), started "
+    "just before the load and killed after it: a shared machine's slow hour, on demand.",
     "Rerun (not a target): after the API part, the month's run again with the same deliveries "
     "(as after a late redelivery): every case kept, only what changed written.",
     "CPU while it ran (ingest, matching, rerun): this process's user and system time (all its "
