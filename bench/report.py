@@ -488,7 +488,8 @@ METHOD = (
     "counting (of two, the higher).",
     "API beside busy processes (not a target): the same load once more, with processes beside "
     "it (as many as its line above says) that each keep a core busy (a loop in Python), started "
-    "just before the load and killed after it: a shared machine's slow hour, on demand.",
+    "just before the load and killed after it: a shared machine's slow hour, on demand. "
+    "Measured as often as the API, the run of the median p99 counting.",
     "Rerun (not a target): after the API part, the month's run again with the same deliveries "
     "(as after a late redelivery): every case kept, only what changed written.",
     "CPU while it ran (ingest, matching, rerun): this process's user and system time (all its "

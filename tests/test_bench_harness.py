@@ -62,11 +62,12 @@ def test_a_failed_run_is_reported_with_the_others_not_hidden_in_a_median() -> No
 
 
 def test_the_sql_baseline_and_the_run_take_turns_and_the_rest_stand_alone() -> None:
-    assert units(["ingest", "copy", "sql", "matching", "api", "rerun"]) == [
+    assert units(["ingest", "copy", "sql", "matching", "api", "api_busy", "rerun"]) == [
         ("ingest",),
         ("copy",),
         ("sql", "matching"),
         ("api",),
+        ("api_busy",),
         ("rerun",),
     ]
     assert units(["matching", "api"]) == [("matching",), ("api",)]
