@@ -17,7 +17,11 @@ import sqlalchemy as sa
 from services.ingest import service
 from services.ingest.partners import add_partner
 from services.ingest.service import ingest_with_retry
-from services.matcher.repository import period_signals
+from services.matcher.repository import (
+    period_signals,
+    signal_ranges_condition,
+    signals_in_ranges,
+)
 from shared import migrate
 from shared.context import Context
 from shared.db import unit_of_work
@@ -54,6 +58,23 @@ def _found(ctx: Context, delivery_id: uuid.UUID) -> list[tuple[int, int]]:
         assert delivery is not None
         query = sa.select(Signal.id, Signal.row_number).where(signal_in_delivery(delivery))
         return sorted((i, r) for i, r in session.execute(query).all())
+
+
+def _found_by_the_run(ctx: Context, delivery_id: uuid.UUID) -> list[tuple[int, int]]:
+    """(id, row) of the delivery's signals as the run reads them on PostgreSQL, the same both
+    ways (:func:`signals_in_ranges` and :func:`signal_ranges_condition`)."""
+    with ctx.sessions() as session:
+        delivery = session.get(Delivery, delivery_id)
+        assert delivery is not None
+        ranges = [(delivery.id, delivery.first_signal_id, delivery.last_signal_id)]
+        ways = (
+            f"SELECT s.id, s.row_number FROM {signals_in_ranges(ranges)}",
+            f"SELECT s.id, s.row_number FROM signals s WHERE {signal_ranges_condition(ranges)}"
+            " AND s.address_hash IS NOT NULL",
+        )
+        found = [sorted(tuple(r) for r in session.execute(sa.text(way)).all()) for way in ways]
+    assert found[0] == found[1]
+    return found[0]
 
 
 def _stored(ctx: Context, delivery_id: uuid.UUID) -> list[tuple[int, int]]:
@@ -188,6 +209,17 @@ def test_signals_stored_before_the_migration_are_found_by_their_delivery(
     # ... and are found only by their own.
     assert _found(ctx, first) == stored_first
     assert _found(ctx, second) == stored_second
+    if not database_url.startswith("sqlite"):
+        # So too by the run's two ways of reading a month's signals on PostgreSQL (a UNION ALL
+        # of the ranges, and the ranges joined by OR for the history's addresses).
+        for delivery_id in (first, second, aligned_one):
+            assert _found_by_the_run(ctx, delivery_id) == _stored(ctx, delivery_id)
+        with ctx.sessions() as session:  # no delivery: no signal, either way
+            for way in (
+                f"SELECT count(*) FROM {signals_in_ranges([])}",
+                f"SELECT count(*) FROM signals s WHERE {signal_ranges_condition([])}",
+            ):
+                assert session.scalar(sa.text(way)) == 0
     # A new delivery's block lies above every id in use.
     third = _upload(ctx, _partner(ctx, "Woonstichting C"), 2)
     assert min(i for i, _ in _stored(ctx, third)) > aligned + ROWS_PER_DELIVERY
