@@ -326,7 +326,10 @@ def finish(prepared: Prepared, history: pl.DataFrame) -> MatchResult:
     screened = screened.drop("repeat")
     cases = prioritise(classify(link_recidive(groups, history, config)))
     eligible = pl.col("excluded").is_null()
-    singles = screened.filter(eligible & ~pl.col("is_case")).select(pl.col("address_hash").unique())
+    # Counted, not listed (the benchmark's million signals: 38 to 54 against 94 to 119 ms).
+    singles = screened.select(
+        pl.col("address_hash").filter(eligible & ~pl.col("is_case")).n_unique()
+    ).item()
     outcomes = screened.select(
         "signal_id",
         "partner_id",
@@ -350,7 +353,7 @@ def match(signals: pl.DataFrame, history: pl.DataFrame, config: MatchConfig) -> 
 
 
 def _figures(
-    signals: pl.DataFrame, outcomes: pl.DataFrame, cases: pl.DataFrame, singles: pl.DataFrame
+    signals: pl.DataFrame, outcomes: pl.DataFrame, cases: pl.DataFrame, singles: int
 ) -> dict[str, object]:
     def count(outcome: str) -> int:
         return outcomes.filter(pl.col("outcome") == outcome).height
@@ -375,7 +378,7 @@ def _figures(
         "rent_only": rent_only,
         "crisis": cases.filter("has_crisis").height,
         "recidive": cases.filter("is_recidive").height,
-        "singles": singles.height,
+        "singles": singles,
         "signals_in_cases": count(OUTCOME_MATCHED),
         "classification": {
             name: cases.filter(pl.col("classification") == name).height
