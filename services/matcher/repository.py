@@ -192,8 +192,8 @@ def history(session: Session, first_period: str, period: str) -> pl.DataFrame:
     planner knows roughly how many there are. From the ``UNION ALL`` of the ranges it took them
     for 200 and made them unique first, in a hash that spilled to disk (877,000 addresses of a
     million signals, done 2.7 s into the query's 6.9 s under EXPLAIN ANALYZE), before hashing
-    them again for the join; now the join hashes the addresses as they are (a semi-join). At national scale,
-    fetched alone, 4.19 to 5.49 s → 3.27 to 4.42 s (three pairs, alternating).
+    them again for the join; now the join hashes the addresses as they are (a semi-join). At
+    national scale, fetched alone, 4.19 to 5.49 s → 3.27 to 4.42 s (three pairs, alternating).
     """
     if is_postgres(session):
         session.execute(text(f"SET LOCAL work_mem = '{RUN_WORK_MEM}'"))
