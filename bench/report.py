@@ -82,7 +82,8 @@ def _by_part(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _ratio_note(met: bool, value: float, limit: float, higher_is_better: bool) -> str:
-    """How far a figure is from its target, as a factor and in percent of the target."""
+    """How far a figure is from its target, as a factor; a miss of a limit also in percent
+    over it (a throughput that falls short is given as the factor alone)."""
     factor = value / limit if limit else 0.0
     if met:
         return f"{factor:.2f}× the {'target' if higher_is_better else 'limit'}"
