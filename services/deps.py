@@ -2,6 +2,8 @@
 
 The request owns its transaction: :func:`get_session` commits when the endpoint returns normally
 and rolls back on any error, before the response is sent. Functions below only ``flush()``.
+Endpoints that write nothing take :data:`ReadSession` instead (on PostgreSQL their statements
+run in autocommit: no ``BEGIN`` or ``COMMIT`` round trip).
 
 :func:`current_principal` is also where the rate limits (:mod:`services.ratelimit`) apply: per
 credential after authentication, and per client address for failed authentications.
@@ -28,14 +30,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 from urllib.parse import unquote
 
 from cryptography import x509
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.ratelimit import RateLimits
@@ -85,8 +87,23 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     :func:`current_principal` authenticates in it: one connection and one transaction per
     request instead of two.
     """
-    ctx = get_context(request)
-    session = ctx.sessions()
+    async with _request_session(request, get_context(request).sessions) as session:
+        yield session
+
+
+async def get_read_session(request: Request) -> AsyncIterator[Session]:
+    """:func:`get_session` for an endpoint that writes nothing: from
+    :attr:`shared.context.Context.read_sessions`, so that on PostgreSQL the request sends no
+    ``BEGIN`` and no ``COMMIT`` (:func:`shared.db.make_read_sessionmaker`)."""
+    async with _request_session(request, get_context(request).read_sessions) as session:
+        yield session
+
+
+@asynccontextmanager
+async def _request_session(
+    request: Request, factory: sessionmaker[Session]
+) -> AsyncIterator[Session]:
+    session = factory()
     request.state.session = session
     try:
         yield session
@@ -101,6 +118,8 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 # scope="function": the transaction commits before the response is sent, so a client never gets
 # a success for work that then fails to commit, and reads what it wrote right after.
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
+# For endpoints that only read; a write in it commits at once (see get_read_session).
+ReadSession = Annotated[Session, Depends(get_read_session, scope="function")]
 AppContext = Annotated[Context, Depends(_app_context)]
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.crypto import KeyedHasher, PiiCipher
-from shared.db import make_engine, make_sessionmaker, utcnow
+from shared.db import make_engine, make_read_sessionmaker, make_sessionmaker, utcnow
 from shared.settings import Settings, get_settings
 
 
@@ -24,6 +24,8 @@ class Context:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    # For requests that only read (shared.db.make_read_sessionmaker).
+    read_sessions: sessionmaker[Session]
     cipher: PiiCipher
     hasher: KeyedHasher
     clock: Callable[[], datetime] = field(default=utcnow)
@@ -55,6 +57,7 @@ def build_context(
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine),
+        read_sessions=make_read_sessionmaker(engine),
         cipher=PiiCipher(settings.encryption_keyring()),
         hasher=KeyedHasher(settings.address_key()),
         clock=clock or utcnow,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from services.deps import AppContext, DbSession, PartnerPrincipal
+from services.deps import AppContext, PartnerPrincipal, ReadSession
 from services.ingest import repository
 from services.ingest.schemas import DeliveryPage, DeliveryPublic, RowProblemPublic
 from services.ingest.service import IngestOutcome, ingest_with_retry
@@ -99,7 +99,7 @@ async def upload_delivery(
 @router.get("", response_model=DeliveryPage, summary="This partner's deliveries, newest first")
 def list_deliveries(
     principal: PartnerPrincipal,
-    session: DbSession,
+    session: ReadSession,
     period: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
@@ -118,7 +118,7 @@ def list_deliveries(
     summary="One of this partner's deliveries",
 )
 def get_delivery(
-    delivery_id: uuid.UUID, principal: PartnerPrincipal, session: DbSession
+    delivery_id: uuid.UUID, principal: PartnerPrincipal, session: ReadSession
 ) -> DeliveryPublic:
     assert principal.partner_id is not None
     delivery = repository.delivery_of_partner(session, principal.partner_id, delivery_id)

@@ -26,7 +26,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
-from services.deps import AppContext, DbSession, PartnerPrincipal, require_roles
+from services.deps import AppContext, DbSession, PartnerPrincipal, ReadSession, require_roles
 from services.routing import service
 from shared import audit
 from shared.auth import Principal
@@ -136,7 +136,7 @@ class CaseQuery(BaseModel):
 )
 def list_cases(
     ctx: AppContext,
-    session: DbSession,
+    session: ReadSession,
     principal: CaseReader,
     query: Annotated[CaseQuery, Query()],
 ) -> Response:
@@ -376,7 +376,7 @@ def remove_client(
 
 
 @router.get("/sdv/clients", responses=PROBLEMS, tags=["sdv"], summary="The register's size")
-def register_size(session: DbSession, principal: SdvStaff) -> dict[str, Any]:
+def register_size(session: ReadSession, principal: SdvStaff) -> dict[str, Any]:
     """Only the count: the register holds keyed hashes, which mean nothing outside matching."""
     return {"count": service.register_size(session)}
 
@@ -402,7 +402,7 @@ def run_dict(run: Run) -> dict[str, Any]:
 @router.get("/runs", responses=PROBLEMS, tags=["runs"], summary="The matching runs, newest first")
 def list_runs(
     ctx: AppContext,
-    session: DbSession,
+    session: ReadSession,
     principal: Coordinator,
     period: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
@@ -427,7 +427,7 @@ def list_runs(
 
 @router.get("/runs/{run_id}", responses=PROBLEMS, tags=["runs"], summary="One run's figures")
 def get_run(
-    run_id: uuid.UUID, ctx: AppContext, session: DbSession, principal: Coordinator
+    run_id: uuid.UUID, ctx: AppContext, session: ReadSession, principal: Coordinator
 ) -> dict[str, Any]:
     run = session.get(Run, run_id)
     if run is None:
@@ -454,7 +454,7 @@ def partner_status(status: str) -> str:
     summary="What became of each of the delivery's signals",
 )
 def delivery_feedback(
-    delivery_id: uuid.UUID, ctx: AppContext, session: DbSession, principal: PartnerPrincipal
+    delivery_id: uuid.UUID, ctx: AppContext, session: ReadSession, principal: PartnerPrincipal
 ) -> dict[str, Any]:
     """Per signal (by row and the partner's own reference) its status in the national vocabulary;
     nothing about other partners' signals, amounts, contact details or the household."""
@@ -492,7 +492,7 @@ def delivery_feedback(
 
 @router.get("/audit", responses=PROBLEMS, tags=["audit"], summary="The audit trail, newest first")
 def list_audit(
-    session: DbSession,
+    session: ReadSession,
     principal: AuditReader,
     object_type: str | None = None,
     object_id: str | None = None,
@@ -551,7 +551,7 @@ def list_audit(
 )
 def monitor_deliveries(
     ctx: AppContext,
-    session: DbSession,
+    session: ReadSession,
     principal: Coordinator,
     period: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None,
 ) -> dict[str, Any]:

@@ -307,25 +307,52 @@ def test_the_page_and_its_total_are_one_statement_that_counts_no_case(
         sa.event.remove(ctx.engine, "before_cursor_execute", seen)
 
 
-def test_a_read_takes_one_connection_and_one_transaction(world: World, ctx: Context) -> None:
-    """Authentication runs in the endpoint's own session: one checkout, one transaction."""
+def _autocommit(dbapi_connection: Any) -> bool:
+    """Whether a driver connection runs each statement on its own (psycopg's flag; SQLite's
+    connections here never do)."""
+    return getattr(dbapi_connection, "autocommit", None) is True
+
+
+def test_a_read_takes_one_connection_and_no_transaction_round_trips(
+    world: World, ctx: Context
+) -> None:
+    """Authentication runs in the endpoint's own session: one checkout. On PostgreSQL the read's
+    statements run in autocommit (no ``BEGIN``, no ``COMMIT``); a write after it gets its
+    connection back in the usual mode, all its statements in one transaction."""
     world.get("coordinator", "/api/v1/cases")  # stamps the key's last use (once a minute)
-    seen = {"checkout": 0, "begin": 0}
+    seen: dict[str, list[bool]] = {"checkout": [], "statement": []}
 
-    def checkout(*_args: object) -> None:
-        seen["checkout"] += 1
+    def checkout(dbapi_connection: Any, *_args: object) -> None:
+        seen["checkout"].append(_autocommit(dbapi_connection))
 
-    def begin(*_args: object) -> None:
-        seen["begin"] += 1
+    def statement(conn: sa.Connection, *_args: object) -> None:
+        seen["statement"].append(_autocommit(conn.connection.dbapi_connection))
 
-    sa.event.listen(ctx.engine, "checkout", checkout)
-    sa.event.listen(ctx.engine, "begin", begin)
-    try:
-        assert world.get("coordinator", "/api/v1/cases").status_code == 200
-    finally:
-        sa.event.remove(ctx.engine, "checkout", checkout)
-        sa.event.remove(ctx.engine, "begin", begin)
-    assert seen == {"checkout": 1, "begin": 1}
+    def watched(call: Any) -> dict[str, list[bool]]:
+        seen["checkout"].clear()
+        seen["statement"].clear()
+        sa.event.listen(ctx.engine, "checkout", checkout)
+        sa.event.listen(ctx.engine, "before_cursor_execute", statement)
+        try:
+            call()
+        finally:
+            sa.event.remove(ctx.engine, "checkout", checkout)
+            sa.event.remove(ctx.engine, "before_cursor_execute", statement)
+        return {k: list(v) for k, v in seen.items()}
+
+    postgres = ctx.engine.dialect.name == "postgresql"
+    read = watched(lambda: world.get("coordinator", "/api/v1/cases").raise_for_status())
+    # The pool hands every connection out in the usual mode; the read then switches it.
+    assert read["checkout"] == [False]
+    assert len(read["statement"]) >= 2  # the key, the page (and SQLite's BEGIN IMMEDIATE)
+    assert all(mode is postgres for mode in read["statement"])
+    attempt = {"soort": "Brief", "datum": "2026-11-26"}
+    path = f"/api/v1/cases/{world.cases['noord']}/contact-attempts"
+    for _ in range(3):  # more than once: the pool hands out the read's connection again
+        write = watched(lambda: world.post("coordinator", path, attempt).raise_for_status())
+        assert write["checkout"] == [False]
+        assert len(write["statement"]) > 2
+        assert not any(write["statement"])
 
 
 @pytest.mark.parametrize(("who", "status"), [("coordinator", 404), ("admin", 403)])
