@@ -687,7 +687,9 @@ def list_cases(
     rows into JSON was most of its CPU); elsewhere :func:`summary` does, from plain rows. The
     total comes with the page, in the same statement (one snapshot: the total is that of the
     cases the page was taken from), as the sum of the case counts under the same conditions
-    (:class:`shared.models.CaseCount`), not a count of the cases.
+    (:class:`shared.models.CaseCount`), not a count of the cases. The statements run on the
+    session's connection, not through the ORM's execution: their rows are plain columns (see
+    :func:`shared.auth.authenticate` for what that saves).
     """
     json_items = session.get_bind().dialect.name == "postgresql"
     deep = page * page_size > SHALLOW_ROWS
@@ -695,16 +697,18 @@ def list_cases(
         list_shape(principal, filters), json_items, deep
     )
     values = list_parameters(principal, filters, today)
-    rows = session.execute(
-        page_statement, {**values, "offset": (page - 1) * page_size, "limit": page_size}
-    ).all()
+    rows = (
+        session.connection()
+        .execute(page_statement, {**values, "offset": (page - 1) * page_size, "limit": page_size})
+        .all()
+    )
     if json_items:
         items_json = "[" + ",".join(row.item for row in rows) + "]"
     else:
         items_json = json_text([summary(row, row.team_name, today) for row in rows])
     if rows:
         return CasePage(items_json, int(rows[0].total))
-    total = 0 if page == 1 else int(session.scalar(total_statement, values) or 0)
+    total = 0 if page == 1 else int(session.connection().scalar(total_statement, values) or 0)
     return CasePage(items_json, total)
 
 
