@@ -69,9 +69,16 @@ def record(
     details: dict[str, Any] | None = None,
     system_actor: str = SYSTEM,
 ) -> AuditEvent:
-    """Append one event in the caller's transaction (flushed, committed with the caller's work)."""
+    """Append one event in the caller's transaction (flushed, committed with the caller's work).
+
+    The chain's lock lasts until the transaction ends, so an event needs one: a read-only
+    request's session (autocommit on PostgreSQL, ``services.deps.ReadSession``) is refused.
+    """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
+        connection = session.connection()
+        if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            raise RuntimeError("an audit event is written in a transaction, not in autocommit")
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
     last = session.execute(
         select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
     ).first()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from shared import audit
@@ -62,3 +63,17 @@ def test_swapped_contents_are_found(ctx: Context) -> None:
 def test_events_hold_no_personal_data_fields(ctx: Context) -> None:
     columns = {c.name for c in AuditEvent.__table__.columns}
     assert columns.isdisjoint({"achternaam", "postcode", "bsn", "email", "telefoon"})
+
+
+def test_an_event_is_refused_outside_a_transaction(ctx: Context) -> None:
+    """The chain's lock lasts as long as the transaction: a read-only request's session (in
+    autocommit on PostgreSQL) cannot append, so two writers can never both extend the same last
+    event. On SQLite a read's session is the usual one, and appends."""
+    with ctx.read_sessions() as session:
+        if ctx.engine.dialect.name == "postgresql":
+            with pytest.raises(RuntimeError, match="in a transaction"):
+                audit.record(session, action="case.read", now=ctx.now())
+        else:
+            audit.record(session, action="case.read", now=ctx.now())
+            session.commit()
+    assert _verify(ctx) == ((0, None) if ctx.engine.dialect.name == "postgresql" else (1, None))
