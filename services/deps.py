@@ -118,7 +118,8 @@ async def _request_session(
 # scope="function": the transaction commits before the response is sent, so a client never gets
 # a success for work that then fails to commit, and reads what it wrote right after.
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
-# For endpoints that only read; a write in it commits at once (see get_read_session).
+# For endpoints that write nothing; on PostgreSQL a write in it would commit with its statement, so
+# an endpoint that writes (or records an audit event) takes DbSession (see get_read_session).
 ReadSession = Annotated[Session, Depends(get_read_session, scope="function")]
 AppContext = Annotated[Context, Depends(_app_context)]
 
