@@ -15,6 +15,7 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -45,6 +46,20 @@ DATABASE_DOWN: tuple[type[Exception], ...] = (
 )
 
 
+# FastAPI's own OpenTelemetry spans, metrics and logs are off. They switch themselves on once any
+# OpenTelemetry provider is set in the process (an operator's auto-instrumentation, a library),
+# and their logs carry exceptions' messages and stack traces, their spans the request's path:
+# either can hold personal data. The service's own logs and metrics (shared.logs, /metrics)
+# carry none. Off, the framework also stops asking for the providers on every request.
+FRAMEWORK_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+    "auto_configure": False,
+}
+
+
 def _problem(
     doc: dict[str, object], status: int, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -59,6 +74,7 @@ def create_app(ctx: Context | None = None) -> FastAPI:
         version="0.1.0",
         description="Early warning of payment arrears (Wgs vroegsignalering): partner portal "
         "and case routing for Dutch municipalities.",
+        telemetry=FRAMEWORK_TELEMETRY,
     )
     app.state.context = ctx
     settings = ctx.settings

@@ -123,7 +123,7 @@ class RequestGuard:
                 extra={
                     "request_id": request_id,
                     "method": scope.get("method"),
-                    "route": getattr(scope.get("route"), "path", scope.get("path")),
+                    "route": template,
                     "status": status_holder.get("status"),
                     "duration_ms": round(elapsed * 1000, 1),
                 },

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
+
+import pytest
 
 from services.matcher.service import run_period
 from shared import migrate
@@ -67,3 +70,16 @@ def test_metrics_count_uploads_latency_runs_and_cases(
     assert value("vroegsignaal_database_up") == 1
     for personal in ("Jansen", "Kerkstraat", "2011AB", "0612345678"):
         assert personal not in text
+
+
+def test_the_request_log_names_routes_never_paths(
+    live_server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A path that matches no route may hold anything (an id, a postcode): the request's log
+    line names the route's template, or ``unmatched``, as the metrics do."""
+    with caplog.at_level(logging.INFO, logger="vroegsignaal.http"), live_server.client() as client:
+        assert client.get("/api/v1/no-such-thing/9999ZZ-1").status_code == 404
+        assert client.get("/healthz").status_code == 200
+    lines = [r for r in caplog.records if r.name == "vroegsignaal.http" and r.msg == "request"]
+    assert [getattr(r, "route", None) for r in lines] == ["unmatched", "/healthz"]
+    assert not any("9999ZZ" in str(vars(r)) for r in lines)
