@@ -46,7 +46,7 @@ def instrument(ctx: Context) -> Phases:
     phases.wrap(service, "_unsealed", "texts and associated data to seal")
     phases.wrap(service, "_signal_frame", "_signal_frame")
     phases.wrap(ctx.cipher, "encrypt_many", "encrypt (AES-GCM per row)")
-    phases.wrap(ctx.hasher, "hash_many", "hash (HMAC per key)")
+    phases.wrap(ctx.hasher, "hash_column", "hash (HMAC per key)")
     phases.wrap(pgcopy.BinaryRows, "encode", "rows for the server")
     phases.wrap(bulk, "csv_text", "rows for the server")
     phases.wrap(service, "_store_signals", "_store_signals")

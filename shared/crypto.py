@@ -19,10 +19,11 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import polars as pl
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -173,16 +174,29 @@ class KeyedHasher:
 
     def hash_many(self, domain: str, values: Sequence[str | None]) -> list[str | None]:
         """Hashes for many values; None stays None."""
-        inner, outer, prefix = self._inner.copy, self._outer.copy, f"{domain}:"
+        prefix = f"{domain}:"
+        return self._hashes(None if v is None else (prefix + v).encode() for v in values)
 
-        def one(value: str) -> str:
+    def hash_column(self, domain: str, values: pl.Series) -> list[str | None]:
+        """:meth:`hash_many` for a column of text: Polars puts the messages together and encodes
+        them, a column at a time, not Python a value at a time (1.43 to 1.50 against 1.65 to
+        1.68 µs a hash for 200,000 keys, bench/HISTORY.md); a null stays None."""
+        messages = pl.select(
+            pl.concat_str([pl.lit(f"{domain}:"), pl.lit(values.cast(pl.String))]).cast(pl.Binary)
+        ).to_series()
+        return self._hashes(messages.to_list())
+
+    def _hashes(self, messages: Iterable[bytes | None]) -> list[str | None]:
+        inner, outer = self._inner.copy, self._outer.copy
+
+        def one(message: bytes) -> str:
             step = inner()
-            step.update((prefix + value).encode())
+            step.update(message)
             result = outer()
             result.update(step.digest())
             return result.hexdigest()
 
-        return [None if v is None else one(v) for v in values]
+        return [None if m is None else one(m) for m in messages]
 
 
 PARTNER_KEY_PREFIX = "vsp"

@@ -415,7 +415,7 @@ def _hashed(ctx: Context, domain: str, values: pl.Series, *, distinct: bool = Fa
     distinct value is hashed once (postcodes repeat: a street shares one)."""
     name = HASH_COLUMNS[domain]
     if not distinct:
-        return pl.Series(name, ctx.hasher.hash_many(domain, values.to_list()), dtype=pl.String)
+        return pl.Series(name, ctx.hasher.hash_column(domain, values), dtype=pl.String)
     keys = values.drop_nulls().unique()
-    hashes = pl.Series(ctx.hasher.hash_many(domain, keys.to_list()), dtype=pl.String)
+    hashes = pl.Series(ctx.hasher.hash_column(domain, keys), dtype=pl.String)
     return values.replace_strict(keys, hashes, default=None, return_dtype=pl.String).rename(name)

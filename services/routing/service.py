@@ -245,10 +245,8 @@ def register_hashes(
             problems.append(RowProblem(row, "geboortedatum", "not a date (use 1980-05-31)"))
     hashes = pl.DataFrame(
         {
-            "address_hash": ctx.hasher.hash_many("address", keyed["address_key"].to_list()),
-            "person_hash": [
-                h or "" for h in ctx.hasher.hash_many("person", keyed["person_key"].to_list())
-            ],
+            "address_hash": ctx.hasher.hash_column("address", keyed["address_key"]),
+            "person_hash": [h or "" for h in ctx.hasher.hash_column("person", keyed["person_key"])],
         },
         schema={"address_hash": pl.String, "person_hash": pl.String},
     )

@@ -257,13 +257,15 @@ def test_envelopes_of_the_first_format_still_read() -> None:
 @example(key=b"\x80" * 65, values=["é" * 80])  # a key longer than a block is hashed first
 def test_fast_keyed_hash_is_hmac_sha256(key: bytes, values: list[str | None]) -> None:
     """The hashes (from primed SHA-256 states) are HMAC-SHA256 as the standard library computes
-    it, for any key and any value, one at a time as well as many."""
+    it, for any key and any value, one at a time as well as many, from Python's strings and from
+    a column."""
     hasher = KeyedHasher(key)
     expected = [
         None if v is None else hmac.digest(key, f"address:{v}".encode(), "sha256").hex()
         for v in values
     ]
     assert hasher.hash_many("address", values) == expected
+    assert hasher.hash_column("address", pl.Series(values, dtype=pl.String)) == expected
     assert [None if v is None else hasher.hash("address", v) for v in values] == expected
 
 
