@@ -246,10 +246,10 @@ def register_hashes(
     hashes = pl.DataFrame(
         {
             "address_hash": ctx.hasher.hash_column("address", keyed["address_key"]),
-            "person_hash": [h or "" for h in ctx.hasher.hash_column("person", keyed["person_key"])],
+            "person_hash": ctx.hasher.hash_column("person", keyed["person_key"]),
         },
         schema={"address_hash": pl.String, "person_hash": pl.String},
-    )
+    ).with_columns(pl.col("person_hash").fill_null(""))
     return hashes.unique(maintain_order=True), problems
 
 
