@@ -313,8 +313,30 @@ def _database_share(parts: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
-def where_time_goes(results: list[dict[str, Any]]) -> list[str]:
-    """One paragraph per part with a breakdown, from the phase timers, statements and profile."""
+def _cores_floor(parts: dict[str, dict[str, Any]], cores: int | None) -> list[str]:
+    """The least time the ingest's CPU allows on the machine's cores (all of them busy all the
+    time), against the raw COPY floor: whether the part can meet "within 3×" by using the cores
+    better, or only by doing less work."""
+    if not cores or not all(p in parts for p in ("ingest", "copy")):
+        return []
+    cpu = parts["ingest"]["details"].get("cpu")
+    if not cpu:
+        return []
+    ours = cpu["process_user_s"] + cpu["process_system_s"]
+    used = ours + cpu["postgresql_s"]
+    floor = parts["copy"]["wall_s"]
+    least, budget = used / cores, 3 * floor * cores
+    return [
+        f"  - on {cores} cores it takes at least its CPU over the cores: (this process "
+        f"{ours:.1f} s + PostgreSQL {cpu['postgresql_s']:.1f} s) / {cores} = {least:.2f} s, "
+        f"{least / floor:.2f}× the floor's time; within 3× of the floor leaves {budget:.1f} s "
+        f"of CPU in all, {budget / used:.0%} of what it used"
+    ]
+
+
+def where_time_goes(results: list[dict[str, Any]], cores: int | None = None) -> list[str]:
+    """One paragraph per part with a breakdown, from the phase timers, statements and profile;
+    ``cores``: the machine's, for the ingest's least time on them."""
     parts = _by_part(results)
     lines: list[str] = []
     if "ingest" in parts:
@@ -326,6 +348,7 @@ def where_time_goes(results: list[dict[str, Any]]) -> list[str]:
                 + "; ".join(f"{k} {v:.2f} s" for k, v in sealing.items())
             )
         lines += _database_share(parts)
+        lines += _cores_floor(parts, cores)
     if "profile" in parts:
         top = parts["profile"]["details"]["top_own_time"][:6]
         lines.append(
@@ -508,5 +531,5 @@ METHOD = (
 def render(doc: dict[str, Any]) -> dict[str, Any]:
     """Add targets and the breakdown to a results document."""
     doc["targets"] = [t.__dict__ for t in targets(doc["results"])]
-    doc["where_time_goes"] = where_time_goes(doc["results"])
+    doc["where_time_goes"] = where_time_goes(doc["results"], doc.get("machine", {}).get("cores"))
     return doc

@@ -200,3 +200,24 @@ def test_a_figure_as_fast_as_the_query_is_not_faster_and_a_miss_says_by_how_much
         True,
         "0.90× the limit",
     )
+
+
+def test_the_ingest_is_told_the_least_time_its_cpu_allows_on_the_cores() -> None:
+    """The report says whether "within 3× of COPY" is reachable by using both cores better: the
+    ingest's CPU (ours and PostgreSQL's) over the cores, against the floor, and how much of that
+    CPU the target leaves. Without the CPU or the cores, no such line."""
+    from bench.report import where_time_goes
+
+    cpu = {"process_user_s": 7.1, "process_system_s": 0.9, "postgresql_s": 3.8}
+    ingest = measurement("ingest", "ingest", rows=10, wall_s=7.18, peak_rss=1, cpu=cpu)
+    copy = measurement("copy", "copy", rows=10, wall_s=1.35, peak_rss=1)
+    lines = where_time_goes([ingest, copy], cores=2)
+    floor = [line for line in lines if "takes at least" in line]
+    assert floor == [
+        "  - on 2 cores it takes at least its CPU over the cores: (this process 8.0 s + "
+        "PostgreSQL 3.8 s) / 2 = 5.90 s, 4.37× the floor's time; within 3× of the floor leaves "
+        "8.1 s of CPU in all, 69% of what it used"
+    ]
+    assert not [line for line in where_time_goes([ingest, copy]) if "takes at least" in line]
+    bare = measurement("ingest", "ingest", rows=10, wall_s=7.18, peak_rss=1)
+    assert not [line for line in where_time_goes([bare, copy], cores=2) if "takes at least" in line]
