@@ -274,6 +274,11 @@ def _top(mapping: dict[str, float], count: int, total: float | None = None) -> s
     return "; ".join(f"{k} {v:.2f} s" for k, v in ranked)
 
 
+def _own_cpu(cpu: dict[str, float]) -> float:
+    """The part's own process's CPU seconds (user and system, all its threads)."""
+    return cpu["process_user_s"] + cpu["process_system_s"]
+
+
 def _cpu_line(r: dict[str, Any]) -> list[str]:
     """Where a part's CPU went while it ran (bench.common.CpuMeter), if it was measured."""
     cpu = r["details"].get("cpu")
@@ -282,7 +287,7 @@ def _cpu_line(r: dict[str, Any]) -> list[str]:
     user, system = cpu["process_user_s"], cpu["process_system_s"]
     busy, other = cpu.get("machine_busy_percent"), cpu.get("other_processes_s")
     return [
-        f"  - CPU while it ran: this process {user + system:.1f} s (user {user:.1f}, "
+        f"  - CPU while it ran: this process {_own_cpu(cpu):.1f} s (user {user:.1f}, "
         f"system {system:.1f}), PostgreSQL {cpu['postgresql_s']:.1f} s"
         + (f", other processes {other:.1f} s" if other is not None else "")
         + f", in {r['wall_s']:.2f} s of wall time"
@@ -322,7 +327,7 @@ def _cores_floor(parts: dict[str, dict[str, Any]], cores: int | None) -> list[st
     cpu = parts["ingest"]["details"].get("cpu")
     if not cpu:
         return []
-    ours = cpu["process_user_s"] + cpu["process_system_s"]
+    ours = _own_cpu(cpu)
     used = ours + cpu["postgresql_s"]
     floor = parts["copy"]["wall_s"]
     least, budget = used / cores, 3 * floor * cores
