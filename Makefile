@@ -56,7 +56,7 @@ run: install ## Serve the API on 127.0.0.1:8000 and the SFTP drop on 127.0.0.1:2
 		$(BIN)/vroegsignaal serve --host 127.0.0.1 --port 8000
 
 bench: install ## Benchmarks at national scale on the local PostgreSQL (1M rows; minutes)
-	$(BIN)/python -m bench.run --scale full --server-url "$(PG_SERVER_URL)"
+	$(BIN)/python -m bench.run --scale full --server-url "$(PG_SERVER_URL)" $(BENCH_ARGS)
 
 bench-smoke: install ## The benchmark harness at 10,000 rows (about a minute)
 	$(BIN)/python -m bench.run --scale smoke --server-url "$(PG_SERVER_URL)"

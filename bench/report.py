@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -66,6 +67,27 @@ def _commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+# Words of a processor's name that do not tell its kind.
+_NOT_A_KIND = frozenset({"intel", "amd", "cpu", "processor", "genuineintel", "authenticamd"})
+
+
+def machine_kind(cpu: str | None) -> str:
+    """The kind of machine by its processor's name, for a kept report's file name: the first word
+    that is not the maker's or a filler ("Intel(R) Xeon(R) Processor" is ``xeon``, "AMD EPYC 7B13"
+    is ``epyc``); ``machine`` when none is left."""
+    name = re.sub(r"\((?:r|tm)\)", " ", (cpu or "").lower())
+    words = re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)*", name)
+    return next((w for w in words if w not in _NOT_A_KIND), "machine")
+
+
+def kept_name(doc: dict[str, Any]) -> str:
+    """The name a report is kept under (``bench/reports/``): its scale, the date and the minute of
+    its header in UTC and the kind of machine, e.g. ``results-full-2026-12-01-xeon-2246``."""
+    when = datetime.fromisoformat(doc["machine"]["date"]).astimezone(UTC)
+    kind = machine_kind(doc["machine"].get("cpu"))
+    return f"results-{doc['scale']}-{when:%Y-%m-%d}-{kind}-{when:%H%M}"
 
 
 @dataclass

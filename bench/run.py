@@ -6,9 +6,10 @@
 Steps: the data set (:mod:`bench.data`, generated once per scale and seed); a scratch PostgreSQL
 database on ``--server-url`` (created here, dropped at the end); :mod:`bench.setup`; then each
 measurement in a subprocess of its own; then ``<results>/latest.json`` and ``latest.md`` (and a
-copy named after the scale), the table also printed. Secrets for the run are made here and reach
-the parts through their environment only. Exit status 1 when a part failed (a missed target is a
-result, not a failure).
+copy named after the scale; with ``--keep-report`` one more in ``bench/reports/``, named by its
+scale, date, machine and minute), the table also printed. Secrets for the run are made here and
+reach the parts through their environment only. Exit status 1 when a part failed (a missed target
+is a result, not a failure).
 """
 
 from __future__ import annotations
@@ -99,6 +100,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run the cProfile'd ingest (default: on except in the smoke scale)",
     )
     parser.add_argument("--keep-db", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--keep-report",
+        nargs="?",
+        const=BENCH_DIR / "reports",
+        type=Path,
+        metavar="DIR",
+        help="also keep the report (markdown and JSON) in DIR, default bench/reports/, named by "
+        "its scale, date, kind of machine and time (never over an earlier one)",
+    )
     return parser.parse_args(argv)
 
 
@@ -241,6 +251,28 @@ def medians(runs: list[list[dict[str, Any]]], by: str = "wall_s") -> list[dict[s
     return [median_run([run[i] for run in runs], by) for i in range(len(runs[0]))]
 
 
+def report_json(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, default=str) + "\n"
+
+
+def keep_report(directory: Path, doc: dict[str, Any], text: str) -> Path:
+    """Keep a report beside the earlier ones, by :func:`bench.report.kept_name`: the markdown and
+    its JSON. A name already taken (two reports in one minute) gets ``-2``, ``-3``, … rather than
+    replacing a kept report. Returns the markdown's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = report.kept_name(doc)
+    for n in range(1, 100):
+        name = stem if n == 1 else f"{stem}-{n}"
+        try:
+            with (directory / f"{name}.md").open("x", encoding="utf-8") as out:
+                out.write(text)
+        except FileExistsError:
+            continue
+        (directory / f"{name}.json").write_text(report_json(doc), encoding="utf-8")
+        return directory / f"{name}.md"
+    raise SystemExit(f"no free name for the report in {directory} ({stem}-…)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     scale = SCALES[args.scale]
@@ -314,12 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     text = report.markdown(doc)
     for stem in ("latest", scale.name):
-        (results_dir / f"{stem}.json").write_text(
-            json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8"
-        )
+        (results_dir / f"{stem}.json").write_text(report_json(doc), encoding="utf-8")
         (results_dir / f"{stem}.md").write_text(text, encoding="utf-8")
     print(text)
     say(f"results in {results_dir}/latest.json and latest.md ({doc['total_seconds']} s)")
+    if args.keep_report is not None:
+        say(f"report kept as {keep_report(args.keep_report.resolve(), doc, text)}")
     return 1 if failed else 0
 
 

@@ -221,3 +221,38 @@ def test_the_ingest_is_told_the_least_time_its_cpu_allows_on_the_cores() -> None
     assert not [line for line in where_time_goes([ingest, copy]) if "takes at least" in line]
     bare = measurement("ingest", "ingest", rows=10, wall_s=7.18, peak_rss=1)
     assert not [line for line in where_time_goes([bare, copy], cores=2) if "takes at least" in line]
+
+
+def test_a_kept_report_is_named_by_its_scale_date_machine_and_minute() -> None:
+    from bench.report import kept_name, machine_kind
+
+    assert machine_kind("Intel(R) Xeon(R) Processor") == "xeon"
+    assert machine_kind("AMD EPYC 7B13 64-Core Processor") == "epyc"
+    assert machine_kind("Intel(R) Core(TM) i7-8700K CPU @ 3.70GHz") == "core"
+    assert machine_kind("") == machine_kind(None) == "machine"
+    doc = {"scale": "full", "machine": {"date": "2026-12-01T23:22:22+01:00", "cpu": "AMD EPYC"}}
+    assert kept_name(doc) == "results-full-2026-12-01-epyc-2222"  # the header's time, in UTC
+
+
+def test_keeping_a_report_never_replaces_an_earlier_one(tmp_path: Path) -> None:
+    import json
+
+    from bench.run import keep_report
+
+    doc = {
+        "scale": "smoke",
+        "machine": {"date": "2026-12-01T22:46:12+00:00", "cpu": "Intel(R) Xeon(R) Processor"},
+    }
+    first = keep_report(tmp_path / "reports", doc, "first\n")
+    second = keep_report(tmp_path / "reports", doc, "second\n")
+    assert first.name == "results-smoke-2026-12-01-xeon-2246.md"
+    assert second.name == "results-smoke-2026-12-01-xeon-2246-2.md"
+    assert first.read_text() == "first\n"
+    assert second.read_text() == "second\n"
+    assert json.loads(first.with_suffix(".json").read_text())["scale"] == "smoke"
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == [
+        "results-smoke-2026-12-01-xeon-2246-2.json",
+        "results-smoke-2026-12-01-xeon-2246-2.md",
+        "results-smoke-2026-12-01-xeon-2246.json",
+        "results-smoke-2026-12-01-xeon-2246.md",
+    ]
