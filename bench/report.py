@@ -6,6 +6,7 @@ are shown all the same and marked as such.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -70,7 +71,7 @@ def _commit() -> str | None:
 
 
 # Words of a processor's name that do not tell its kind.
-_NOT_A_KIND = frozenset({"intel", "amd", "cpu", "processor", "genuineintel", "authenticamd"})
+_NOT_A_KIND = frozenset({"intel", "amd", "cpu", "processor"})
 
 
 def machine_kind(cpu: str | None) -> str:
@@ -452,6 +453,11 @@ def _api_summary(title: str, api: dict[str, Any]) -> str:
         + (f"; the machine {machine:.0f}% busy" if machine is not None else "")
         + "."
     )
+
+
+def json_text(doc: dict[str, Any]) -> str:
+    """The results document as the JSON written beside its markdown."""
+    return json.dumps(doc, indent=2, default=str) + "\n"
 
 
 def markdown(doc: dict[str, Any]) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -251,10 +250,6 @@ def medians(runs: list[list[dict[str, Any]]], by: str = "wall_s") -> list[dict[s
     return [median_run([run[i] for run in runs], by) for i in range(len(runs[0]))]
 
 
-def report_json(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=2, default=str) + "\n"
-
-
 def keep_report(directory: Path, doc: dict[str, Any], text: str) -> Path:
     """Keep a report beside the earlier ones, by :func:`bench.report.kept_name`: the markdown and
     its JSON. A name already taken (two reports in one minute) gets ``-2``, ``-3``, … rather than
@@ -268,7 +263,7 @@ def keep_report(directory: Path, doc: dict[str, Any], text: str) -> Path:
                 out.write(text)
         except FileExistsError:
             continue
-        (directory / f"{name}.json").write_text(report_json(doc), encoding="utf-8")
+        (directory / f"{name}.json").write_text(report.json_text(doc), encoding="utf-8")
         return directory / f"{name}.md"
     raise SystemExit(f"no free name for the report in {directory} ({stem}-…)")
 
@@ -346,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     text = report.markdown(doc)
     for stem in ("latest", scale.name):
-        (results_dir / f"{stem}.json").write_text(report_json(doc), encoding="utf-8")
+        (results_dir / f"{stem}.json").write_text(report.json_text(doc), encoding="utf-8")
         (results_dir / f"{stem}.md").write_text(text, encoding="utf-8")
     print(text)
     say(f"results in {results_dir}/latest.json and latest.md ({doc['total_seconds']} s)")
