@@ -267,7 +267,10 @@ def rules_only(ctx: Context) -> dict[str, Any]:
         started = time.perf_counter()
         signals = repository.period_signals(session, MONTH_PERIOD)
         earlier = repository.history(
-            session, str(config.earliest_history_period), str(config.period)
+            session,
+            str(config.earliest_history_period),
+            str(config.period),
+            tz=ctx.settings.timezone,
         )
         read = time.perf_counter() - started
     started = time.perf_counter()

@@ -985,8 +985,10 @@ def export_ddas(
                 "vroegsignalen": len(levering.get("vroegsignalen", [])),
                 "vroegsignaalzaken": len(levering.get("vroegsignaalzaken", [])),
             }
-            write_export(document, out)
+            # The audit event commits before the file is written: an export is never on disk
+            # without its event (a failed write leaves an event for a file that is not there).
             _audit(session, ctx, "export.ddas", "export", f"{start}..{end}", counts)
+        write_export(document, out)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -243,6 +243,8 @@ class Settings(BaseSettings):
     sftp_port: int = Field(default=2222, ge=1, le=65535)
     # sftp-watch: a file is complete when its size and time have not changed for this long.
     sftp_settle_seconds: float = Field(default=5.0, ge=0)
+    # Processed originals (personal data in the clear) are deleted after this many days.
+    sftp_keep_processed_days: int = Field(default=7, ge=0, le=366)
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:

@@ -95,6 +95,22 @@ def current_delivery(session: Session, partner_id: uuid.UUID, period: str) -> De
     ).first()
 
 
+def recent_delivery_of_file(
+    session: Session, partner_id: uuid.UUID, content_sha256: str, since: datetime
+) -> Delivery | None:
+    """The partner's current delivery of the same file received since ``since``, the newest."""
+    return session.scalars(
+        select(Delivery)
+        .where(
+            Delivery.partner_id == partner_id,
+            Delivery.content_sha256 == content_sha256,
+            Delivery.status == DeliveryStatus.accepted,
+            Delivery.received_at >= since,
+        )
+        .order_by(Delivery.received_at.desc())
+    ).first()
+
+
 def supersede(session: Session, delivery: Delivery, at: datetime) -> bool:
     """Mark a current delivery superseded; False when another writer got there first."""
     result = session.execute(

@@ -7,7 +7,10 @@ The rules (the pilot's agreement and the issue that specified the portal):
 * The window for a period closes at 00:00 Europe/Amsterdam on the deadline day (the 25th); after
   that, or before it opens, nothing is stored (409).
 * The same file again for the same partner and period returns the delivery already stored
-  (idempotent retry). A different file while the window is open replaces the current delivery,
+  (idempotent retry), also once the window has closed. Without a period, the same file as one the
+  partner delivered in the past day returns that delivery: a retry of an upload whose answer was
+  lost around the deadline finds the delivery stored before it, instead of being stored again
+  for the next period. A different file while the window is open replaces the current delivery,
   which is kept, marked superseded, and no longer counts.
 * Personal data is encrypted per row; address and person keys are stored as keyed hashes only.
 """
@@ -20,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -88,11 +91,18 @@ def ingest_delivery(
     source: str = "api",
     actor: Principal | None = None,
     request_id: str | None = None,
+    received_at: datetime | None = None,
 ) -> IngestOutcome:
-    """Validate and store one delivery in the caller's transaction; see the module rules."""
-    now = ctx.now()
-    target = resolve_period(ctx, period, now)
+    """Validate and store one delivery in the caller's transaction; see the module rules.
+
+    ``received_at``: when the file was complete, if earlier than now and known (the SFTP drop);
+    the window is judged by it."""
+    now = received_at or ctx.now()
     digest = hashlib.sha256(content).hexdigest()
+    repeat = _repeat_of(session, partner, digest, period, now)
+    if repeat is not None:
+        return IngestOutcome(repeat, created=False, warnings=_stored_warnings(repeat))
+    target = resolve_period(ctx, period, now)
     existing = repository.current_delivery(session, partner.id, str(target))
     if existing is not None and existing.content_sha256 == digest:
         return IngestOutcome(existing, created=False, warnings=_stored_warnings(existing))
@@ -150,6 +160,22 @@ def ingest_delivery(
     )
     return IngestOutcome(
         delivery, created=True, warnings=warnings, replaced=existing.id if existing else None
+    )
+
+
+# Without a period, the same file as a delivery received this long ago is a retry of it.
+REPEAT_WITHOUT_PERIOD = timedelta(days=1)
+
+
+def _repeat_of(
+    session: Session, partner: Partner, digest: str, period: str | None, now: datetime
+) -> Delivery | None:
+    """The delivery this upload repeats, whatever the window now says (see the module rules)."""
+    if period is not None:
+        existing = repository.current_delivery(session, partner.id, str(Period.parse(period)))
+        return existing if existing is not None and existing.content_sha256 == digest else None
+    return repository.recent_delivery_of_file(
+        session, partner.id, digest, now - REPEAT_WITHOUT_PERIOD
     )
 
 

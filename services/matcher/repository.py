@@ -146,6 +146,8 @@ def inputs(
     first_period: str,
     period: str,
     prepare: Callable[[pl.DataFrame], T],
+    *,
+    tz: str,
 ) -> tuple[T, pl.DataFrame]:
     """The period's signals (:func:`period_signals`), put through ``prepare`` (the rules that
     need only them), and the history (:func:`history`).
@@ -160,7 +162,7 @@ def inputs(
     """
     if not is_postgres(session):
         prepared = prepare(period_signals(session, period))
-        return prepared, history(session, first_period, period)
+        return prepared, history(session, first_period, period, tz=tz)
     # The run's own statements keep the run's work memory (history() sets it on its connection).
     session.execute(text(f"SET LOCAL work_mem = '{RUN_WORK_MEM}'"))
     engine = session.get_bind()
@@ -171,7 +173,7 @@ def inputs(
             # One server process: the other core is reading the signals. (On its own, the
             # planner's parallel plan builds the hash of the month's addresses once per process.)
             other.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
-            return history(other, first_period, period)
+            return history(other, first_period, period, tz=tz)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-history") as pool:
         earlier = pool.submit(read_history)
@@ -179,10 +181,13 @@ def inputs(
         return prepared, earlier.result()
 
 
-def history(session: Session, first_period: str, period: str) -> pl.DataFrame:
-    """Earlier cases (periods in [first, period)) at the addresses of the period's signals, with
-    their signals' partner and amount (kept with each link, so the signals themselves are not
-    read).
+def history(session: Session, first_period: str, period: str, *, tz: str) -> pl.DataFrame:
+    """Earlier cases (periods in [first, period), and older ones still open: a signal is a
+    repeat while an earlier case is open, :func:`services.matcher.rules.mark_repeats`) at the
+    addresses of the period's signals, with their signals' partner and amount (kept with each
+    link, so the signals themselves are not read). A closed case's day of closing is the day in
+    ``tz`` (the municipality's), worked out here from the moment in UTC that both backends give
+    as text (SQLite has no time zones; its ``CAST(... AS DATE)`` gives the year alone).
 
     Only those addresses' history can matter to the run (:func:`services.matcher.rules.match`):
     at national scale one earlier case in sixteen. Choosing them on the server sends that much
@@ -201,17 +206,37 @@ def history(session: Session, first_period: str, period: str) -> pl.DataFrame:
         SELECT {_uuid_text(session, "c.id")} AS case_id, c.period, c.address_hash,
                {_uuid_text(session, "cs.partner_id")} AS partner_id, cs.bedrag_cent,
                CASE WHEN c.status = 'open' THEN 1 ELSE 0 END AS case_open,
-               CAST(c.closed_at AS DATE) AS closed_on
+               {_utc_text(session, "c.closed_at")} AS closed_utc
         FROM cases c
         JOIN case_signals cs ON cs.case_id = c.id
-        WHERE c.period >= :first AND c.period < :period
+        WHERE c.period < :period AND (c.period >= :first OR c.status = 'open')
           AND c.address_hash IN (
               SELECT s.address_hash {_period_signals(session, period, one_scan=True)})
     """  # noqa: S608 (no user input in the text)
-    schema = dict(HISTORY_SCHEMA)
-    schema["case_open"] = pl.Int8
+    schema = {n: t for n, t in HISTORY_SCHEMA.items() if n != "closed_on"}
+    schema |= {"case_open": pl.Int8, "closed_utc": pl.String}
     frame = read_frame(session, query, {"first": first_period, "period": period}, schema)
-    return frame.with_columns(pl.col("case_open").cast(pl.Boolean))
+    closed_on = (
+        pl.col("closed_utc")
+        .str.to_datetime(UTC_TEXT_FORMAT, time_zone="UTC")
+        .dt.convert_time_zone(tz)
+        .dt.date()
+    )
+    return frame.with_columns(
+        pl.col("case_open").cast(pl.Boolean), closed_on.alias("closed_on")
+    ).select(list(HISTORY_SCHEMA))
+
+
+# A moment as text in UTC, to the second (:func:`_utc_text`).
+UTC_TEXT_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def _utc_text(session: Session, column: str) -> str:
+    """A timestamp column as its moment in UTC, ``YYYY-MM-DD HH:MM:SS`` (SQLite stores it so,
+    in UTC, with the fraction of a second after it)."""
+    if is_postgres(session):
+        return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+    return f"substr({column}, 1, 19)"
 
 
 def completed_run(session: Session, period: str) -> Run | None:
@@ -219,6 +244,15 @@ def completed_run(session: Session, period: str) -> Run | None:
         select(Run)
         .where(Run.period == period, Run.status == RunStatus.completed)
         .order_by(Run.started_at.desc())
+    ).first()
+
+
+def first_completed_run(session: Session, period: str) -> Run | None:
+    """The period's first completed run (its monthly run, before any rerun)."""
+    return session.scalars(
+        select(Run)
+        .where(Run.period == period, Run.status == RunStatus.completed)
+        .order_by(Run.started_at)
     ).first()
 
 
@@ -240,7 +274,22 @@ def existing_cases(session: Session, period: str) -> pl.DataFrame:
     """The period's cases: id, address hash, whether work was recorded on them (closed, a
     contact attempt, a transfer), and what their signals' statuses derive from (known to SDV,
     a contact attempt, the closure's outcome when closed). Read as a frame (COPY on PostgreSQL):
-    a quarter of a million rows at national scale."""
+    a quarter of a million rows at national scale.
+
+    From here until the caller's transaction ends, the teams' writes on these cases wait for
+    it (a contact attempt recorded meanwhile would otherwise be on a case that a rerun removes
+    as untouched, or be missed by the statuses it restores). On PostgreSQL the cases are locked
+    for update first, so that what is read includes all work committed before; on SQLite the
+    caller holds the database's write lock already (a run writes its run row first).
+    """
+    if is_postgres(session):
+        session.execute(
+            text(
+                "SELECT count(*) FROM "
+                "(SELECT 1 FROM cases WHERE period = :period FOR UPDATE) AS locked"
+            ),
+            {"period": period},
+        )
     query = f"""
         SELECT {_uuid_text(session, "c.id")} AS case_id, c.address_hash,
                CASE WHEN c.status <> 'open' THEN 1 ELSE 0 END AS closed,

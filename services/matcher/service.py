@@ -9,7 +9,11 @@
   transaction: a run completes or leaves no trace.
 * **Rerun** refreshes the period's cases from the current deliveries. A case for an address that is
   still a case keeps its id and the work recorded on it; a case for an address that no longer
-  qualifies is removed if nobody has worked on it, and kept (unchanged) if somebody has.
+  qualifies is removed if nobody has worked on it, and kept (unchanged) if somebody has. The
+  signals' freshness is judged as of the run date of the period's first run (unless ``as_of``
+  says otherwise): what a rerun finds depends on the deliveries and the settings, not on the day
+  it is done, so that a rerun weeks later does not drop cases because their signals have aged
+  meanwhile. A case it makes for the first time is due counted from the day it is made.
 """
 
 from __future__ import annotations
@@ -136,7 +140,6 @@ def run_period(
             period=str(target),
         )
     run_date = as_of or local_today(now, tz)
-    config = match_config(ctx, target, run_date)
     started = time.perf_counter()
     with _file_lock(ctx, target):
         session = ctx.sessions()
@@ -151,12 +154,17 @@ def run_period(
             if done is not None and not rerun:
                 session.rollback()
                 return RunReport(run=done, figures=json.loads(done.figures), already_done=True)
+            # A rerun judges freshness as the period's first run did (see the module text).
+            first = repository.first_completed_run(session, str(target)) if done else None
+            matched_as_of = as_of or (_matched_as_of(first) if first is not None else run_date)
+            config = match_config(ctx, target, matched_as_of)
             progress(f"reading the signals of {target}")
             prepared, earlier = repository.inputs(
                 session,
                 str(config.earliest_history_period),
                 str(target),
                 lambda signals: prepare(signals, config),
+                tz=ctx.settings.timezone,
             )
             signals = prepared.signals
             progress(f"matching {signals.height} signals against {earlier.height} earlier ones")
@@ -251,6 +259,12 @@ def _route_counts(routed: pl.DataFrame) -> dict[str, int]:
         return {}
     counts = routed.group_by("route").len().sort("route")
     return {str(r): int(n) for r, n in counts.iter_rows()}
+
+
+def _matched_as_of(run: Run) -> date:
+    """The day a run judged its signals' freshness by (its parameters' ``run_date``)."""
+    recorded = json.loads(run.parameters or "{}").get("run_date")
+    return date.fromisoformat(recorded) if recorded else run.run_date
 
 
 def _parameters(config: MatchConfig) -> dict[str, Any]:

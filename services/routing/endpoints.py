@@ -438,13 +438,18 @@ def get_run(
 
 # --- feedback to partners ------------------------------------------------------------------------
 
-# The national model: for "Niet opgepakt: andere reden" the partner learns only that the signal
-# was not picked up, not why; every other status is passed on as it is.
+# What a partner may learn of its own signal: picked up, not yet, a repeat report, a wrong signal,
+# the resident deceased or not (or no longer) a resident. For "Niet opgepakt: andere reden" only
+# that the signal was not picked up, not why. Nor does it learn that the resident is already in
+# the municipality's debt help ("Inwoner al bekend bij schuldhulpverlening"): that is about the
+# resident, not the signal, and a creditor has no business knowing it; it reads "Niet opgepakt"
+# (the signal is not picked up as an early signal: the resident has help already).
 NOT_PICKED_UP = "Niet opgepakt"
+WITHHELD_FROM_PARTNERS = frozenset({Signaalstatus.andere_reden, Signaalstatus.bekend_bij_shv})
 
 
 def partner_status(status: str) -> str:
-    return NOT_PICKED_UP if status == Signaalstatus.andere_reden.value else status
+    return NOT_PICKED_UP if status in WITHHELD_FROM_PARTNERS else status
 
 
 @router.get(

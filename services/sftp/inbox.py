@@ -11,10 +11,21 @@ A complete file goes through exactly the ingest of ``POST /api/v1/deliveries``
 idempotency, replacement rule and atomicity. The period comes from the file name
 (``..._YYYY-MM.csv``) or is the open period.
 
-Crash safety, in this order: (1) the delivery commits (or is rejected), (2) the result is written
-atomically to the outbox, (3) the original moves to ``processed/``. A crash between steps leaves
-the file in the inbox; processing it again after a restart is safe because the same content for
-the same partner and period answers with the delivery already stored (no duplicate).
+Claimed before it is read: the file is first moved out of the inbox to a hidden name in
+``processed/`` (``.claimed-<time>_<name>``), where the partner cannot write, so that a new file
+uploaded under the same name meanwhile waits in the inbox for its own turn instead of being
+moved away unread, and a file still being written to by an OpenSSH session cannot grow past the
+size limit into memory (at most the limit and one byte is read).
+
+Crash safety, in this order: (1) the file is claimed, (2) the delivery commits (or is rejected),
+(3) the result is written atomically to the outbox, (4) the claimed file takes its final name in
+``processed/``. A crash between steps leaves the claimed file; the next start (or the next scan
+of ``sftp-watch``) processes it again, which is harmless because the same content for the same
+partner and period answers with the delivery already stored (no duplicate).
+
+Originals hold personal data in the clear, so they are not kept: ``processed/`` files older than
+``VS_SFTP_KEEP_PROCESSED_DAYS`` (7) are deleted (:func:`expire_processed`), by the SFTP endpoint
+every hour and by ``sftp-watch`` on its scans.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +53,10 @@ PERIOD_IN_NAME = re.compile(r"_(\d{4}-(?:0[1-9]|1[0-2]))\.[A-Za-z0-9]+$")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\- ]{0,199}")
 PARTIAL_SUFFIX = ".part"
 UPLOAD_PREFIX = ".upload-"  # in-flight uploads of the built-in server (hidden, never ingested)
+CLAIM_PREFIX = ".claimed-"  # in processed/: a file taken from the inbox, not yet done with
+STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"  # the time of processing, in front of a processed file's name
+# Processed originals past VS_SFTP_KEEP_PROCESSED_DAYS are looked for this often (and at start).
+EXPIRE_EVERY_SECONDS = 3600
 
 
 def is_safe_name(name: str) -> bool:
@@ -97,24 +113,68 @@ class Outcome:
     result: dict[str, Any]
 
 
-def process_file(ctx: Context, partner_id: uuid.UUID, path: Path) -> Outcome:
-    """Ingest one complete inbox file; write its result to the outbox; move it to processed/."""
-    from services.ingest.endpoints import to_public
+def process_file(
+    ctx: Context, partner_id: uuid.UUID, path: Path, *, received_at: datetime | None = None
+) -> Outcome:
+    """Claim one complete inbox file and process it (:func:`process_claimed`).
 
+    ``received_at``: when the upload was complete, where the caller knows it (the built-in
+    endpoint, which saw the client close the file); the delivery window is judged by it, so a
+    file complete before the deadline counts as on time even if its turn comes after. Else now.
+    """
+    return process_claimed(ctx, partner_id, claim(ctx, path), received_at=received_at)
+
+
+def claim(ctx: Context, path: Path) -> Path:
+    """Move an inbox file to its hidden claimed name in ``processed/`` (see the module text)."""
     base = path.parent.parent
     for folder in ("outbox", "processed"):
         (base / folder).mkdir(exist_ok=True, mode=0o750)
-    name = path.name
+    stamp = ctx.now().astimezone(UTC).strftime(STAMP_FORMAT)
+    # Never over another file: the same name processed twice in one microsecond (or under a
+    # clock that stands still) gets "-2", "-3", ... after its time.
+    taken, n = stamp, 1
+    while any(
+        (base / "processed" / f"{prefix}{taken}_{path.name}").exists()
+        for prefix in (CLAIM_PREFIX, "")
+    ):
+        n += 1
+        taken = f"{stamp}-{n}"
+    claimed = base / "processed" / f"{CLAIM_PREFIX}{taken}_{path.name}"
+    os.replace(path, claimed)
+    _fsync_dir(path.parent)
+    _fsync_dir(claimed.parent)
+    return claimed
+
+
+def claimed_name(claimed: Path) -> tuple[str, str]:
+    """(stamp, the file's own name) of a claimed file."""
+    stamp, _, name = claimed.name.removeprefix(CLAIM_PREFIX).partition("_")
+    return stamp, name
+
+
+def process_claimed(
+    ctx: Context, partner_id: uuid.UUID, claimed: Path, *, received_at: datetime | None = None
+) -> Outcome:
+    """Ingest a claimed file; write its result to the outbox; give it its processed name."""
+    from services.ingest.endpoints import to_public
+
+    base = claimed.parent.parent
+    stamp, name = claimed_name(claimed)
     try:
-        if path.stat().st_size > ctx.settings.max_upload_bytes:
-            raise PayloadTooLarge(f"the file is larger than {ctx.settings.max_upload_bytes} bytes")
+        limit = ctx.settings.max_upload_bytes
+        with claimed.open("rb") as handle:
+            content = handle.read(limit + 1)
+        if len(content) > limit:
+            raise PayloadTooLarge(f"the file is larger than {limit} bytes")
         outcome = ingest_with_retry(
             ctx,
             partner_id=partner_id,
-            content=path.read_bytes(),
+            content=content,
             filename=name,
             period=period_from_name(name),
             source="sftp",
+            received_at=received_at,
         )
         delivery = to_public(outcome.delivery, outcome).model_dump(mode="json")
         result: dict[str, Any] = {
@@ -129,14 +189,51 @@ def process_file(ctx: Context, partner_id: uuid.UUID, path: Path) -> Outcome:
         base / "outbox" / f"{name}.result.json",
         json.dumps(result, indent=2, ensure_ascii=False, default=str).encode(),
     )
-    stamp = ctx.now().strftime("%Y%m%dT%H%M%S%fZ")
-    os.replace(path, base / "processed" / f"{stamp}_{name}")
-    _fsync_dir(base / "inbox")
+    os.replace(claimed, base / "processed" / f"{stamp}_{name}")
+    _fsync_dir(claimed.parent)
     log.info(
         "sftp file processed",
         extra={"partner_id": str(partner_id), "outcome": result["status"]},
     )
     return Outcome(name, result["status"], result)
+
+
+def claimed_files(base: Path) -> list[Path]:
+    """Files a stopped process had claimed and not finished with, in the order claimed."""
+    processed = base / "processed"
+    if not processed.is_dir():
+        return []
+    return sorted(
+        p
+        for p in processed.iterdir()
+        if p.name.startswith(CLAIM_PREFIX) and p.is_file() and not p.is_symlink()
+    )
+
+
+def expire_processed(root: Path, now: datetime, keep_days: int) -> int:
+    """Delete the processed originals of every partner older than ``keep_days`` (by the time of
+    processing in their names; a name without one by the file's time). Returns how many."""
+    cutoff = now - timedelta(days=keep_days)
+    removed = 0
+    for _, base in partner_folders(root):
+        processed = base / "processed"
+        if not processed.is_dir():
+            continue
+        for path in processed.iterdir():
+            if path.name.startswith(CLAIM_PREFIX) or not path.is_file() or path.is_symlink():
+                continue
+            if _processed_at(path) < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def _processed_at(path: Path) -> datetime:
+    try:
+        stamp = path.name.partition("_")[0].partition("-")[0]
+        return datetime.strptime(stamp, STAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
 
 
 def pending_files(base: Path) -> list[Path]:

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 
 import asyncssh
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -89,17 +89,27 @@ def keys_of_partner(session: Session, partner_id: uuid.UUID) -> list[PartnerSshK
     )
 
 
-def partner_for_key(session: Session, fingerprint: str, now: datetime) -> uuid.UUID | None:
-    """The active partner a presented key belongs to (recording its use), or None."""
+def partner_for_key(session: Session, fingerprint: str) -> uuid.UUID | None:
+    """The active partner a presented key belongs to, or None (an unknown or revoked key, an
+    inactive partner). Its use is recorded only once the login succeeds (:func:`record_key_use`):
+    a client may ask whether a key would do without proving it holds the private half."""
     row = session.execute(
-        select(PartnerSshKey, Partner.active)
+        select(PartnerSshKey.partner_id, PartnerSshKey.revoked_at, Partner.active)
         .join(Partner, Partner.id == PartnerSshKey.partner_id)
         .where(PartnerSshKey.fingerprint == fingerprint)
     ).first()
     if row is None:
         return None
-    record, active = row
-    if record.revoked_at is not None or not active:
+    partner_id, revoked_at, active = row
+    if revoked_at is not None or not active:
         return None
-    record.last_used_at = now
-    return record.partner_id
+    return partner_id
+
+
+def record_key_use(session: Session, fingerprint: str, now: datetime) -> None:
+    """A login with this key succeeded: its last use is now."""
+    session.execute(
+        update(PartnerSshKey)
+        .where(PartnerSshKey.fingerprint == fingerprint)
+        .values(last_used_at=now)
+    )

@@ -10,8 +10,11 @@
 * **A file is ingested once it is complete**: when the client closes it, or when a ``name.part``
   upload is renamed to its final name. While it is being written it lives under a hidden name, so
   a stopped server never leaves a half file that looks complete; those remnants are removed at
-  start. Complete files still waiting in an inbox at start (a crash between upload and ingest)
-  are ingested then, before the server accepts connections.
+  start. A session that ends with a file still open (the connection lost, the client gone) closes
+  it without the client asking: that file is incomplete as far as anyone knows, so it is removed,
+  not ingested. An upload may not grow past ``VS_MAX_UPLOAD_BYTES``. Complete files still waiting
+  at start (a crash between upload and ingest) are queued then, before the server accepts
+  connections, files claimed but not finished first.
 * Ingest runs in one worker thread, in arrival order, through :mod:`services.sftp.inbox` (the same
   code as the API). The partner finds ``outbox/<file name>.result.json``.
 """
@@ -22,8 +25,10 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +36,7 @@ import asyncssh
 from asyncssh import FXF_APPEND, FXF_READ, FXF_WRITE
 
 from services.sftp import inbox
-from services.sftp.keys import partner_for_key
+from services.sftp.keys import partner_for_key, record_key_use
 from shared.context import Context
 from shared.db import unit_of_work
 
@@ -64,33 +69,75 @@ class Processor:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sftp-ingest")
         self._pending: set[concurrent.futures.Future[Any]] = set()
 
-    def submit(self, partner_id: uuid.UUID, path: Path) -> concurrent.futures.Future[Any]:
-        future = self._pool.submit(self._process, partner_id, path)
+    def submit(
+        self, partner_id: uuid.UUID, path: Path, received_at: datetime | None = None
+    ) -> concurrent.futures.Future[Any]:
+        """Queue a complete inbox file (``received_at``: when the client closed it)."""
+        return self._queue(self._process, partner_id, path, received_at)
+
+    def _queue(self, work: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        future = self._pool.submit(work, *args)
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
         return future
 
-    def _process(self, partner_id: uuid.UUID, path: Path) -> inbox.Outcome | None:
-        if not path.exists():  # processed already (a rename raced a restart scan)
+    def _process(
+        self, partner_id: uuid.UUID, path: Path, received_at: datetime | None
+    ) -> inbox.Outcome | None:
+        # Gone: processed already, under a job queued for the same name when a newer upload
+        # replaced the file before its turn (the newer one was ingested).
+        if not path.exists():
             return None
         try:
-            return inbox.process_file(self.ctx, partner_id, path)
-        except Exception as exc:  # keep the file; a restart picks it up again
+            claimed = inbox.claim(self.ctx, path)
+        except FileNotFoundError:
+            return None
+        return self._process_claimed(partner_id, claimed, received_at)
+
+    def _process_claimed(
+        self, partner_id: uuid.UUID, claimed: Path, received_at: datetime | None
+    ) -> inbox.Outcome | None:
+        try:
+            return inbox.process_claimed(self.ctx, partner_id, claimed, received_at=received_at)
+        except Exception as exc:  # keep the claimed file; a restart processes it again
             log.error(
-                "sftp ingest failed; the file stays in the inbox",
+                "sftp ingest failed; the file is kept and processed again at the next start",
                 extra={"partner_id": str(partner_id), "error": type(exc).__name__},
             )
             return None
 
     def recover(self, root: Path) -> int:
-        """At start: drop abandoned uploads, queue complete files left in the inboxes."""
+        """At start: drop abandoned uploads, queue files claimed but not finished, then the
+        complete files left in the inboxes (judged by their time: the server sets it, not the
+        partner). Returns how many were queued."""
         queued = 0
         for partner_id, base in inbox.partner_folders(root):
             inbox.clean_abandoned_uploads(base)
+            for claimed in inbox.claimed_files(base):
+                self._queue(self._process_claimed, partner_id, claimed, self._written_at(claimed))
+                queued += 1
             for path in inbox.pending_files(base):
-                self.submit(partner_id, path)
+                self.submit(partner_id, path, self._written_at(path))
                 queued += 1
         return queued
+
+    def _written_at(self, path: Path) -> datetime:
+        """When a file was last written (for a complete upload, when it was closed), or now if
+        that is earlier. Partners cannot set a file's times on this server (``setstat`` is
+        accepted, not applied)."""
+        return min(datetime.fromtimestamp(path.stat().st_mtime, UTC), self.ctx.now())
+
+    def expire(self, root: Path) -> None:
+        """Delete processed originals past ``VS_SFTP_KEEP_PROCESSED_DAYS``, in the worker thread
+        (never while one is being read)."""
+        self._queue(self._expire, root)
+
+    def _expire(self, root: Path) -> int:
+        keep = self.ctx.settings.sftp_keep_processed_days
+        removed = inbox.expire_processed(root, self.ctx.now(), keep)
+        if removed:
+            log.info("sftp originals deleted", extra={"count": removed, "keep_days": keep})
+        return removed
 
     def drain(self, timeout: float = 60) -> None:
         concurrent.futures.wait(list(self._pending), timeout=timeout)
@@ -104,6 +151,17 @@ class _Upload:
 
     def __init__(self, handle: Any, temp: Path, final: Path) -> None:
         self.handle, self.temp, self.final = handle, temp, final
+
+
+def _closed_at_the_clients_request() -> bool:
+    """Whether :meth:`PartnerSFTPServer.close` runs for the client's close request, not for the
+    end of its session. asyncssh calls ``close`` for both and says which only by where it calls
+    from: its handler's ``_process_close`` or its ``_cleanup`` (asyncssh 2.x; the version is
+    locked, and ``tests/sftp`` closes uploads both ways: a change here discards every upload,
+    loudly, rather than ingest a part of one). Not the channel's state: a client that ends only
+    its SFTP session leaves the channel open while the session's files are closed."""
+    handler = sys._getframe(2)  # close() <- the handler's method
+    return handler.f_code.co_name == "_process_close"
 
 
 class PartnerSFTPServer(asyncssh.SFTPServer):
@@ -174,6 +232,9 @@ class PartnerSFTPServer(asyncssh.SFTPServer):
     def write(self, file_obj: object, offset: int, data: bytes) -> int:
         if not isinstance(file_obj, _Upload):
             raise asyncssh.SFTPPermissionDenied("the file is open for reading")
+        limit = self.processor.ctx.settings.max_upload_bytes
+        if offset + len(data) > limit:
+            raise asyncssh.SFTPFailure(f"a file may hold at most {limit} bytes")
         file_obj.handle.seek(offset)
         return int(file_obj.handle.write(data))
 
@@ -185,8 +246,20 @@ class PartnerSFTPServer(asyncssh.SFTPServer):
         return None  # times and modes are the server's business; accepted, not applied
 
     def close(self, file_obj: object) -> None:
+        """A file closed: by the client's request, or by the session ending with it still open
+        (the connection lost or closed, the client's SFTP session ended). An upload becomes a
+        file in the inbox only in the first case: otherwise what was written may be any part of
+        the file."""
         if not isinstance(file_obj, _Upload):
             super().close(file_obj)
+            return
+        if not _closed_at_the_clients_request():
+            file_obj.handle.close()
+            file_obj.temp.unlink(missing_ok=True)
+            log.warning(
+                "sftp upload abandoned: the session ended before the file was closed",
+                extra={"partner_id": str(self.partner_id)},
+            )
             return
         file_obj.handle.flush()
         os.fsync(file_obj.handle.fileno())
@@ -196,7 +269,7 @@ class PartnerSFTPServer(asyncssh.SFTPServer):
 
     def _completed(self, path: Path) -> None:
         if inbox.is_complete_name(path.name):
-            self.processor.submit(self.partner_id, path)
+            self.processor.submit(self.partner_id, path, self.processor.ctx.now())
 
     # --- names ------------------------------------------------------------------------------
 
@@ -245,6 +318,10 @@ class PartnerSFTPServer(asyncssh.SFTPServer):
         self._virtual(path)
         return None
 
+    def lsetstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        self._virtual(path)
+        return None
+
     def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
         raise asyncssh.SFTPPermissionDenied("folders cannot be made")
 
@@ -267,6 +344,7 @@ class PartnerSSHServer(asyncssh.SSHServer):
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._conn: asyncssh.SSHServerConnection | None = None
+        self._fingerprint: str | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -288,15 +366,33 @@ class PartnerSSHServer(asyncssh.SSHServer):
 
         def lookup() -> uuid.UUID | None:
             with unit_of_work(self.ctx.sessions) as session:
-                return partner_for_key(session, fingerprint, self.ctx.now())
+                return partner_for_key(session, fingerprint)
 
         partner_id = await asyncio.get_running_loop().run_in_executor(None, lookup)
         if partner_id is None or self._conn is None:
             log.info("sftp login refused", extra={"reason": "unknown or revoked key"})
             return False
         self._conn.set_extra_info(partner_id=partner_id)
-        log.info("sftp login", extra={"partner_id": str(partner_id)})
+        self._fingerprint = fingerprint
         return True
+
+    async def auth_completed(self) -> None:
+        """The client proved it holds the key (asked about a key, it only learnt it would do):
+        the login, and the key's last use."""
+        fingerprint = self._fingerprint
+        if fingerprint is None or self._conn is None:
+            return
+        partner_id = self._conn.get_extra_info("partner_id")
+        log.info("sftp login", extra={"partner_id": str(partner_id)})
+
+        def record() -> None:
+            with unit_of_work(self.ctx.sessions) as session:
+                record_key_use(session, fingerprint, self.ctx.now())
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, record)
+        except Exception as exc:  # the login stands; only its record is missing
+            log.warning("sftp key use not recorded", extra={"error": type(exc).__name__})
 
 
 async def start_server(
@@ -308,6 +404,7 @@ async def start_server(
     queued = await asyncio.get_running_loop().run_in_executor(None, processor.recover, root)
     if queued:
         log.info("sftp files from before the restart queued", extra={"count": queued})
+    processor.expire(root)
     host_key = load_or_create_host_key(ctx.settings.resolved_sftp_host_key_file)
 
     def sftp_factory(chan: asyncssh.SSHServerChannel[bytes]) -> PartnerSFTPServer:
@@ -333,12 +430,19 @@ def serve_forever(ctx: Context, host: str, port: int) -> None:
     """Run the SFTP endpoint until interrupted (SIGINT / SIGTERM)."""
     processor = Processor(ctx)
 
+    async def expire_hourly() -> None:
+        while True:
+            await asyncio.sleep(inbox.EXPIRE_EVERY_SECONDS)
+            processor.expire(ctx.settings.resolved_sftp_root)
+
     async def main() -> None:
         acceptor = await start_server(ctx, host=host, port=port, processor=processor)
         log.info("sftp listening", extra={"host": host, "port": port})
+        expiry = asyncio.create_task(expire_hourly())
         try:
             await acceptor.wait_closed()
         finally:
+            expiry.cancel()
             acceptor.close()
 
     try:

@@ -5,7 +5,9 @@ For deployments that prefer OpenSSH (``internal-sftp`` with a ``ChrootDirectory`
 upload is finished, so a file counts as complete when its name is final (not hidden, not ending in
 ``.part``) **and** its size and modification time have not changed for ``VS_SFTP_SETTLE_SECONDS``.
 Partners should upload as ``name.part`` and rename when done; then the file is complete at once.
-Ingest, results and crash safety are those of :mod:`services.sftp.inbox`.
+Ingest, results, crash safety and the deletion of processed originals are those of
+:mod:`services.sftp.inbox`: a file a stopped watcher had claimed is processed at the next scan, and
+originals past ``VS_SFTP_KEEP_PROCESSED_DAYS`` are deleted at the first scan and hourly after.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +38,7 @@ class Watcher:
         self.monotonic = monotonic
         # path -> (size, mtime_ns, first seen unchanged at)
         self._seen: dict[Path, tuple[int, int, float]] = {}
+        self._expired_at: float | None = None
 
     def scan(self) -> list[inbox.Outcome]:
         """One pass: process every settled file; returns what was processed."""
@@ -42,6 +46,12 @@ class Watcher:
         now = self.monotonic()
         present: set[Path] = set()
         for partner_id, base in inbox.partner_folders(self.root):
+            # Claimed by a watcher that stopped before it was done with them (each scan
+            # finishes what it claims): processed again first, in the order claimed.
+            for claimed in inbox.claimed_files(base):
+                outcome = self._attempt(inbox.process_claimed, partner_id, claimed)
+                if outcome is not None:
+                    done.append(outcome)
             for path in inbox.pending_files(base):
                 present.add(path)
                 stat = path.stat()
@@ -53,18 +63,32 @@ class Watcher:
                         continue
                 elif now - previous[2] < self.settle:
                     continue
-                try:
-                    done.append(inbox.process_file(self.ctx, partner_id, path))
-                except Exception as exc:
-                    log.exception(
-                        "sftp ingest failed; the file stays in the inbox",
-                        extra={"partner_id": str(partner_id), "error": type(exc).__name__},
-                    )
+                outcome = self._attempt(inbox.process_file, partner_id, path)
+                if outcome is None:
                     continue
+                done.append(outcome)
                 self._seen.pop(path, None)
         for gone in set(self._seen) - present:
             self._seen.pop(gone, None)
+        if self._expired_at is None or now - self._expired_at >= inbox.EXPIRE_EVERY_SECONDS:
+            self._expired_at = now
+            keep = self.ctx.settings.sftp_keep_processed_days
+            removed = inbox.expire_processed(self.root, self.ctx.now(), keep)
+            if removed:
+                log.info("sftp originals deleted", extra={"count": removed, "keep_days": keep})
         return done
+
+    def _attempt(
+        self, work: Callable[..., inbox.Outcome], partner_id: uuid.UUID, path: Path
+    ) -> inbox.Outcome | None:
+        try:
+            return work(self.ctx, partner_id, path)
+        except Exception as exc:
+            log.error(
+                "sftp ingest failed; the file is kept and tried again",
+                extra={"partner_id": str(partner_id), "error": type(exc).__name__},
+            )
+            return None
 
     def run(self, interval: float, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()

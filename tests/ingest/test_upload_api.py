@@ -193,6 +193,32 @@ def test_window_closes_at_midnight_amsterdam_on_the_25th(live_server: LiveServer
     assert counts(live_server)[0] == 2
 
 
+def test_a_retry_after_the_deadline_finds_the_delivery_stored_before_it(
+    live_server: LiveServer, clock
+) -> None:
+    """The answer to an upload just before midnight on the 24th was lost; the client sends the
+    same file again just after. It is the same delivery, not a new one for December, and not a
+    409 when the period is named."""
+    key = register(live_server.ctx)
+    content = csv_file(row("R1"), row("R2", nummer="14"))
+    clock.set_local(2026, 11, 24, 23, 59)
+    with live_server.client(key) as client:
+        first = upload(client, content)
+        clock.set_local(2026, 11, 25, 0, 1)
+        again = upload(client, content)
+        named = upload(client, content, period="2026-11")
+        other = upload(client, csv_file(row("R3")), period="2026-11")
+        clock.set_local(2026, 11, 26, 0, 1)  # a day later the same file is a December delivery
+        next_day = upload(client, content)
+    assert first.status_code == 201
+    assert (again.status_code, again.json()["id"]) == (200, first.json()["id"])
+    assert (named.status_code, named.json()["id"]) == (200, first.json()["id"])
+    assert other.status_code == 409  # a different file: the window is closed
+    assert next_day.status_code == 201
+    assert next_day.json()["period"] == "2026-12"
+    assert counts(live_server) == (2, 4)
+
+
 def test_future_period_is_not_open(live_server: LiveServer) -> None:
     key = register(live_server.ctx)
     with live_server.client(key) as client:

@@ -6,6 +6,7 @@ import concurrent.futures
 import fcntl
 import json
 import uuid
+from datetime import date
 from typing import Any
 
 import pytest
@@ -37,6 +38,7 @@ from tests.conftest import Clock
 from tests.helpers import csv_file, register, row, signal_ids_by_reference
 
 OUTCOME = SignalState.run_outcome
+TZ = "Europe/Amsterdam"
 STATUS = signal_status()
 
 
@@ -192,8 +194,8 @@ def test_history_holds_the_earlier_cases_of_the_periods_addresses_only(
         november_addresses = session.scalars(
             sa.select(Signal.address_hash).where(Signal.period == "2026-11")
         ).all()
-        earlier = repository.history(session, "2026-01", "2026-11")
-        before_october = repository.history(session, "2026-01", "2026-10")
+        earlier = repository.history(session, "2026-01", "2026-11", tz=TZ)
+        before_october = repository.history(session, "2026-01", "2026-10", tz=TZ)
     kept = set(october).intersection(november_addresses)
     assert len(kept) == 1  # number 1 had a case in October and signals in November
     assert set(earlier["address_hash"]) == kept
@@ -223,13 +225,13 @@ def test_the_run_reads_the_same_inputs_side_by_side(
         if postgres:
             sa.event.listen(ctx.engine, "before_cursor_execute", seen)
         try:
-            signals, earlier = repository.inputs(session, "2026-01", "2026-11", lambda s: s)
+            signals, earlier = repository.inputs(session, "2026-01", "2026-11", lambda s: s, tz=TZ)
         finally:
             if postgres:
                 sa.event.remove(ctx.engine, "before_cursor_execute", seen)
         work_mem = session.scalar(sa.text("SHOW work_mem")) if postgres else None
         alone = repository.period_signals(session, "2026-11")
-        alone_earlier = repository.history(session, "2026-01", "2026-11")
+        alone_earlier = repository.history(session, "2026-01", "2026-11", tz=TZ)
     assert signals.height == 6
     assert earlier.height == 1
     assert signals.sort("signal_id").equals(alone.sort("signal_id"))
@@ -457,3 +459,101 @@ def _statuses(ctx: Context) -> dict[str, str]:
     with ctx.sessions() as session:
         status = {i: s for i, s in session.execute(_of_signals(Signal.id, STATUS))}
     return {reference: status[signal_id] for reference, signal_id in ids.items()}
+
+
+def _month_of_rent(ctx: Context, clock: Clock, month: int, ref: str) -> Any:
+    """One rent signal at number 1 delivered in ``month`` of 2026 and that month's run."""
+    clock.set_local(2026, month, 5, 9, 0)
+    deliver(ctx, "Huur BV", row(ref, nummer="1", bedrag="400", sinds=f"01-{month - 1:02d}-2026"))
+    clock.set_local(2026, month, 26, 2, 0)
+    return run_period(ctx)
+
+
+def test_a_case_closed_within_the_window_makes_the_same_report_a_repeat(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """The history's closing days are read on both backends (on SQLite a closed case once made
+    the next run fail: its closing moment came back as the year alone)."""
+    assert _month_of_rent(ctx, clock, 9, "H-sep").figures["cases"] == 1
+    coordinator = Principal(uuid.uuid4(), "test", "coordinator")
+    clock.set_local(2026, 10, 1, 1, 30)  # 23:30 UTC on 30 September: 1 October in Amsterdam
+    with unit_of_work(ctx.sessions) as session:
+        close_case(session, ctx, coordinator, session.scalars(sa.select(Case)).one(), ADVICE)
+    october = _month_of_rent(ctx, clock, 10, "H-oct")
+    assert october.figures["cases"] == 0
+    assert _statuses(ctx)["H-oct"] == "Niet opgepakt: herhaalde melding"
+    with ctx.sessions() as session:
+        september = repository.history(session, "2026-09", "2026-10", tz=TZ)
+    assert september["closed_on"].to_list() == [date(2026, 10, 1)]  # the day in Amsterdam
+    assert september["case_open"].to_list() == [False]
+
+
+def test_a_case_still_open_from_before_the_window_makes_the_same_report_a_repeat(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """A repeat is a repeat while an earlier case is open, however long ago it was made."""
+    assert _month_of_rent(ctx, clock, 2, "H-feb").figures["cases"] == 1
+    october = _month_of_rent(ctx, clock, 10, "H-oct")  # the window: April to September
+    assert october.figures["cases"] == 0
+    assert _statuses(ctx)["H-oct"] == "Niet opgepakt: herhaalde melding"
+
+
+def test_a_rerun_weeks_later_judges_freshness_as_the_run_before(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """The same deliveries give the same cases whenever the rerun is done: the signals are not
+    stale for having aged since the run before. A case the rerun makes for the first time is
+    due counted from the rerun's day."""
+    clock.set_local(2026, 10, 5, 9, 0)
+    deliver(ctx, "Huur BV", row("H1", nummer="1", bedrag="400"))
+    clock.set_local(2026, 10, 26, 2, 0)
+    assert run_period(ctx, period="2026-10").figures["cases"] == 1
+    clock.set_local(2026, 12, 20, 9, 0)  # the signal is now more than 45 days old
+    rerun = run_period(ctx, period="2026-10", rerun=True)
+    assert rerun.figures["cases"] == 1
+    assert json.loads(rerun.run.parameters)["run_date"] == "2026-10-26"
+    assert rerun.run.run_date == date(2026, 12, 20)
+    again = run_period(ctx, period="2026-10", rerun=True)  # a rerun of the rerun: still October
+    assert json.loads(again.run.parameters)["run_date"] == "2026-10-26"
+
+
+def test_work_recorded_during_a_rerun_waits_for_it(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """Once a rerun has read which of the period's cases were worked on, a contact attempt on
+    one of them waits until the rerun ends (here: gives up after a short wait) instead of landing
+    on a case the rerun may remove as untouched."""
+    november(ctx, clock)
+    run_period(ctx)
+    with ctx.sessions() as session:
+        case_id = session.scalars(sa.select(Case.id).where(~Case.has_rent)).one()
+    rerun = ctx.sessions()
+    try:
+        # What a rerun does first: its run row, then the period's cases and their work.
+        rerun.execute(sa.update(Run).values(rerun=True))
+        assert repository.existing_cases(rerun, "2026-11").height == 2
+        postgres = ctx.engine.dialect.name == "postgresql"
+        # The team's connection waits a short while only (SQLite: its busy timeout).
+        waiting = (
+            ctx.engine
+            if postgres
+            else sa.create_engine(ctx.engine.url, connect_args={"timeout": 0.3})
+        )
+        with waiting.connect() as team:
+            if postgres:
+                team.execute(sa.text("SET lock_timeout = '300ms'"))
+            with pytest.raises(sa.exc.OperationalError):
+                team.execute(
+                    sa.insert(ContactAttempt).values(
+                        id=uuid.uuid4(),
+                        case_id=case_id,
+                        soort="Telefoon",
+                        datum=clock().date(),
+                        bereikt=False,
+                        created_at=ctx.now(),
+                    )
+                )
+            team.rollback()
+    finally:
+        rerun.rollback()
+        rerun.close()

@@ -501,8 +501,10 @@ def test_feedback_tells_a_partner_only_about_its_own_signals(world: World) -> No
     assert feedback.status_code == 200
     body = feedback.json()
     statuses = {s["referentie"]: s["status"] for s in body["signals"]}
-    assert statuses["H7"] == "Inwoner al bekend bij schuldhulpverlening"
+    # H7's household is already in debt help: a creditor is not told so.
+    assert statuses["H7"] == "Niet opgepakt"
     assert statuses["H3"] == "Nog niet opgepakt"
+    assert "Inwoner al bekend bij schuldhulpverlening" not in feedback.text
     assert set(body["signals"][0]) == {"row", "referentie", "status"}
     other = world.get("Energie NV", f"/api/v1/deliveries/{november['id']}/feedback")
     assert other.status_code == 404

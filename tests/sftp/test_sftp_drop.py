@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from services.sftp.watch import Watcher
 from shared.context import Context
 from shared.db import unit_of_work
 from shared.models import Delivery, Signal
+from tests.conftest import AMSTERDAM, Clock
 from tests.helpers import csv_file, register, row
 
 T = TypeVar("T")
@@ -68,6 +70,11 @@ class ServerThread:
 
     def shutdown(self) -> None:
         self.stop()
+        # Work the server handed to the loop's threads (a login's record) ends before the test's
+        # database goes, as asyncio.run() waits for it in `vroegsignaal sftp`.
+        asyncio.run_coroutine_threadsafe(self.loop.shutdown_default_executor(), self.loop).result(
+            timeout=30
+        )
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
@@ -389,3 +396,168 @@ def test_watch_mode_picks_up_settled_files(ctx: Context) -> None:
     assert [p.name for p in (base / "inbox").iterdir()] == ["bezig.csv.part"]
     with ctx.sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Delivery)) == 1
+
+
+def _lines(content: bytes, count: int) -> bytes:
+    """The first ``count`` lines of a file: a cut that leaves a file that reads as whole."""
+    return b"".join(content.splitlines(keepends=True)[:count])
+
+
+@pytest.mark.parametrize("ending", ["connection lost", "connection closed", "session ended"])
+def test_a_session_that_ends_mid_upload_ingests_nothing(drop: Drop, ending: str) -> None:
+    """The session ends with the file still open, cut after a whole row: what arrived reads as
+    a valid file of one row, but the client never said it was done. It is removed, not
+    ingested, and the partner's current delivery stays as it was."""
+    drop.run(lambda: _put(drop, "Energiek", "maand_2026-11.csv", GOOD))
+    assert drop.result("Energiek", "maand_2026-11.csv")["delivery"]["rows"] == 2
+    base = drop.root / str(drop.partner_ids["Energiek"])
+    (base / "outbox" / "maand_2026-11.csv.result.json").unlink()
+    bigger = csv_file(row("E1"), row("E2", nummer="14"), row("E3", nummer="16"))
+
+    async def end_mid_upload() -> None:
+        conn = await drop.connect(drop.keys["Energiek"])
+        sftp = await conn.start_sftp_client()
+        remote = await sftp.open("inbox/maand_2026-11.csv", "wb")
+        await remote.write(_lines(bigger, 2))
+        if ending == "connection lost":
+            conn.abort()
+        elif ending == "session ended":  # the SFTP session alone, the connection stays
+            sftp.exit()
+            await sftp.wait_closed()
+            conn.close()
+        else:
+            conn.close()
+        await conn.wait_closed()
+
+    drop.run(end_mid_upload)
+    deadline = time.monotonic() + 5
+    while any((base / "inbox").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list((base / "inbox").iterdir()) == []
+    assert drop.server.processor is not None
+    drop.server.processor.drain()
+    assert not (base / "outbox" / "maand_2026-11.csv.result.json").exists()
+    with drop.ctx.sessions() as session:
+        current = session.scalars(sa.select(Delivery).where(Delivery.status == "accepted")).one()
+    assert current.row_count == 2
+
+
+def test_an_upload_may_not_grow_past_the_size_limit(
+    drop: Drop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(drop.ctx.settings, "max_upload_bytes", 4096)
+
+    async def put_too_much() -> None:
+        async with drop.connect(drop.keys["Energiek"]) as conn, conn.start_sftp_client() as sftp:
+            remote = await sftp.open("inbox/groot.csv", "wb")
+            await remote.write(b"x" * 4096)
+            with pytest.raises(asyncssh.SFTPFailure, match="at most 4096 bytes"):
+                await remote.write(b"x", 4096)
+            with pytest.raises(asyncssh.SFTPFailure):
+                await remote.write(b"x", 10**12)  # not by writing far beyond the end either
+            await remote.close()
+
+    drop.run(put_too_much)
+    # What was written within the limit is a complete file, and refused as any such file is.
+    assert drop.result("Energiek", "groot.csv")["status"] == "rejected"
+
+
+def test_a_file_uploaded_again_while_the_first_is_ingested_is_ingested_too(drop: Drop) -> None:
+    """The first upload is claimed (moved out of the inbox) before it is read, so a second
+    upload under the same name waits for its own turn and replaces the first delivery."""
+    from services.sftp import inbox
+
+    drop.server.stop()
+    partner_id = drop.partner_ids["Energiek"]
+    base = ensure_partner_folders(drop.root, partner_id)
+    (base / "inbox" / "maand.csv").write_bytes(GOOD)
+    claimed = inbox.claim(drop.ctx, base / "inbox" / "maand.csv")
+    corrected = csv_file(row("E1"), row("E2", nummer="14"), row("E3", nummer="16"))
+    (base / "inbox" / "maand.csv").write_bytes(corrected)  # arrives while the first is read
+    first = inbox.process_claimed(drop.ctx, partner_id, claimed)
+    assert first.status == "accepted"
+    assert [p.name for p in (base / "inbox").iterdir()] == ["maand.csv"]
+    second = inbox.process_file(drop.ctx, partner_id, base / "inbox" / "maand.csv")
+    assert second.result["delivery"]["rows"] == 3
+    assert second.result["delivery"]["replaces"] == first.result["delivery"]["id"]
+    assert len(list((base / "processed").iterdir())) == 2
+
+
+def test_a_file_claimed_before_a_crash_is_processed_at_the_next_start(drop: Drop) -> None:
+    from services.sftp import inbox
+
+    drop.server.stop()
+    base = ensure_partner_folders(drop.root, drop.partner_ids["Energiek"])
+    (base / "inbox" / "maand.csv").write_bytes(GOOD)
+    inbox.claim(drop.ctx, base / "inbox" / "maand.csv")  # then the process died
+    drop.server.start()
+    assert drop.result("Energiek", "maand.csv")["status"] == "accepted"
+    assert drop.server.processor is not None
+    drop.server.processor.drain()
+    assert [p.name.endswith("_maand.csv") for p in (base / "processed").iterdir()] == [True]
+    assert not inbox.claimed_files(base)
+
+
+def test_a_file_complete_before_the_deadline_counts_for_its_period(
+    drop: Drop, clock: Clock
+) -> None:
+    """Its turn comes after the window closed (a queue, a restart): judged by when it was
+    complete, it is on time."""
+    from services.sftp import inbox
+
+    drop.server.stop()
+    partner_id = drop.partner_ids["Energiek"]
+    base = ensure_partner_folders(drop.root, partner_id)
+    clock.set_local(2026, 11, 25, 0, 5)
+    (base / "inbox" / "maand.csv").write_bytes(GOOD)
+    late = inbox.process_file(drop.ctx, partner_id, base / "inbox" / "maand.csv")
+    assert late.result["delivery"]["period"] == "2026-12"  # judged by now: the next period
+    (base / "inbox" / "nov.csv").write_bytes(csv_file(row("E7")))
+    completed = datetime(2026, 11, 24, 23, 59, tzinfo=AMSTERDAM)
+    on_time = inbox.process_file(
+        drop.ctx, partner_id, base / "inbox" / "nov.csv", received_at=completed
+    )
+    assert on_time.result["delivery"]["period"] == "2026-11"
+
+
+def test_processed_originals_are_deleted_after_the_days_kept(drop: Drop) -> None:
+    from services.sftp import inbox
+
+    base = ensure_partner_folders(drop.root, drop.partner_ids["Energiek"])
+    processed = base / "processed"
+    now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    old = processed / "20261112T115959000000Z_oud.csv"
+    recent = processed / "20261114T000000000000Z_recent.csv"
+    claimed = processed / ".claimed-20261101T000000000000Z_bezig.csv"
+    for path in (old, recent, claimed):
+        path.write_bytes(GOOD)
+    assert inbox.expire_processed(drop.root, now, keep_days=7) == 1
+    assert sorted(p.name for p in processed.iterdir()) == sorted([recent.name, claimed.name])
+    assert inbox.expire_processed(drop.root, now, keep_days=0) == 1
+    assert [p.name for p in processed.iterdir()] == [claimed.name]  # never a file in hand
+
+
+def test_a_key_counts_as_used_only_once_the_login_succeeds(drop: Drop) -> None:
+    from shared.models import PartnerSshKey
+
+    fingerprint = drop.keys["Energiek"].get_fingerprint("sha256")
+
+    def last_used() -> datetime | None:
+        with drop.ctx.sessions() as session:
+            return session.scalar(
+                sa.select(PartnerSshKey.last_used_at).where(
+                    PartnerSshKey.fingerprint == fingerprint
+                )
+            )
+
+    assert last_used() is None
+
+    async def login() -> None:
+        async with drop.connect(drop.keys["Energiek"]):
+            pass
+
+    drop.run(login)
+    deadline = time.monotonic() + 10  # recorded beside the session, once the login succeeded
+    while last_used() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert last_used() == drop.ctx.now()
