@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -537,6 +538,42 @@ def run_summary_lines(report: Any) -> list[str]:
     return lines
 
 
+def _progress(as_json: bool) -> Callable[[str], None]:
+    """A run's progress lines, to standard error (not with --json)."""
+
+    def progress(message: str) -> None:
+        if not as_json:
+            typer.echo(f"... {message}", err=True)
+
+    return progress
+
+
+def _day_option(value: str | None) -> date | None:
+    """An ``--as-of`` day; exit 2 when it is not YYYY-MM-DD."""
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        typer.echo("error: --as-of must be YYYY-MM-DD", err=True)
+        raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def _run_errors(as_json: bool) -> Iterator[None]:
+    """A run's refusals: another run of the period in progress exits 3, others as problems."""
+    from services.matcher.service import RunInProgress
+
+    try:
+        yield
+    except RunInProgress as exc:
+        if as_json:
+            typer.echo(json.dumps(exc.problem()), err=True)
+        else:
+            typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(EXIT_RUN_IN_PROGRESS) from None
+    except AppError as exc:
+        fail(exc, as_json)
+
+
 @app.command("run")
 def run_cmd(
     period: Annotated[
@@ -551,31 +588,14 @@ def run_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Match a closed period: addresses with two or more arrears, rent and crisis become cases."""
-    from datetime import date
-
-    from services.matcher.service import RunInProgress, run_period
+    from services.matcher.service import run_period
 
     ctx = _context()
-
-    def progress(message: str) -> None:
-        if not as_json:
-            typer.echo(f"... {message}", err=True)
-
-    try:
-        run_date = date.fromisoformat(as_of) if as_of else None
-    except ValueError:
-        typer.echo("error: --as-of must be YYYY-MM-DD", err=True)
-        raise typer.Exit(2) from None
-    try:
-        report = run_period(ctx, period=period, as_of=run_date, rerun=rerun, progress=progress)
-    except RunInProgress as exc:
-        if as_json:
-            typer.echo(json.dumps(exc.problem()), err=True)
-        else:
-            typer.echo(f"error: {exc.detail}", err=True)
-        raise typer.Exit(EXIT_RUN_IN_PROGRESS) from None
-    except AppError as exc:
-        fail(exc, as_json)
+    run_date = _day_option(as_of)
+    with _run_errors(as_json):
+        report = run_period(
+            ctx, period=period, as_of=run_date, rerun=rerun, progress=_progress(as_json)
+        )
     data = {
         "status": "already_done" if report.already_done else "completed",
         "run_id": str(report.run.id),
@@ -595,6 +615,44 @@ def run_cmd(
             return
         for line in run_summary_lines(report):
             typer.echo(line)
+
+    emit(data, as_json, human)
+
+
+@app.command("crisis")
+def crisis_cmd(
+    as_of: Annotated[
+        str | None, typer.Option(help="Day YYYY-MM-DD for freshness and due dates (default today).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make the cases of the crisis signals delivered so far, at once (daily; see the README)."""
+    from services.matcher.service import crisis_run
+
+    ctx = _context()
+    day = _day_option(as_of)
+    with _run_errors(as_json):
+        reports = crisis_run(ctx, as_of=day, progress=_progress(as_json))
+    data = [
+        {
+            "period": r.period,
+            "run_id": str(r.run.id) if r.run else None,
+            "cases": 0 if r.run is None else r.figures["cases"],
+            "figures": r.figures,
+        }
+        for r in reports
+    ]
+
+    def human() -> None:
+        for r in reports:
+            if r.figures.get("monthly_run_done"):
+                typer.echo(f"{r.period}: its monthly run is done")
+            elif r.run is None:
+                signals = r.figures["crisis_signals"]
+                typer.echo(f"{r.period}: no new crisis case ({signals} crisis signals)")
+            else:
+                routes = ", ".join(f"{k} {v}" for k, v in r.figures["routes"].items())
+                typer.echo(f"{r.period}: {r.figures['cases']} crisis case(s) made ({routes})")
 
     emit(data, as_json, human)
 
@@ -958,8 +1016,6 @@ def export_ddas(
     as_json: JsonOption = False,
 ) -> None:
     """Write the signals and cases of a date range in the DDAS Vroegsignalering v1.2 format."""
-    from datetime import date
-
     from services.routing.ddas import build_export, write_export
     from shared.db import unit_of_work
 

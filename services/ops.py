@@ -22,7 +22,7 @@ from services.deps import AppContext
 from services.routing.service import open_and_overdue
 from shared import migrate
 from shared.metrics import REGISTRY, gauge_lines
-from shared.models import Delivery, DeliveryStatus, Partner, Run, RunStatus
+from shared.models import Delivery, DeliveryStatus, Partner, Run, RunKind, RunStatus
 from shared.periods import local_today, open_period
 
 router = APIRouter(tags=["operations"])
@@ -103,7 +103,9 @@ def _database_gauges(ctx: AppContext) -> list[str]:
             [((("kind", k),), rows) for k, _, rows in delivered],
         )
         last = session.scalars(
-            select(Run).where(Run.status == RunStatus.completed).order_by(Run.finished_at.desc())
+            select(Run)
+            .where(Run.status == RunStatus.completed, Run.kind == RunKind.monthly)
+            .order_by(Run.finished_at.desc())
         ).first()
         if last is not None:
             figures = json.loads(last.figures)

@@ -1,14 +1,15 @@
-"""``vroegsignaal scheduler``: the monthly run and the daily purge, for hosts without cron.
+"""``vroegsignaal scheduler``: the monthly run, the daily crisis run and purge, without cron.
 
 Where cron or a Kubernetes CronJob is available, use those (``deploy/cron/``, ``deploy/k8s/``).
 Docker Compose has neither, so ``compose.yaml`` runs this loop. The schedule is the same:
 
 * the **run** at 02:30 Amsterdam time on the day after the delivery deadline (the 26th) and again
   on the day after that as a safety net (a completed period answers "already done");
-* the **purge** every night at 03:15.
+* the **purge** every night at 03:15;
+* the **crisis run** every morning at 07:00 (the cases of the crisis signals delivered so far).
 
-Both jobs are safe to start twice (the run takes its per-period lock; the purge finds nothing left),
-so a restart of the scheduler at the wrong moment does no harm.
+Every job is safe to start twice (the runs take their per-period lock and find nothing new; the
+purge finds nothing left), so a restart of the scheduler at the wrong moment does no harm.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ log = logging.getLogger("vroegsignaal.scheduler")
 
 RUN_AT = time(2, 30)
 PURGE_AT = time(3, 15)
+CRISIS_AT = time(7, 0)
 
 
 @dataclass(frozen=True)
@@ -50,24 +52,30 @@ def next_run(after: datetime, deadline_day: int, tz: ZoneInfo) -> datetime:
     raise AssertionError("unreachable")
 
 
-def next_purge(after: datetime, tz: ZoneInfo) -> datetime:
+def next_daily(after: datetime, at: time, tz: ZoneInfo) -> datetime:
+    """The first moment strictly after ``after`` at local time ``at``."""
     local = after.astimezone(tz)
-    moment = datetime.combine(local.date(), PURGE_AT, tz)
-    return (
-        moment
-        if moment > local
-        else datetime.combine(local.date() + timedelta(days=1), PURGE_AT, tz)
-    )
+    moment = datetime.combine(local.date(), at, tz)
+    return moment if moment > local else datetime.combine(local.date() + timedelta(days=1), at, tz)
+
+
+def next_purge(after: datetime, tz: ZoneInfo) -> datetime:
+    return next_daily(after, PURGE_AT, tz)
 
 
 def next_job(after: datetime, deadline_day: int, tz: ZoneInfo) -> Job:
-    run, purge = next_run(after, deadline_day, tz), next_purge(after, tz)
-    return Job("run", run) if run <= purge else Job("purge", purge)
+    """The job due first (on a tie, in this order: run, purge, crisis)."""
+    jobs = (
+        Job("run", next_run(after, deadline_day, tz)),
+        Job("purge", next_purge(after, tz)),
+        Job("crisis", next_daily(after, CRISIS_AT, tz)),
+    )
+    return min(jobs, key=lambda job: job.due)
 
 
 def run_job(ctx: Context, name: str) -> None:
     """One job; failures are logged (by type) and retried at the next slot."""
-    from services.matcher.service import run_period
+    from services.matcher.service import crisis_run, run_period
     from services.retention import purge
     from shared import audit
     from shared.db import unit_of_work
@@ -79,6 +87,9 @@ def run_job(ctx: Context, name: str) -> None:
                 "scheduled run",
                 extra={"period": report.run.period, "already_done": report.already_done},
             )
+        elif name == "crisis":
+            made = {r.period: r.figures.get("cases", 0) for r in crisis_run(ctx) if r.run}
+            log.info("scheduled crisis run", extra={"cases": sum(made.values())})
         else:
             with unit_of_work(ctx.sessions) as session:
                 result = purge(ctx, session)

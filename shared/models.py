@@ -307,6 +307,14 @@ class RunStatus(StrEnum):
     completed = "completed"
 
 
+class RunKind(StrEnum):
+    """The monthly run of a closed period (and its reruns), or a crisis run: the cases of the
+    crisis signals delivered so far, made at once (``services.matcher.crisis``)."""
+
+    monthly = "monthly"
+    crisis = "crisis"
+
+
 class CaseStatus(StrEnum):
     open = "open"
     closed = "closed"
@@ -324,10 +332,13 @@ class Run(Base):
     """One matching run for a period: its parameters and figures. A run that failed left no row."""
 
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_period", "period", "started_at"),)
+    __table_args__ = (Index("ix_runs_period", "period", "started_at"), _enum_check("kind", RunKind))
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_uuid)
     period: Mapped[str] = mapped_column(String(7))
+    kind: Mapped[str] = mapped_column(
+        String(16), default=RunKind.monthly, server_default=RunKind.monthly.value
+    )
     run_date: Mapped[date] = mapped_column(Date)
     status: Mapped[str] = mapped_column(String(16), default=RunStatus.completed)
     rerun: Mapped[bool] = mapped_column(Boolean, default=False)

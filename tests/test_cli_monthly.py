@@ -187,3 +187,15 @@ def test_deliveries_status_command(october: None) -> None:
     human = runner.invoke(app, ["deliveries", "status", "--period", "2026-10"])
     assert "window closed" in human.stdout
     assert runner.invoke(app, ["deliveries", "status", "--period", "2026"]).exit_code == 2
+
+
+def test_the_crisis_command_reports_each_period_it_looked_at(cli_env: None) -> None:
+    reports = invoke("crisis", "--json")
+    assert isinstance(reports, list)
+    assert len(reports) == 2  # the period closed last (no monthly run yet) and the open one
+    assert [(r["cases"], r["run_id"]) for r in reports] == [(0, None), (0, None)]
+    human = runner.invoke(app, ["crisis", "--as-of", "2026-12-01"])
+    assert human.exit_code == 0, human.output
+    assert human.stdout.count("no new crisis case (0 crisis signals)") == 2
+    bad = runner.invoke(app, ["crisis", "--as-of", "1-12-2026"])
+    assert bad.exit_code == 2

@@ -100,7 +100,7 @@ def test_crontab_runs_existing_commands() -> None:
     lines = (DEPLOY / "cron" / "vroegsignaal.crontab").read_text().splitlines()
     settings = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
     jobs = [line for line in lines if line and line[0] != "#" and not settings.match(line)]
-    assert len(jobs) == 3
+    assert len(jobs) == 4
     for line in jobs:
         command = line.split("bin/vroegsignaal", 1)[1].split(">>", 1)[0]
         _assert_command(shlex.split(command))

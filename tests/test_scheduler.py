@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.scheduler import loop, next_job, next_purge, next_run
+from services.scheduler import Job, loop, next_job, next_purge, next_run
 from shared.context import Context
 from tests.conftest import Clock
 
@@ -42,6 +42,7 @@ def test_next_purge_and_which_job_comes_first() -> None:
     assert next_purge(at(2026, 11, 23, 1, 0), AMS) == at(2026, 11, 23, 3, 15)
     assert next_job(at(2026, 11, 26, 1, 0), 25, AMS).name == "run"
     assert next_job(at(2026, 11, 26, 2, 45), 25, AMS).name == "purge"
+    assert next_job(at(2026, 11, 26, 3, 30), 25, AMS) == Job("crisis", at(2026, 11, 26, 7, 0))
     # Across the change to winter time the local hour stays 03:15.
     assert next_purge(at(2026, 10, 25, 4, 0), AMS).astimezone(UTC).hour == 2
 
@@ -57,8 +58,13 @@ def test_loop_runs_each_job_when_due(ctx: Context, clock: Clock) -> None:
 
     def runner(_ctx: Context, name: str) -> None:
         ran.append((name, clock().astimezone(AMS).strftime("%d %H:%M")))
-        if len(ran) == 3:
+        if len(ran) == 4:
             stop.set()
 
     loop(ctx, stop, runner, wait)
-    assert ran == [("run", "26 02:30"), ("purge", "26 03:15"), ("run", "27 02:30")]
+    assert ran == [
+        ("run", "26 02:30"),
+        ("purge", "26 03:15"),
+        ("crisis", "26 07:00"),
+        ("run", "27 02:30"),
+    ]

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import polars as pl
-from sqlalchemy import Table, select, text
+from sqlalchemy import ColumnElement, Table, select, text
 from sqlalchemy.orm import Session
 
 from services.matcher.rules import HISTORY_SCHEMA, SIGNAL_SCHEMA
@@ -31,6 +31,7 @@ from shared.models import (
     DeliveryStatus,
     Partner,
     Run,
+    RunKind,
     RunStatus,
 )
 from shared.signal_states import set_states
@@ -240,20 +241,31 @@ def _utc_text(session: Session, column: str) -> str:
 
 
 def completed_run(session: Session, period: str) -> Run | None:
+    """The period's latest completed monthly run (or rerun), if any: crisis runs do not count."""
     return session.scalars(
-        select(Run)
-        .where(Run.period == period, Run.status == RunStatus.completed)
-        .order_by(Run.started_at.desc())
+        select(Run).where(*_monthly_runs(period)).order_by(Run.started_at.desc())
     ).first()
 
 
 def first_completed_run(session: Session, period: str) -> Run | None:
-    """The period's first completed run (its monthly run, before any rerun)."""
+    """The period's first completed monthly run (before any rerun)."""
     return session.scalars(
-        select(Run)
-        .where(Run.period == period, Run.status == RunStatus.completed)
-        .order_by(Run.started_at)
+        select(Run).where(*_monthly_runs(period)).order_by(Run.started_at)
     ).first()
+
+
+def _monthly_runs(period: str) -> tuple[ColumnElement[bool], ...]:
+    return (
+        Run.period == period,
+        Run.status == RunStatus.completed,
+        Run.kind == RunKind.monthly,
+    )
+
+
+def has_cases(session: Session, period: str) -> bool:
+    """Whether the period has cases already (made by crisis runs, before its monthly run)."""
+    found = session.scalar(select(Case.id).where(Case.period == period).limit(1))
+    return found is not None
 
 
 def partners_without_delivery(session: Session, period: str) -> list[str]:

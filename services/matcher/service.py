@@ -14,6 +14,8 @@
   says otherwise): what a rerun finds depends on the deliveries and the settings, not on the day
   it is done, so that a rerun weeks later does not drop cases because their signals have aged
   meanwhile. A case it makes for the first time is due counted from the day it is made.
+* **Crisis runs** (:func:`crisis_run`, daily) make the cases of crisis signals before the monthly
+  run; the monthly run takes them in as a rerun takes its earlier cases.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from services.matcher.rules import (
     OUTCOME_SINGLE,
     OUTCOME_STALE,
     MatchConfig,
+    Prepared,
     finish,
     prepare,
 )
@@ -54,7 +57,7 @@ from shared.bulk import is_postgres
 from shared.context import Context
 from shared.errors import Conflict
 from shared.ids import time_ordered_uuid_texts
-from shared.models import Run, RunStatus, Signaalstatus
+from shared.models import Run, RunKind, RunStatus, Signaalstatus
 from shared.periods import Period, last_closed_period, local_today, open_period
 
 # What a partner's signal status becomes after the run (DDAS EnumSignaalstatus).
@@ -119,6 +122,28 @@ def _file_lock(ctx: Context, period: Period) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextmanager
+def period_session(ctx: Context, target: Period) -> Iterator[Session]:
+    """A session that holds the period's run lock (a monthly run, a rerun and a crisis run of the
+    same period never overlap; :class:`RunInProgress` when another holds it), rolled back at the
+    end unless committed."""
+    with _file_lock(ctx, target):
+        session = ctx.sessions()
+        try:
+            if is_postgres(session):
+                locked = session.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _advisory_key(target)}
+                ).scalar()
+                if not locked:
+                    raise RunInProgress(f"another run for {target} is in progress")
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+
 def run_period(
     ctx: Context,
     *,
@@ -141,95 +166,189 @@ def run_period(
         )
     run_date = as_of or local_today(now, tz)
     started = time.perf_counter()
-    with _file_lock(ctx, target):
-        session = ctx.sessions()
-        try:
-            if is_postgres(session):
-                locked = session.execute(
-                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _advisory_key(target)}
-                ).scalar()
-                if not locked:
-                    raise RunInProgress(f"another run for {target} is in progress")
-            done = repository.completed_run(session, str(target))
-            if done is not None and not rerun:
-                session.rollback()
-                return RunReport(run=done, figures=json.loads(done.figures), already_done=True)
-            # A rerun judges freshness as the period's first run did (see the module text).
-            first = repository.first_completed_run(session, str(target)) if done else None
-            matched_as_of = as_of or (_matched_as_of(first) if first is not None else run_date)
-            config = match_config(ctx, target, matched_as_of)
-            progress(f"reading the signals of {target}")
-            prepared, earlier = repository.inputs(
-                session,
-                str(config.earliest_history_period),
-                str(target),
-                lambda signals: prepare(signals, config),
-                tz=ctx.settings.timezone,
-            )
-            signals = prepared.signals
-            progress(f"matching {signals.height} signals against {earlier.height} earlier ones")
-            result = finish(prepared, earlier)
-            figures = dict(result.figures)
-            missing = repository.partners_without_delivery(session, str(target))
-            figures["partners_without_delivery"] = missing
-            run = Run(
-                id=uuid.uuid4(),
-                period=str(target),
-                run_date=run_date,
-                status=RunStatus.completed,
-                rerun=done is not None,
-                parameters=json.dumps(_parameters(config), sort_keys=True),
-                figures="{}",
-                started_at=now,
-                finished_at=now,
-                duration_ms=0,
-            )
-            repository.add_run(session, run)
-            progress(f"writing {result.cases.height} cases")
-            existing = repository.existing_cases(session, run.period) if run.rerun else None
-            cases, routed = _write_cases(
-                session,
-                run,
-                result.cases,
-                existing=existing,
-                now=now,
-                plan=lambda fresh: plan_routes(session, ctx, run, fresh),
-                facts=signals.select("signal_id", "partner_id", "bedrag_cent"),
-            )
-            repository.set_signal_outcomes(
-                session, _outcomes_to_store(result.outcomes, rerun=run.rerun)
-            )
-            progress("marking the signals of households SDV already knows")
-            mark_known_to_sdv(session, routed)
-            if existing is not None:
-                # The earlier cases that are still there: matched again, or kept for their work.
-                remaining = existing.filter(
-                    pl.col("worked") | pl.col("address_hash").is_in(cases["address_hash"])
-                )
-                restore_case_statuses(session, remaining, STATUS_AFTER_RUN.values())
-            figures["routes"] = _route_counts(routed)
-            figures["outside_areas"] = (
-                int(routed["outside_areas"].sum()) if not routed.is_empty() else 0
-            )
-            audit.record(
-                session,
-                action="run.rerun" if run.rerun else "run.completed",
-                now=now,
-                system_actor="matcher",
-                object_type="run",
-                object_id=run.id,
-                details={"period": run.period, "cases": figures.get("cases", 0)},
-            )
-            run.duration_ms = int((time.perf_counter() - started) * 1000)
-            run.finished_at = ctx.now()
-            run.figures = json.dumps(figures, sort_keys=True)
-            session.commit()
-            return RunReport(run=run, figures=figures, cases=cases)
-        except BaseException:
+    with period_session(ctx, target) as session:
+        done = repository.completed_run(session, str(target))
+        if done is not None and not rerun:
             session.rollback()
-            raise
-        finally:
-            session.close()
+            return RunReport(run=done, figures=json.loads(done.figures), already_done=True)
+        # A rerun judges freshness as the period's first run did (see the module text).
+        first = repository.first_completed_run(session, str(target)) if done else None
+        matched_as_of = as_of or (_matched_as_of(first) if first is not None else run_date)
+        config = match_config(ctx, target, matched_as_of)
+        progress(f"reading the signals of {target}")
+        prepared, earlier = _inputs(session, ctx, config)
+        signals = prepared.signals
+        progress(f"matching {signals.height} signals against {earlier.height} earlier ones")
+        result = finish(prepared, earlier)
+        figures = dict(result.figures)
+        missing = repository.partners_without_delivery(session, str(target))
+        figures["partners_without_delivery"] = missing
+        run = _new_run(session, config, RunKind.monthly, run_date, now, rerun=done is not None)
+        progress(f"writing {result.cases.height} cases")
+        # A rerun's earlier cases, or the cases crisis runs made before the monthly run: kept
+        # with their ids, work, route and due date, and given this run's signals.
+        earlier_cases = run.rerun or repository.has_cases(session, run.period)
+        existing = repository.existing_cases(session, run.period) if earlier_cases else None
+        cases, routed = _write_cases(
+            session,
+            run,
+            result.cases,
+            existing=existing,
+            now=now,
+            plan=lambda fresh: plan_routes(session, ctx, run, fresh),
+            facts=signals.select("signal_id", "partner_id", "bedrag_cent"),
+        )
+        repository.set_signal_outcomes(
+            session, _outcomes_to_store(result.outcomes, rerun=run.rerun)
+        )
+        progress("marking the signals of households SDV already knows")
+        mark_known_to_sdv(session, routed)
+        if existing is not None:
+            # The earlier cases that are still there: matched again, or kept for their work.
+            remaining = existing.filter(
+                pl.col("worked") | pl.col("address_hash").is_in(cases["address_hash"])
+            )
+            restore_case_statuses(session, remaining, STATUS_AFTER_RUN.values())
+        figures["routes"] = _route_counts(routed)
+        figures["outside_areas"] = (
+            int(routed["outside_areas"].sum()) if not routed.is_empty() else 0
+        )
+        audit.record(
+            session,
+            action="run.rerun" if run.rerun else "run.completed",
+            now=now,
+            system_actor="matcher",
+            object_type="run",
+            object_id=run.id,
+            details={"period": run.period, "cases": figures.get("cases", 0)},
+        )
+        run.duration_ms = int((time.perf_counter() - started) * 1000)
+        run.finished_at = ctx.now()
+        run.figures = json.dumps(figures, sort_keys=True)
+        session.commit()
+        return RunReport(run=run, figures=figures, cases=cases)
+
+
+@dataclass
+class CrisisReport:
+    """What a crisis run did for one period: ``run`` is None when it made no case."""
+
+    period: str
+    run: Run | None
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def crisis_run(
+    ctx: Context, *, as_of: date | None = None, progress: Callable[[str], None] = lambda _: None
+) -> list[CrisisReport]:
+    """Make the cases of the crisis signals delivered so far, at once (daily, ``vroegsignaal
+    crisis``): the Wgs gives a household facing eviction or disconnection a first talk within
+    three working days of the report, not of the monthly run after the deadline.
+
+    For the open period, and for the period whose window closed last while its monthly run is
+    still to come: the period's signals so far go through the same rules as in the monthly run
+    (freshness, minimum, repeats, recidive), and each address whose signals make a case with a
+    crisis signal among them, and that has no case of the period yet, gets one now, routed
+    like the monthly run's and due ``VS_CRISIS_DUE_WORKING_DAYS`` working days from today.
+    Nothing else is written: the monthly run decides the other signals, and takes these cases
+    in as a rerun takes earlier ones (id, work, route and due date kept, later signals linked).
+    A period with its monthly run done is left alone. Each period's run holds the period's lock
+    and is one transaction, an audit event and a row of ``runs`` (kind ``crisis``) when it
+    made cases; run twice, the second finds nothing new.
+    """
+    now = ctx.now()
+    deadline_day, tz = ctx.settings.delivery_deadline_day, ctx.tz
+    today = as_of or local_today(now, tz)
+    periods = [last_closed_period(now, deadline_day, tz), open_period(now, deadline_day, tz)]
+    return [_crisis_cases(ctx, target, today, now, progress) for target in periods]
+
+
+def _crisis_cases(
+    ctx: Context, target: Period, today: date, now: datetime, progress: Callable[[str], None]
+) -> CrisisReport:
+    started = time.perf_counter()
+    with period_session(ctx, target) as session:
+        if repository.completed_run(session, str(target)) is not None:
+            return CrisisReport(str(target), None, {"monthly_run_done": True})
+        config = match_config(ctx, target, today)
+        progress(f"reading the signals of {target} delivered so far")
+        prepared, earlier = _inputs(session, ctx, config)
+        result = finish(prepared, earlier)
+        made = repository.existing_cases(session, str(target)).select("address_hash")
+        new = result.cases.filter(pl.col("has_crisis")).join(made, on="address_hash", how="anti")
+        figures: dict[str, Any] = {
+            "crisis_signals": int(prepared.signals["crisis"].sum()),
+            "cases": new.height,
+            "cases_before": made.height,
+        }
+        if new.is_empty():
+            return CrisisReport(str(target), None, figures)
+        run = _new_run(session, config, RunKind.crisis, today, now, rerun=False)
+        progress(f"writing {new.height} crisis cases")
+        signals = prepared.signals
+        _, routed = _write_cases(
+            session,
+            run,
+            new,
+            existing=None,
+            now=now,
+            plan=lambda fresh: plan_routes(session, ctx, run, fresh),
+            facts=signals.select("signal_id", "partner_id", "bedrag_cent"),
+        )
+        mark_known_to_sdv(session, routed)
+        figures["routes"] = _route_counts(routed)
+        audit.record(
+            session,
+            action="run.crisis",
+            now=now,
+            system_actor="matcher",
+            object_type="run",
+            object_id=run.id,
+            details={"period": run.period, "cases": new.height},
+        )
+        run.duration_ms = int((time.perf_counter() - started) * 1000)
+        run.finished_at = ctx.now()
+        run.figures = json.dumps(figures, sort_keys=True)
+        session.commit()
+        return CrisisReport(str(target), run, figures)
+
+
+def _inputs(session: Session, ctx: Context, config: MatchConfig) -> tuple[Prepared, pl.DataFrame]:
+    """The period's signals, put through the rules that need only them, and its history."""
+    return repository.inputs(
+        session,
+        str(config.earliest_history_period),
+        str(config.period),
+        lambda signals: prepare(signals, config),
+        tz=ctx.settings.timezone,
+    )
+
+
+def _new_run(
+    session: Session,
+    config: MatchConfig,
+    kind: RunKind,
+    run_date: date,
+    now: datetime,
+    *,
+    rerun: bool,
+) -> Run:
+    """A completed run's row, added; its figures and duration are filled in at its end."""
+    run = Run(
+        id=uuid.uuid4(),
+        period=str(config.period),
+        kind=kind,
+        run_date=run_date,
+        status=RunStatus.completed,
+        rerun=rerun,
+        parameters=json.dumps(_parameters(config), sort_keys=True),
+        figures="{}",
+        started_at=now,
+        finished_at=now,
+        duration_ms=0,
+    )
+    repository.add_run(session, run)
+    return run
 
 
 def _outcomes_to_store(outcomes: pl.DataFrame, *, rerun: bool) -> pl.DataFrame:

@@ -389,6 +389,7 @@ def run_dict(run: Run) -> dict[str, Any]:
         "id": str(run.id),
         "period": run.period,
         "run_date": run.run_date.isoformat(),
+        "kind": run.kind,
         "status": run.status,
         "rerun": run.rerun,
         "started_at": run.started_at.isoformat(),
