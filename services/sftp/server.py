@@ -69,11 +69,9 @@ class Processor:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sftp-ingest")
         self._pending: set[concurrent.futures.Future[Any]] = set()
 
-    def submit(
-        self, partner_id: uuid.UUID, path: Path, received_at: datetime | None = None
-    ) -> concurrent.futures.Future[Any]:
-        """Queue a complete inbox file (``received_at``: when the client closed it)."""
-        return self._queue(self._process, partner_id, path, received_at)
+    def submit(self, partner_id: uuid.UUID, path: Path) -> concurrent.futures.Future[Any]:
+        """Queue a complete inbox file."""
+        return self._queue(self._process, partner_id, path)
 
     def _queue(self, work: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
         future = self._pool.submit(work, *args)
@@ -81,9 +79,7 @@ class Processor:
         future.add_done_callback(self._pending.discard)
         return future
 
-    def _process(
-        self, partner_id: uuid.UUID, path: Path, received_at: datetime | None
-    ) -> inbox.Outcome | None:
+    def _process(self, partner_id: uuid.UUID, path: Path) -> inbox.Outcome | None:
         # Gone: processed already, under a job queued for the same name when a newer upload
         # replaced the file before its turn (the newer one was ingested).
         if not path.exists():
@@ -92,12 +88,12 @@ class Processor:
             claimed = inbox.claim(self.ctx, path)
         except FileNotFoundError:
             return None
-        return self._process_claimed(partner_id, claimed, received_at)
+        return self._process_claimed(partner_id, claimed)
 
-    def _process_claimed(
-        self, partner_id: uuid.UUID, claimed: Path, received_at: datetime | None
-    ) -> inbox.Outcome | None:
+    def _process_claimed(self, partner_id: uuid.UUID, claimed: Path) -> inbox.Outcome | None:
+        """Ingest a claimed file, its window judged by when it was complete (its time)."""
         try:
+            received_at = self._written_at(claimed)
             return inbox.process_claimed(self.ctx, partner_id, claimed, received_at=received_at)
         except Exception as exc:  # keep the claimed file; a restart processes it again
             log.error(
@@ -114,17 +110,17 @@ class Processor:
         for partner_id, base in inbox.partner_folders(root):
             inbox.clean_abandoned_uploads(base)
             for claimed in inbox.claimed_files(base):
-                self._queue(self._process_claimed, partner_id, claimed, self._written_at(claimed))
+                self._queue(self._process_claimed, partner_id, claimed)
                 queued += 1
             for path in inbox.pending_files(base):
-                self.submit(partner_id, path, self._written_at(path))
+                self.submit(partner_id, path)
                 queued += 1
         return queued
 
     def _written_at(self, path: Path) -> datetime:
-        """When a file was last written (for a complete upload, when it was closed), or now if
-        that is earlier. Partners cannot set a file's times on this server (``setstat`` is
-        accepted, not applied)."""
+        """When a file was last written (for a complete upload, when it was closed; a move
+        keeps it), or now if that is earlier. Partners cannot set a file's times on this server
+        (``setstat`` is accepted, not applied)."""
         return min(datetime.fromtimestamp(path.stat().st_mtime, UTC), self.ctx.now())
 
     def expire(self, root: Path) -> None:
@@ -269,7 +265,7 @@ class PartnerSFTPServer(asyncssh.SFTPServer):
 
     def _completed(self, path: Path) -> None:
         if inbox.is_complete_name(path.name):
-            self.processor.submit(self.partner_id, path, self.processor.ctx.now())
+            self.processor.submit(self.partner_id, path)
 
     # --- names ------------------------------------------------------------------------------
 

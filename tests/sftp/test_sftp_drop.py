@@ -561,3 +561,21 @@ def test_a_key_counts_as_used_only_once_the_login_succeeds(drop: Drop) -> None:
     while last_used() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert last_used() == drop.ctx.now()
+
+
+def test_a_file_complete_before_the_deadline_and_ingested_after_a_restart_is_on_time(
+    drop: Drop, clock: Clock
+) -> None:
+    """The server stopped before the file's turn came; it starts again after midnight on the
+    25th. The file's time (the server's, when it was closed) decides the period."""
+    drop.server.stop()
+    base = ensure_partner_folders(drop.root, drop.partner_ids["Energiek"])
+    waiting = base / "inbox" / "maand.csv"
+    waiting.write_bytes(GOOD)
+    closed = datetime(2026, 11, 24, 23, 59, tzinfo=AMSTERDAM).timestamp()
+    os.utime(waiting, (closed, closed))
+    clock.set_local(2026, 11, 25, 0, 5)
+    drop.server.start()
+    result = drop.result("Energiek", "maand.csv")
+    assert result["status"] == "accepted"
+    assert result["delivery"]["period"] == "2026-11"
