@@ -5,7 +5,8 @@ corporations, an energy supplier, a water company, a health insurer), three wijk
 per staff role, and generates two months of messy partner files with overlapping addresses. On a
 simulated clock it then, for each of the two most recently closed periods: uploads the files
 through the real HTTP API on loopback (the second month also shows an idempotent re-upload, a
-rejected file's row report and SDV's client register), and runs the month in the night after the
+rejected file's row report and SDV's client register), makes the crisis signals' cases on the
+morning of the deadline day (the daily crisis run), and runs the month in the night after the
 deadline, which matches and routes the cases. It shows the cases per route and team with their due
 dates, a recidive address carried over from the first month, a wijkteam recording contact
 attempts and closing cases (the protocol refusing an early "no contact"), writes the DDAS export
@@ -32,14 +33,14 @@ import sqlalchemy as sa
 from services.cli import run_summary_lines
 from services.ingest.generate import PartnerSpec, demo_partners, generate
 from services.ingest.partners import add_partner
-from services.matcher.service import run_period
+from services.matcher.service import crisis_run, run_period
 from services.routing.admin import add_staff, add_team
 from services.routing.ddas import build_export, write_export
 from shared import audit, migrate
 from shared.context import Context, build_context
 from shared.crypto import signal_aad
 from shared.db import unit_of_work
-from shared.models import Delivery, DeliveryStatus, Signal, signal_in_delivery
+from shared.models import Case, Delivery, DeliveryStatus, Signal, signal_in_delivery
 from shared.periods import Period, last_closed_period
 from shared.settings import Settings
 
@@ -203,6 +204,7 @@ def run_demo(fresh: bool = True) -> int:
                 for error in problem["errors"][:10]:
                     _say(f"    row {error['row']:>4}, column {error['column']}: {error['message']}")
                 _sdv_register(ctx, base, staff["sdv"], str(period))
+            _crisis_morning(ctx, clock, period.deadline(deadline_day, tz).astimezone(tz).date())
             run_day = period.deadline(deadline_day, tz).astimezone(tz).date() + timedelta(days=1)
             clock.set_local(run_day, 2, tz)
             _heading(f"{period}: the monthly run on {run_day} (matching, then routing)")
@@ -220,6 +222,25 @@ def run_demo(fresh: bool = True) -> int:
     _say("Next: `make run` serves this API on http://127.0.0.1:8000/docs")
     ctx.engine.dispose()
     return 0
+
+
+def _crisis_morning(ctx: Context, clock: DemoClock, day: date) -> None:
+    """The daily crisis run at 07:00 on the deadline day: the closed period's crisis cases are
+    made and routed at once, due in three working days, before the monthly run."""
+    clock.set_local(day, 7, ctx.tz)
+    _heading(f"{day}, 07:00: the daily crisis run (eviction or disconnection threatens)")
+    for report in crisis_run(ctx):
+        if report.run is None:
+            continue
+        with ctx.sessions() as session:
+            due = session.scalars(
+                sa.select(Case.due_date).where(Case.run_id == report.run.id).distinct()
+            ).all()
+        dates = ", ".join(sorted(str(d) for d in due if d is not None))
+        _say(
+            f"{report.period}: {report.figures['cases']} crisis case(s) made and routed at once, "
+            f"due {dates} (three working days); the monthly run takes them in"
+        )
 
 
 def _organise(ctx: Context) -> dict[str, str]:

@@ -22,6 +22,9 @@ def test_the_demo_runs_two_months_and_shows_the_result(
     # Both months were delivered by every partner and run.
     assert out.count("partners without a delivery: none") == 2
     assert "200 the same file again" in out
+    made = re.findall(r"^2026-1[01]: (\d+) crisis case\(s\) made and routed at once", out, re.M)
+    assert len(made) == 2
+    assert all(int(n) > 0 for n in made)
     assert re.search(r"422 3 problem\(s\) in the file; nothing was stored", out)
     # The second month finds recidive addresses carried over from the first.
     recidive = re.findall(r"recidive\s+(\d+)", out)
