@@ -626,7 +626,8 @@ def crisis_cmd(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Make the cases of the crisis signals delivered so far, at once (daily; see the README)."""
+    """Make the cases of the crisis signals delivered so far, at once (daily; see the README).
+    Exits 3 when another run held a period's lock (the other period was still done)."""
     from services.matcher.service import crisis_run
 
     ctx = _context()
@@ -647,6 +648,8 @@ def crisis_cmd(
         for r in reports:
             if r.figures.get("monthly_run_done"):
                 typer.echo(f"{r.period}: its monthly run is done")
+            elif r.figures.get("run_in_progress"):
+                typer.echo(f"{r.period}: another run of the period holds its lock; not done")
             elif r.run is None:
                 signals = r.figures["crisis_signals"]
                 typer.echo(f"{r.period}: no new crisis case ({signals} crisis signals)")
@@ -655,6 +658,8 @@ def crisis_cmd(
                 typer.echo(f"{r.period}: {r.figures['cases']} crisis case(s) made ({routes})")
 
     emit(data, as_json, human)
+    if any(r.figures.get("run_in_progress") for r in reports):
+        raise typer.Exit(EXIT_RUN_IN_PROGRESS)  # the other period was done: run again soon
 
 
 # --- serving, data, demo ------------------------------------------------------------------------

@@ -96,13 +96,15 @@ def ingest_delivery(
     """Validate and store one delivery in the caller's transaction; see the module rules.
 
     ``received_at``: when the file was complete, if earlier than now and known (the SFTP drop);
-    the window is judged by it."""
-    now = received_at or ctx.now()
+    the window is judged by it, unless the period then open has had its monthly run (its
+    signals would never be matched): then by now. Everything stored is dated now."""
+    now = ctx.now()
+    judged = _judged_at(session, ctx, received_at, now)
     digest = hashlib.sha256(content).hexdigest()
-    repeat = _repeat_of(session, partner, digest, period, now)
+    repeat = _repeat_of(session, partner, digest, period, judged)
     if repeat is not None:
         return IngestOutcome(repeat, created=False, warnings=_stored_warnings(repeat))
-    target = resolve_period(ctx, period, now)
+    target = resolve_period(ctx, period, judged)
     existing = repository.current_delivery(session, partner.id, str(target))
     if existing is not None and existing.content_sha256 == digest:
         return IngestOutcome(existing, created=False, warnings=_stored_warnings(existing))
@@ -161,6 +163,16 @@ def ingest_delivery(
     return IngestOutcome(
         delivery, created=True, warnings=warnings, replaced=existing.id if existing else None
     )
+
+
+def _judged_at(
+    session: Session, ctx: Context, received_at: datetime | None, now: datetime
+) -> datetime:
+    """The moment the delivery window is judged by (see :func:`ingest_delivery`)."""
+    if received_at is None or received_at >= now:
+        return now
+    then = open_period(received_at, ctx.settings.delivery_deadline_day, ctx.tz)
+    return now if repository.period_has_run(session, str(then)) else received_at
 
 
 # Without a period, the same file as a delivery received this long ago is a retry of it.

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import polars as pl
-from sqlalchemy import ColumnElement, Table, select, text
+from sqlalchemy import ColumnElement, Table, case, func, select, text
 from sqlalchemy.orm import Session
 
 from services.matcher.rules import HISTORY_SCHEMA, SIGNAL_SCHEMA
@@ -262,6 +262,23 @@ def _monthly_runs(period: str) -> tuple[ColumnElement[bool], ...]:
     )
 
 
+def case_addresses(session: Session, period: str) -> pl.DataFrame:
+    """The address hashes of the period's cases (column ``address_hash``)."""
+    hashes = session.scalars(select(Case.address_hash).where(Case.period == period)).all()
+    return pl.DataFrame({"address_hash": list(hashes)}, schema={"address_hash": pl.String})
+
+
+def route_counts(session: Session, period: str) -> tuple[dict[str, int], int]:
+    """The period's cases per route, and how many lie outside every team's area."""
+    rows = session.execute(
+        select(Case.route, func.count(), func.sum(case((Case.outside_areas, 1), else_=0)))
+        .where(Case.period == period)
+        .group_by(Case.route)
+        .order_by(Case.route)
+    ).all()
+    return {str(route): int(n) for route, n, _ in rows}, sum(int(o or 0) for *_, o in rows)
+
+
 def has_cases(session: Session, period: str) -> bool:
     """Whether the period has cases already (made by crisis runs, before its monthly run)."""
     found = session.scalar(select(Case.id).where(Case.period == period).limit(1))
@@ -283,10 +300,11 @@ def partners_without_delivery(session: Session, period: str) -> list[str]:
 
 
 def existing_cases(session: Session, period: str) -> pl.DataFrame:
-    """The period's cases: id, address hash, whether work was recorded on them (closed, a
-    contact attempt, a transfer), and what their signals' statuses derive from (known to SDV,
-    a contact attempt, the closure's outcome when closed). Read as a frame (COPY on PostgreSQL):
-    a quarter of a million rows at national scale.
+    """The period's cases: id, address hash, whether a crisis run made them, whether they are
+    to be kept (``worked``: work was recorded on them, closed, a contact attempt, a transfer; or
+    a crisis run made them, sent to a team that may be on its way), and what their signals'
+    statuses derive from (known to SDV, a contact attempt, the closure's outcome when closed).
+    Read as a frame (COPY on PostgreSQL): a quarter of a million rows at national scale.
 
     From here until the caller's transaction ends, the teams' writes on these cases wait for
     it (a contact attempt recorded meanwhile would otherwise be on a case that a rerun removes
@@ -312,18 +330,24 @@ def existing_cases(session: Session, period: str) -> pl.DataFrame:
                                  WHERE e.case_id = c.id AND e.kind <> 'routed')
                     THEN 1 ELSE 0 END AS moved,
                CASE WHEN c.known_to_sdv THEN 1 ELSE 0 END AS known_to_sdv,
+               CASE WHEN EXISTS (SELECT 1 FROM runs r WHERE r.id = c.run_id AND r.kind = 'crisis')
+                    THEN 1 ELSE 0 END AS by_crisis_run,
                CASE WHEN c.status <> 'open' THEN c.resultaat END AS resultaat
         FROM cases c
         WHERE c.period = :period
     """  # noqa: S608 (no user input in the text)
-    flags = ("closed", "attempted", "moved", "known_to_sdv")
+    flags = ("closed", "attempted", "moved", "known_to_sdv", "by_crisis_run")
+    # In the query's order: SQLite's rows are read by position.
     schema: dict[str, Any] = {"case_id": pl.String, "address_hash": pl.String}
     schema |= {flag: pl.Int8 for flag in flags} | {"resultaat": pl.String}
     frame = read_frame(session, query, {"period": period}, schema)
     return frame.with_columns(pl.col(flag).cast(pl.Boolean) for flag in flags).select(
         "case_id",
         "address_hash",
-        (pl.col("closed") | pl.col("attempted") | pl.col("moved")).alias("worked"),
+        (pl.col("closed") | pl.col("attempted") | pl.col("moved") | pl.col("by_crisis_run")).alias(
+            "worked"
+        ),
+        "by_crisis_run",
         "known_to_sdv",
         "attempted",
         "resultaat",
@@ -359,23 +383,23 @@ def insert_cases(session: Session, frame: pl.DataFrame) -> None:
 def update_cases(
     session: Session, frame: pl.DataFrame, *, run_id: uuid.UUID, now: datetime
 ) -> None:
-    """Refresh the matched figures of existing cases (rerun), leaving recorded work alone.
+    """Refresh the matched figures of existing cases (a rerun, or a monthly run taking in a
+    crisis run's cases), leaving recorded work alone (``frame``: case_id, by_crisis_run and
+    the figures).
 
     Only a case whose figures changed is written, and it then names this run as the one that
-    matched it (its ``matchingsdatum`` in the national export); a case that came out the same
-    keeps its run and ``updated_at``. (At national scale a rerun on the same deliveries wrote
-    all 249,000 cases again: 13 s.)
+    matched it (its ``matchingsdatum`` in the national export), unless a crisis run made it: that
+    was the day it was matched and picked up. A case that came out the same keeps its run and
+    ``updated_at``. (At national scale a rerun on the same deliveries wrote all 249,000 cases
+    again: 13 s.)
     """
-    figures = [c for c in frame.columns if c != "case_id"]
-    update_from_frame(
-        session,
-        cast(Table, Case.__table__),
-        "id",
-        frame.rename({"case_id": "id"}).with_columns(
-            pl.lit(str(run_id)).alias("run_id"), pl.lit(now).alias("updated_at")
-        ),
-        changed=figures,
-    )
+    figures = [c for c in frame.columns if c not in ("case_id", "by_crisis_run")]
+    table = cast(Table, Case.__table__)
+    for by_crisis_run, part in frame.partition_by("by_crisis_run", as_dict=True).items():
+        rows = part.select(pl.col("case_id").alias("id"), *figures, pl.lit(now).alias("updated_at"))
+        if not by_crisis_run[0]:
+            rows = rows.with_columns(pl.lit(str(run_id)).alias("run_id"))
+        update_from_frame(session, table, "id", rows, changed=figures)
 
 
 def insert_case_signals(session: Session, frame: pl.DataFrame) -> None:

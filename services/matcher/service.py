@@ -173,7 +173,7 @@ def run_period(
             return RunReport(run=done, figures=json.loads(done.figures), already_done=True)
         # A rerun judges freshness as the period's first run did (see the module text).
         first = repository.first_completed_run(session, str(target)) if done else None
-        matched_as_of = as_of or (_matched_as_of(first) if first is not None else run_date)
+        matched_as_of = as_of or (first.run_date if first is not None else run_date)
         config = match_config(ctx, target, matched_as_of)
         progress(f"reading the signals of {target}")
         prepared, earlier = _inputs(session, ctx, config)
@@ -209,10 +209,16 @@ def run_period(
                 pl.col("worked") | pl.col("address_hash").is_in(cases["address_hash"])
             )
             restore_case_statuses(session, remaining, STATUS_AFTER_RUN.values())
-        figures["routes"] = _route_counts(routed)
-        figures["outside_areas"] = (
-            int(routed["outside_areas"].sum()) if not routed.is_empty() else 0
-        )
+        if existing is None:
+            figures["routes"] = _route_counts(routed)
+            figures["outside_areas"] = (
+                int(routed["outside_areas"].sum()) if not routed.is_empty() else 0
+            )
+        else:
+            # Earlier cases kept (a rerun's, a crisis run's): the period's cases, all of them.
+            figures["routes"], figures["outside_areas"] = repository.route_counts(
+                session, run.period
+            )
         audit.record(
             session,
             action="run.rerun" if run.rerun else "run.completed",
@@ -252,21 +258,35 @@ def crisis_run(
     like the monthly run's and due ``VS_CRISIS_DUE_WORKING_DAYS`` working days from today.
     Nothing else is written: the monthly run decides the other signals, and takes these cases
     in as a rerun takes earlier ones (id, work, route and due date kept, later signals linked).
-    A period with its monthly run done is left alone. Each period's run holds the period's lock
-    and is one transaction, an audit event and a row of ``runs`` (kind ``crisis``) when it
-    made cases; run twice, the second finds nothing new.
+    A period with its monthly run done is left alone, and so, until the next crisis run, is one
+    whose lock another run holds. Each period's run holds the period's lock and is one
+    transaction, an audit event and a row of ``runs`` (kind ``crisis``) when it made cases; run
+    twice, the second finds nothing new. The monthly run keeps the cases a crisis run made,
+    also one whose signals no longer make a case then (a team may be on its way), and their
+    run: the day they were matched.
     """
     now = ctx.now()
     deadline_day, tz = ctx.settings.delivery_deadline_day, ctx.tz
     today = as_of or local_today(now, tz)
     periods = [last_closed_period(now, deadline_day, tz), open_period(now, deadline_day, tz)]
-    return [_crisis_cases(ctx, target, today, now, progress) for target in periods]
+    reports = []
+    for target in periods:
+        try:
+            reports.append(_crisis_cases(ctx, target, today, now, progress))
+        except RunInProgress:
+            # Another run of the period (a rerun, say) holds its lock: the other period's crisis
+            # cases are still made; this one's at the next crisis run.
+            reports.append(CrisisReport(str(target), None, {"run_in_progress": True}))
+    return reports
 
 
 def _crisis_cases(
     ctx: Context, target: Period, today: date, now: datetime, progress: Callable[[str], None]
 ) -> CrisisReport:
     started = time.perf_counter()
+    with ctx.sessions() as session:  # first without the lock: a done period needs none
+        if repository.completed_run(session, str(target)) is not None:
+            return CrisisReport(str(target), None, {"monthly_run_done": True})
     with period_session(ctx, target) as session:
         if repository.completed_run(session, str(target)) is not None:
             return CrisisReport(str(target), None, {"monthly_run_done": True})
@@ -274,7 +294,7 @@ def _crisis_cases(
         progress(f"reading the signals of {target} delivered so far")
         prepared, earlier = _inputs(session, ctx, config)
         result = finish(prepared, earlier)
-        made = repository.existing_cases(session, str(target)).select("address_hash")
+        made = repository.case_addresses(session, str(target))
         new = result.cases.filter(pl.col("has_crisis")).join(made, on="address_hash", how="anti")
         figures: dict[str, Any] = {
             "crisis_signals": int(prepared.signals["crisis"].sum()),
@@ -380,12 +400,6 @@ def _route_counts(routed: pl.DataFrame) -> dict[str, int]:
     return {str(r): int(n) for r, n in counts.iter_rows()}
 
 
-def _matched_as_of(run: Run) -> date:
-    """The day a run judged its signals' freshness by (its parameters' ``run_date``)."""
-    recorded = json.loads(run.parameters or "{}").get("run_date")
-    return date.fromisoformat(recorded) if recorded else run.run_date
-
-
 def _parameters(config: MatchConfig) -> dict[str, Any]:
     return {
         "period": str(config.period),
@@ -439,14 +453,16 @@ def _write_cases(
     )
     if existing is not None and not existing.is_empty():
         cases = cases.join(
-            existing.select("address_hash", "case_id"), on="address_hash", how="left"
+            existing.select("address_hash", "case_id", "by_crisis_run"),
+            on="address_hash",
+            how="left",
         )
         gone = existing.join(cases.select("address_hash"), on="address_hash", how="anti")
         repository.delete_cases(session, gone.filter(~pl.col("worked"))["case_id"].to_list())
         kept = cases.filter(pl.col("case_id").is_not_null())
         repository.unlink_cases(session, [uuid.UUID(c) for c in kept["case_id"]])
         repository.update_cases(
-            session, kept.select("case_id", *CASE_FIELDS), run_id=run.id, now=now
+            session, kept.select("case_id", "by_crisis_run", *CASE_FIELDS), run_id=run.id, now=now
         )
     else:
         cases = cases.with_columns(pl.lit(None, dtype=pl.String).alias("case_id"))

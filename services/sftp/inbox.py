@@ -228,6 +228,15 @@ def expire_processed(root: Path, now: datetime, keep_days: int) -> int:
     return removed
 
 
+def expire(ctx: Context, root: Path) -> int:
+    """:func:`expire_processed` by the settings (``VS_SFTP_KEEP_PROCESSED_DAYS``), logged."""
+    keep = ctx.settings.sftp_keep_processed_days
+    removed = expire_processed(root, ctx.now(), keep)
+    if removed:
+        log.info("sftp originals deleted", extra={"count": removed, "keep_days": keep})
+    return removed
+
+
 def _processed_at(path: Path) -> datetime:
     try:
         stamp = path.name.partition("_")[0].partition("-")[0]

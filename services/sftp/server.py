@@ -80,13 +80,17 @@ class Processor:
         return future
 
     def _process(self, partner_id: uuid.UUID, path: Path) -> inbox.Outcome | None:
-        # Gone: processed already, under a job queued for the same name when a newer upload
-        # replaced the file before its turn (the newer one was ingested).
-        if not path.exists():
-            return None
         try:
             claimed = inbox.claim(self.ctx, path)
         except FileNotFoundError:
+            # Processed already, under a job queued for the same name when a newer upload
+            # replaced the file before its turn (the newer one was ingested).
+            return None
+        except OSError as exc:  # left in the inbox; a restart queues it again
+            log.error(
+                "sftp file could not be claimed; it stays in the inbox",
+                extra={"partner_id": str(partner_id), "error": type(exc).__name__},
+            )
             return None
         return self._process_claimed(partner_id, claimed)
 
@@ -129,11 +133,7 @@ class Processor:
         self._queue(self._expire, root)
 
     def _expire(self, root: Path) -> int:
-        keep = self.ctx.settings.sftp_keep_processed_days
-        removed = inbox.expire_processed(root, self.ctx.now(), keep)
-        if removed:
-            log.info("sftp originals deleted", extra={"count": removed, "keep_days": keep})
-        return removed
+        return inbox.expire(self.ctx, root)
 
     def drain(self, timeout: float = 60) -> None:
         concurrent.futures.wait(list(self._pending), timeout=timeout)

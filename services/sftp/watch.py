@@ -72,10 +72,7 @@ class Watcher:
             self._seen.pop(gone, None)
         if self._expired_at is None or now - self._expired_at >= inbox.EXPIRE_EVERY_SECONDS:
             self._expired_at = now
-            keep = self.ctx.settings.sftp_keep_processed_days
-            removed = inbox.expire_processed(self.root, self.ctx.now(), keep)
-            if removed:
-                log.info("sftp originals deleted", extra={"count": removed, "keep_days": keep})
+            inbox.expire(self.ctx, self.root)
         return done
 
     def _attempt(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import uuid
 from datetime import date
 
 import sqlalchemy as sa
 
+from services.ingest.service import ingest_with_retry
 from services.matcher.service import crisis_run, run_period
 from services.routing.service import add_contact_attempt
 from shared.auth import Principal
@@ -14,8 +16,13 @@ from shared.context import Context
 from shared.db import unit_of_work
 from shared.models import AuditEvent, Case, CaseSignal, Contactsoort, Run
 from tests.conftest import Clock
-from tests.helpers import row
-from tests.matcher.test_run import _statuses, deliver, partners  # noqa: F401 (a fixture)
+from tests.helpers import HEADER, csv_file, row
+from tests.matcher.test_run import (  # noqa: F401 (partners: a fixture)
+    _statuses,
+    deliver,
+    partner_id,
+    partners,
+)
 
 
 def _cases(ctx: Context) -> list[Case]:
@@ -101,6 +108,8 @@ def test_the_monthly_run_takes_the_crisis_case_in(
     assert (kept.due_date, kept.route, kept.status) == (crisis.due_date, crisis.route, "open")
     assert _signals_of(ctx, crisis.id) == 2  # its rent signal and the energy one since
     assert _statuses(ctx)["H1"] == "Opgepakt"  # the home visit's mark stays
+    assert sum(report.figures["routes"].values()) == report.figures["cases"]  # the crisis one too
+    assert kept.run_id == crisis.run_id  # matched on the crisis run's day (DDAS matchingsdatum)
     [other] = [c for c in cases.values() if c.id != crisis.id]
     assert other.has_rent
     assert not other.has_crisis
@@ -129,3 +138,52 @@ def test_a_crisis_delivered_before_the_deadline_is_made_before_the_monthly_run(
     report = run_period(ctx)
     assert report.figures["cases"] == 1
     assert [c.id for c in _cases(ctx)] == [case.id]
+
+
+def test_the_monthly_run_keeps_a_crisis_case_whose_signal_has_aged_since(
+    ctx: Context,
+    clock: Clock,
+    partners: None,  # noqa: F811
+) -> None:
+    """Dated 1 October, the crisis signal is fresh on 10 November (40 days) and stale at the run
+    of the 26th (56 days): the case made on the 10th was sent to a team and stays, untouched."""
+    clock.set_local(2026, 11, 10, 9, 0)
+    dated = csv_file(
+        row("H1", nummer="1", crisis="ja", sinds="01-08-2026") + ";01-10-2026",
+        header=HEADER + ";signaaldatum",
+    )
+    ingest_with_retry(
+        ctx, partner_id=partner_id(ctx, "Huur BV"), content=dated, filename="huur.csv"
+    )
+    [made] = [r for r in crisis_run(ctx) if r.run is not None]
+    [crisis] = _cases(ctx)
+    clock.set_local(2026, 11, 26, 2, 30)
+    report = run_period(ctx)
+    assert report.figures["stale"] == 1
+    assert report.figures["routes"] == {"wijkteam": 1}  # the period's cases: the kept one
+    [kept] = _cases(ctx)
+    assert (kept.id, kept.run_id, kept.due_date) == (crisis.id, made.run.id, crisis.due_date)
+    assert _signals_of(ctx, crisis.id) == 1
+
+
+def test_a_period_whose_lock_is_held_does_not_stop_the_other(
+    ctx: Context,
+    clock: Clock,
+    partners: None,  # noqa: F811
+) -> None:
+    """A rerun of October holds its lock at 07:00: November's crisis case is still made."""
+    clock.set_local(2026, 11, 10, 9, 0)
+    deliver(ctx, "Huur BV", row("H1", nummer="1", crisis="ja"))
+    if ctx.engine.dialect.name == "postgresql":
+        with ctx.engine.connect() as other:  # the rerun's lock, held by another connection
+            other.execute(sa.text("SELECT pg_advisory_lock((22099 :: bigint << 32) | 202610)"))
+            reports = {r.period: r for r in crisis_run(ctx)}
+            other.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+    else:  # the rerun's lock file (another process's; SQLite has one writer at a time anyway)
+        lock = ctx.settings.data_dir / "locks" / "run-2026-10.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            reports = {r.period: r for r in crisis_run(ctx)}
+    assert reports["2026-10"].figures == {"run_in_progress": True}
+    assert reports["2026-11"].figures["cases"] == 1

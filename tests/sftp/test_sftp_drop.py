@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from services.ingest.partners import find_partner
+from services.matcher.service import run_period
 from services.sftp.inbox import UPLOAD_PREFIX, ensure_partner_folders, pending_files
 from services.sftp.keys import add_ssh_key, revoke_ssh_key
 from services.sftp.server import Processor, start_server
@@ -518,6 +519,15 @@ def test_a_file_complete_before_the_deadline_counts_for_its_period(
         drop.ctx, partner_id, base / "inbox" / "nov.csv", received_at=completed
     )
     assert on_time.result["delivery"]["period"] == "2026-11"
+    assert on_time.result["delivery"]["received_at"].startswith("2026-11-24T23:05")  # stored: now
+    # Once November's monthly run is done, its deliveries would never be matched: judged by now.
+    clock.set_local(2026, 11, 26, 3, 0)
+    run_period(drop.ctx)
+    (base / "inbox" / "later.csv").write_bytes(csv_file(row("E8")))
+    after_the_run = inbox.process_file(
+        drop.ctx, partner_id, base / "inbox" / "later.csv", received_at=completed
+    )
+    assert after_the_run.result["delivery"]["period"] == "2026-12"
 
 
 def test_processed_originals_are_deleted_after_the_days_kept(drop: Drop) -> None:
