@@ -199,3 +199,23 @@ def test_the_crisis_command_reports_each_period_it_looked_at(cli_env: None) -> N
     assert human.stdout.count("no new crisis case (0 crisis signals)") == 2
     bad = runner.invoke(app, ["crisis", "--as-of", "1-12-2026"])
     assert bad.exit_code == 2
+
+
+def test_an_export_whose_audit_event_fails_writes_no_file(
+    october: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit event commits before the file is written: no export is on disk without it."""
+    import services.cli
+
+    invoke("run", "--period", "2026-10", "--as-of", "2026-10-26", "--json")
+
+    def failing_audit(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the audit trail could not be written")
+
+    monkeypatch.setattr(services.cli, "_audit", failing_audit)
+    out = tmp_path / "ddas.json"
+    arguments = ["--from", "2026-10-01", "--to", "2026-10-31", "--gemeentecode", "0392"]
+    result = runner.invoke(app, ["export", "ddas", *arguments, "--out", str(out)])
+    assert result.exit_code != 0
+    assert not out.exists()
+    assert list(tmp_path.glob(".ddas.json.*")) == []  # nor a half-written one

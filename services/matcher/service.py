@@ -206,7 +206,7 @@ def run_period(
         if existing is not None:
             # The earlier cases that are still there: matched again, or kept for their work.
             remaining = existing.filter(
-                pl.col("worked") | pl.col("address_hash").is_in(cases["address_hash"])
+                pl.col("worked") | pl.col("address_hash").is_in(cases["address_hash"].implode())
             )
             restore_case_statuses(session, remaining, STATUS_AFTER_RUN.values())
         if existing is None:
