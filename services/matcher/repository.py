@@ -279,12 +279,6 @@ def route_counts(session: Session, period: str) -> tuple[dict[str, int], int]:
     return {str(route): int(n) for route, n, _ in rows}, sum(int(o or 0) for *_, o in rows)
 
 
-def has_cases(session: Session, period: str) -> bool:
-    """Whether the period has cases already (made by crisis runs, before its monthly run)."""
-    found = session.scalar(select(Case.id).where(Case.period == period).limit(1))
-    return found is not None
-
-
 def partners_without_delivery(session: Session, period: str) -> list[str]:
     """Names of active partners with no current delivery for the period."""
     delivered = select(Delivery.partner_id).where(

@@ -187,8 +187,8 @@ def run_period(
         progress(f"writing {result.cases.height} cases")
         # A rerun's earlier cases, or the cases crisis runs made before the monthly run: kept
         # with their ids, work, route and due date, and given this run's signals.
-        earlier_cases = run.rerun or repository.has_cases(session, run.period)
-        existing = repository.existing_cases(session, run.period) if earlier_cases else None
+        found = repository.existing_cases(session, run.period)
+        existing = None if found.is_empty() else found
         cases, routed = _write_cases(
             session,
             run,
