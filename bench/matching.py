@@ -1,10 +1,11 @@
 """Matching: the monthly run over the fresh month, against twelve months of history.
 
 Timed: :func:`services.matcher.service.run_period` for the fresh month, as the night after the
-deadline runs it: read the month's signals and six months of earlier cases with their signals,
-apply the rules (freshness, minimum, repeat, grouping, recidive, classification, priority), write
-the cases, their signals and recidive links, every signal's outcome, route the new cases (SDV,
-budget coach, wijkteam; due dates; a ``routed`` event each), audit, commit.
+deadline runs it: read the month's signals, six months of earlier cases with their signals and of
+earlier signalled addresses, apply the rules (freshness, minimum, repeat, grouping, recidive,
+classification, priority), write the cases, their signals and recidive links, every signal's
+outcome and the month's addresses, route the new cases (SDV, budget coach, wijkteam; due dates; a
+``routed`` event each), audit, commit.
 
 Where the time goes: the repository and bulk functions are wrapped with timers, SQL statements are
 timed through SQLAlchemy's cursor events, and the commit through the session's events. After the
@@ -76,7 +77,7 @@ RUN_TABLES = ("cases", "case_signals", "case_links", "case_counts", "runs", "sig
 
 
 def instrument(ctx: Context) -> tuple[Phases, StatementTimer]:
-    from services.matcher import repository, service
+    from services.matcher import repository, service, signalled
 
     phases = Phases()
     # The two reads run side by side (repository.inputs): the phase is both together; each
@@ -85,11 +86,13 @@ def instrument(ctx: Context) -> tuple[Phases, StatementTimer]:
     phases.wrap(repository, "period_signals", f"{SIDE_BY_SIDE}the month's signals")
     phases.wrap(repository, "history", f"{SIDE_BY_SIDE}earlier cases and their signals")
     phases.wrap(service, "prepare", f"{SIDE_BY_SIDE}the rules on the month's signals alone")
+    phases.wrap(signalled, "before", "read: the earlier months' signalled addresses")
     phases.wrap(service, "finish", "match: the rules in Polars (after the reads)")
     phases.wrap(repository, "insert_cases", "write: cases (COPY)")
     phases.wrap(repository, "insert_case_signals", "write: case_signals (COPY)")
     phases.wrap(repository, "insert_case_links", "write: case_links (COPY)")
     phases.wrap(repository, "set_signal_outcomes", "write: set-aside signals' states")
+    phases.wrap(signalled, "store", "write: the month's signalled addresses")
     phases.wrap(service, "plan_routes", "route: plan (SDV register, areas, due dates)")
     phases.wrap(service, "mark_known_to_sdv", "route: signals of households SDV knows")
     phases.wrap(repository, "partners_without_delivery", "other: partners without delivery")
@@ -257,7 +260,7 @@ def main() -> None:
 
 def rules_only(ctx: Context) -> dict[str, Any]:
     """Read the same frames again and time :func:`services.matcher.rules.match` alone."""
-    from services.matcher import repository
+    from services.matcher import repository, signalled
     from services.matcher.rules import match
     from services.matcher.service import match_config
     from shared.periods import Period
@@ -272,9 +275,11 @@ def rules_only(ctx: Context) -> dict[str, Any]:
             str(config.period),
             tz=ctx.settings.timezone,
         )
+        first = str(config.earliest_history_period)
+        keys = signalled.before(session, first, str(config.period), build_from=first)
         read = time.perf_counter() - started
     started = time.perf_counter()
-    match(signals, earlier, config)
+    match(signals, earlier, config, keys)
     return {
         "read_s": round(read, 3),
         "match_s": time.perf_counter() - started,

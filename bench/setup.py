@@ -16,7 +16,8 @@
    real envelopes' lengths. The month's cases are grouped in SQL by the rules (two or more
    partners, rent, crisis), with priority, classification, route, team, due date; older cases are
    mostly closed; the signals of closed cases are picked up, and one in thirty of the others was
-   set aside (``signal_states``). Secondary indexes are dropped for the load and rebuilt, then
+   set aside (``signal_states``); each month's set of signalled addresses is kept as its run
+   keeps it (``signalled_addresses``). Secondary indexes are dropped for the load and rebuilt, then
    VACUUM ANALYZE.
 """
 
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import psycopg
 
 from bench.common import (
@@ -49,6 +51,7 @@ from bench.common import (
 )
 from services.ingest.partners import add_partner
 from services.ingest.service import ingest_with_retry
+from services.matcher import signalled
 from services.routing.admin import add_staff, add_team, recount_cases
 from shared import migrate
 from shared.context import Context, build_context
@@ -282,6 +285,19 @@ def _month_params(
     }
 
 
+def _keep_signalled_addresses(cur: psycopg.Cursor[Any], period: str) -> None:
+    """The month's set of signalled addresses, as its monthly run keeps it
+    (:mod:`services.matcher.signalled`): what the recidive rule of the fresh month reads."""
+    cur.execute("SELECT DISTINCT address_hash FROM hsig WHERE address_hash IS NOT NULL")
+    hashes = pl.Series("address_hash", [h for (h,) in cur.fetchall()], dtype=pl.String)
+    keys = signalled.address_keys(hashes)
+    cur.execute(
+        "INSERT INTO signalled_addresses (period, address_count, address_keys, created_at) "
+        "VALUES (%s, %s, %s, now())",
+        (period, keys.len(), signalled.encode(keys)),
+    )
+
+
 def build_history(url: str, months: int, key_id: str) -> dict[str, Any]:
     """Twelve (``months``) earlier months of signals and cases; see the module docstring."""
     fresh = Period.parse(MONTH_PERIOD)
@@ -340,6 +356,7 @@ def build_history(url: str, months: int, key_id: str) -> dict[str, Any]:
                     """
                 )
                 linked = cur.rowcount
+                _keep_signalled_addresses(cur, str(period))
                 cur.execute(_STATES, params)
                 counts["signal_states"] += cur.rowcount
                 found = cur.execute(

@@ -1124,6 +1124,10 @@ def purge_cmd(
         )
         typer.echo(f"  {report.contact_notes:>7} contact notes, {report.transfer_reasons} reasons")
         typer.echo(f"  {report.cases_deleted:>7} cases beyond the recidive window (deleted)")
+        typer.echo(
+            f"  {report.signalled_address_sets:>7} months of signalled addresses "
+            "beyond it (deleted)"
+        )
         typer.echo(f"cutoff {report.cutoff}; recidive window from {report.recidive_before_period}")
 
     emit(data, as_json, human)

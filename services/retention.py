@@ -13,7 +13,9 @@ is common practice. The rules, with ``R = VS_RETENTION_MONTHS`` (6) and
 3. **What recidivism needs** (the case with its keyed address hash and its dates) is kept as long
    as the case can still make a later case "opeenvolgend": until its period is more than W months
    old (and, for a closed case, R months after closure). Then the case itself is deleted, with its
-   links, contact attempts and history.
+   links, contact attempts and history. So are the sets of each period's signalled addresses
+   (``signalled_addresses``: keys of the address hashes, for the same rule) of periods more
+   than W months old.
 4. **Open cases** are never purged: somebody is working on them.
 
 Anonymous counts for reporting (the runs' figures) are kept. The purge runs daily by cron, can be
@@ -29,6 +31,7 @@ from typing import Any
 from sqlalchemy import Select, exists, func, select, update
 from sqlalchemy.orm import Session
 
+from services.matcher import signalled
 from services.matcher.repository import delete_cases
 from shared.context import Context
 from shared.models import (
@@ -53,6 +56,7 @@ class PurgeReport:
     contact_notes: int = 0
     transfer_reasons: int = 0
     cases_deleted: int = 0
+    signalled_address_sets: int = 0  # periods whose set of signalled addresses went
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, object]:
@@ -108,6 +112,7 @@ def purge(ctx: Context, session: Session, *, dry_run: bool = False) -> PurgeRepo
     report.contact_notes = _count(session, notes)
     report.transfer_reasons = _count(session, reasons)
     report.cases_deleted = _count(session, expired_cases)
+    report.signalled_address_sets = signalled.purge_before(session, recidive_edge, dry_run=dry_run)
     if dry_run:
         return report
 

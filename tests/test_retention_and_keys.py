@@ -23,6 +23,7 @@ from shared.models import (
     Eindresultaat,
     Route,
     Signal,
+    SignalledAddresses,
 )
 from shared.settings import new_key_text
 from tests.conftest import Clock, make_settings
@@ -138,6 +139,7 @@ def test_purge_removes_what_has_expired_and_keeps_open_work(
         preview = purge(ctx, session, dry_run=True)
     assert preview.signals_without_case == 1
     assert preview.signals_of_closed_cases == 0
+    assert preview.signalled_address_sets == 0  # October can still make April's cases recidive
     assert _everywhere(ctx, single_hash) == ["signals.address_hash"]  # dry run changed nothing
     with unit_of_work(ctx.sessions) as session:
         report = purge(ctx, session)
@@ -155,6 +157,7 @@ def test_purge_removes_what_has_expired_and_keeps_open_work(
         report = purge(ctx, session)
     assert report.signals_of_closed_cases == 1
     assert report.cases_deleted == 1
+    assert report.signalled_address_sets == 1  # October's addresses, beyond the window too
     assert _everywhere(ctx, rent_hash) == []
     with ctx.sessions() as session:
         assert session.get(Case, october["rent"]) is None
@@ -167,14 +170,16 @@ def test_purge_removes_what_has_expired_and_keeps_open_work(
             assert left == 0
         still_open = session.get(Case, october["open"])
         assert still_open is not None
+        assert session.scalars(sa.select(SignalledAddresses.period)).all() == []
     assert _signal(ctx, "E1").pii is not None  # an open case keeps its data
     with unit_of_work(ctx.sessions) as session:
         again = purge(ctx, session)
-    assert (again.signals_without_case, again.signals_of_closed_cases, again.cases_deleted) == (
-        0,
-        0,
-        0,
-    )
+    assert (
+        again.signals_without_case,
+        again.signals_of_closed_cases,
+        again.cases_deleted,
+        again.signalled_address_sets,
+    ) == (0, 0, 0, 0)
 
 
 def test_rotation_moves_every_envelope_to_the_new_key(

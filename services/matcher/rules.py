@@ -19,8 +19,8 @@ Where each rule comes from:
   municipality still owes them an offer (by letter), but no team visits.
 * **Recidive** – the pilot recognised repeat addresses (30%) and gave them to a budget coach; the
   national monitor calls a case "opeenvolgend" when the address had a signal within the previous
-  six months. An address with a case in any of the previous ``recidive_months`` periods is
-  recidive, linked to those earlier cases.
+  six months. An address signalled in any of the previous ``recidive_months`` periods (whether
+  or not that signal made a case) is recidive; it is linked to the cases it had there.
 * **Classification** – the national monitor: "enkelvoudig" (one signal), "meervoudig" (several
   signals on one address in the month), "opeenvolgend" (recurrent; takes precedence).
 * **Priority** – crisis first, then rent, then more partners, then a higher total amount; ties
@@ -61,6 +61,10 @@ HISTORY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "case_open": pl.Boolean,
     "closed_on": pl.Date,
 }
+
+# An address hash's key in the sets of earlier periods' addresses (services.matcher.signalled):
+# its first 64 bits.
+ADDRESS_KEY = pl.col("address_hash").str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64)
 
 OUTCOME_MATCHED = "matched"
 OUTCOME_SINGLE = "single"
@@ -198,8 +202,15 @@ def group_addresses(eligible: pl.DataFrame, config: MatchConfig) -> pl.DataFrame
     )
 
 
-def link_recidive(cases: pl.DataFrame, history: pl.DataFrame, config: MatchConfig) -> pl.DataFrame:
-    """Add ``earlier_case_ids`` and ``is_recidive`` (a case in the previous periods)."""
+def link_recidive(
+    cases: pl.DataFrame,
+    history: pl.DataFrame,
+    config: MatchConfig,
+    signalled: pl.Series | None = None,
+) -> pl.DataFrame:
+    """Add ``earlier_case_ids`` (the address's cases in the previous periods) and
+    ``is_recidive``: such a case, or the address among ``signalled``, the keys
+    (:data:`ADDRESS_KEY`) of the addresses signalled in those periods."""
     window = history.filter(
         (pl.col("period") >= str(config.earliest_history_period))
         & (pl.col("period") < str(config.period))
@@ -208,9 +219,12 @@ def link_recidive(cases: pl.DataFrame, history: pl.DataFrame, config: MatchConfi
         pl.col("case_id").unique().sort().alias("earlier_case_ids")
     )
     linked = cases.join(earlier, on="address_hash", how="left")
+    recidive = pl.col("earlier_case_ids").is_not_null()
+    if signalled is not None and not signalled.is_empty():
+        recidive = recidive | ADDRESS_KEY.is_in(signalled.implode())
     return linked.with_columns(
         pl.col("earlier_case_ids").fill_null(pl.lit([], dtype=pl.List(pl.String))),
-        pl.col("earlier_case_ids").is_not_null().alias("is_recidive"),
+        recidive.alias("is_recidive"),
     )
 
 
@@ -272,9 +286,12 @@ def prepare(signals: pl.DataFrame, config: MatchConfig) -> Prepared:
     return Prepared(config=config, signals=screened, groups=groups)
 
 
-def finish(prepared: Prepared, history: pl.DataFrame) -> MatchResult:
-    """The rest of the rules once the history is in: repeats, recidive, classification and
-    priority; see the module docstring.
+def finish(
+    prepared: Prepared, history: pl.DataFrame, signalled: pl.Series | None = None
+) -> MatchResult:
+    """The rest of the rules once the history is in (the earlier cases, and the keys of the
+    addresses signalled in the earlier periods): repeats, recidive, classification and priority;
+    see the module docstring.
 
     A repeat signal leaves its address's case: only the addresses with such a signal are
     decided and grouped again, from their remaining signals (in the benchmark's national month
@@ -324,7 +341,7 @@ def finish(prepared: Prepared, history: pl.DataFrame) -> MatchResult:
             ]
         )
     screened = screened.drop("repeat")
-    cases = prioritise(classify(link_recidive(groups, history, config)))
+    cases = prioritise(classify(link_recidive(groups, history, config, signalled)))
     eligible = pl.col("excluded").is_null()
     # Counted, not listed (the benchmark's million signals: 38 to 54 against 94 to 119 ms).
     singles = screened.select(
@@ -347,9 +364,14 @@ def finish(prepared: Prepared, history: pl.DataFrame) -> MatchResult:
     )
 
 
-def match(signals: pl.DataFrame, history: pl.DataFrame, config: MatchConfig) -> MatchResult:
+def match(
+    signals: pl.DataFrame,
+    history: pl.DataFrame,
+    config: MatchConfig,
+    signalled: pl.Series | None = None,
+) -> MatchResult:
     """Run every rule over one period's signals; see the module docstring."""
-    return finish(prepare(signals, config), history)
+    return finish(prepare(signals, config), history, signalled)
 
 
 def _figures(

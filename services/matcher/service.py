@@ -34,7 +34,7 @@ import polars as pl
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from services.matcher import repository
+from services.matcher import repository, signalled
 from services.matcher.rules import (
     OUTCOME_BELOW_MINIMUM,
     OUTCOME_MATCHED,
@@ -176,10 +176,10 @@ def run_period(
         matched_as_of = as_of or (first.run_date if first is not None else run_date)
         config = match_config(ctx, target, matched_as_of)
         progress(f"reading the signals of {target}")
-        prepared, earlier = _inputs(session, ctx, config)
+        prepared, earlier, keys = _inputs(session, ctx, config)
         signals = prepared.signals
         progress(f"matching {signals.height} signals against {earlier.height} earlier ones")
-        result = finish(prepared, earlier)
+        result = finish(prepared, earlier, keys)
         figures = dict(result.figures)
         missing = repository.partners_without_delivery(session, str(target))
         figures["partners_without_delivery"] = missing
@@ -201,6 +201,8 @@ def run_period(
         repository.set_signal_outcomes(
             session, _outcomes_to_store(result.outcomes, rerun=run.rerun)
         )
+        # For the recidive rule of the next periods' runs.
+        signalled.store(session, run.period, signals["address_hash"])
         progress("marking the signals of households SDV already knows")
         mark_known_to_sdv(session, routed)
         if existing is not None:
@@ -292,8 +294,8 @@ def _crisis_cases(
             return CrisisReport(str(target), None, {"monthly_run_done": True})
         config = match_config(ctx, target, today)
         progress(f"reading the signals of {target} delivered so far")
-        prepared, earlier = _inputs(session, ctx, config)
-        result = finish(prepared, earlier)
+        prepared, earlier, keys = _inputs(session, ctx, config)
+        result = finish(prepared, earlier, keys)
         made = repository.case_addresses(session, str(target))
         new = result.cases.filter(pl.col("has_crisis")).join(made, on="address_hash", how="anti")
         figures: dict[str, Any] = {
@@ -333,15 +335,20 @@ def _crisis_cases(
         return CrisisReport(str(target), run, figures)
 
 
-def _inputs(session: Session, ctx: Context, config: MatchConfig) -> tuple[Prepared, pl.DataFrame]:
-    """The period's signals, put through the rules that need only them, and its history."""
-    return repository.inputs(
-        session,
-        str(config.earliest_history_period),
-        str(config.period),
-        lambda signals: prepare(signals, config),
-        tz=ctx.settings.timezone,
+def _inputs(
+    session: Session, ctx: Context, config: MatchConfig
+) -> tuple[Prepared, pl.DataFrame, pl.Series]:
+    """The period's signals, put through the rules that need only them, its history (the
+    earlier cases), and the keys of the addresses signalled in the earlier periods."""
+    first, period = str(config.earliest_history_period), str(config.period)
+    prepared, earlier = repository.inputs(
+        session, first, period, lambda signals: prepare(signals, config), tz=ctx.settings.timezone
     )
+    # No set is built for a period whose addresses the purge has removed by now.
+    today = local_today(ctx.now(), ctx.tz)
+    kept_from = Period(today.year, today.month).shift(-ctx.settings.recidive_months)
+    keys = signalled.before(session, first, period, build_from=str(kept_from))
+    return prepared, earlier, keys
 
 
 def _new_run(

@@ -29,6 +29,7 @@ from services.matcher.rules import (
     prioritise,
     with_case_flags,
 )
+from services.matcher.signalled import address_keys, decode, encode
 from shared.address import address_key
 from shared.crypto import KeyedHasher
 from shared.periods import Period
@@ -432,3 +433,37 @@ def test_addresses_decided_before_the_history_come_out_as_decided_after_it(
     cases, outcomes = every_address_decided_after_the_repeat_rule(frame, history, CONFIG)
     assert result.cases.equals(cases)
     assert result.outcomes.select("signal_id", "outcome").equals(outcomes)
+
+
+def test_an_address_signalled_earlier_without_a_case_is_recidive() -> None:
+    """The national monitor: a signal at the address in the previous six months makes the case
+    recurrent, whether or not that signal made a case; the caller gives those addresses' keys."""
+    B = addr("2011AB", "14")
+    month = signals(
+        {"partner_id": "zorg1", "kind": "zorg", "address_hash": A},
+        {"partner_id": "energie1", "kind": "energie", "address_hash": A},
+        {"partner_id": "zorg1", "kind": "zorg", "address_hash": B},
+        {"partner_id": "energie1", "kind": "energie", "address_hash": B},
+    )
+    earlier = address_keys(pl.Series([A, addr("9999ZZ", "1")]))
+    result = match(month, empty_history(), CONFIG, earlier)
+    cases = {row["address_hash"]: row for row in result.cases.iter_rows(named=True)}
+    assert cases[A]["is_recidive"] is True
+    assert cases[A]["classification"] == "opeenvolgend"
+    assert cases[A]["earlier_case_ids"] == []  # no earlier case to link
+    assert cases[B]["is_recidive"] is False
+    assert cases[B]["classification"] == "meervoudig"
+    assert result.figures["recidive"] == 1
+    # Without the earlier addresses (or with none), A is not recurrent either.
+    for none in (None, address_keys(pl.Series([], dtype=pl.String))):
+        assert match(month, empty_history(), CONFIG, none).figures["recidive"] == 0
+
+
+def test_address_keys_are_a_sorted_set_that_survives_its_encoding() -> None:
+    hashes = pl.Series([A, None, A, addr("1011AA", "1"), addr("1011AA", "2")])
+    keys = address_keys(hashes)
+    assert keys.dtype == pl.UInt64
+    assert keys.len() == 3
+    assert keys.is_sorted()
+    assert decode(encode(keys)).to_list() == keys.to_list()
+    assert decode(encode(address_keys(pl.Series([], dtype=pl.String)))).len() == 0

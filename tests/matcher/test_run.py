@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from services.ingest.service import ingest_with_retry
-from services.matcher import repository
+from services.matcher import repository, signalled
 from services.matcher.service import RunInProgress, run_period
 from services.routing.service import add_contact_attempt, close_case, replace_register
 from shared.auth import Principal
@@ -31,6 +31,7 @@ from shared.models import (
     Partner,
     Run,
     Signal,
+    SignalledAddresses,
     SignalState,
     signal_status,
 )
@@ -179,6 +180,75 @@ def test_recidive_across_periods(ctx: Context, clock: Clock, partners: None) -> 
     assert earlier is not None
     assert earlier.period == "2026-10"
     assert report.figures["recidive"] == 1
+
+
+def _october_single_energy_signal(ctx: Context, clock: Clock) -> None:
+    """October: one energy signal at number 1, which makes no case (a single)."""
+    clock.set_local(2026, 10, 5, 9, 0)
+    deliver(ctx, "Energie NV", row("E1", nummer="1"))
+    clock.set_local(2026, 10, 26, 2, 0)
+    october = run_period(ctx)
+    assert (october.figures["cases"], october.figures["singles"]) == (0, 1)
+
+
+def _signalled(ctx: Context) -> dict[str, int]:
+    with ctx.sessions() as session:
+        rows = session.execute(
+            sa.select(SignalledAddresses.period, SignalledAddresses.address_count)
+        ).all()
+    return {period: count for period, count in rows}
+
+
+def test_an_earlier_signal_without_a_case_makes_the_case_recidive(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """The national monitor's *opeenvolgend*: a signal at the address in the previous six
+    months, though it made no case; such a case goes to the budget coach, with no earlier case
+    to link."""
+    _october_single_energy_signal(ctx, clock)
+    assert _signalled(ctx) == {"2026-10": 1}
+    november(ctx, clock)  # number 1: zorg and energie again; number 5: rent
+    report = run_period(ctx)
+    assert _signalled(ctx) == {"2026-10": 1, "2026-11": 5}
+    with ctx.sessions() as session:
+        cases = {c.has_rent: c for c in session.scalars(sa.select(Case)).all()}
+        links = session.scalars(sa.select(CaseLink)).all()
+    assert cases[False].is_recidive
+    assert cases[False].classification == "opeenvolgend"
+    assert cases[False].route == "budgetcoach"
+    assert not cases[True].is_recidive
+    assert links == []
+    assert report.figures["recidive"] == 1
+    assert report.figures["classification"]["opeenvolgend"] == 1
+
+
+def test_a_period_without_its_set_of_addresses_gets_one_from_its_signals(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """A period run before the sets were kept (or whose set was deleted): the first run that
+    needs it builds it from the period's signals, and keeps it."""
+    _october_single_energy_signal(ctx, clock)
+    with unit_of_work(ctx.sessions) as session:
+        session.execute(sa.delete(SignalledAddresses))
+    november(ctx, clock)
+    assert run_period(ctx).figures["recidive"] == 1
+    assert _signalled(ctx) == {"2026-10": 1, "2026-11": 5}
+
+
+def test_a_rerun_replaces_the_periods_set_of_addresses(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    november(ctx, clock)
+    run_period(ctx)
+    assert _signalled(ctx) == {"2026-11": 5}
+    with unit_of_work(ctx.sessions) as session:  # a set that is not the period's
+        session.execute(
+            sa.update(SignalledAddresses).values(address_count=0, address_keys=b"not a set")
+        )
+    run_period(ctx, period="2026-11", rerun=True)
+    assert _signalled(ctx) == {"2026-11": 5}
+    with ctx.sessions() as session:
+        assert signalled.before(session, "2026-11", "2026-12", build_from="2026-12").len() == 5
 
 
 def test_history_holds_the_earlier_cases_of_the_periods_addresses_only(
