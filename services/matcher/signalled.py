@@ -87,13 +87,10 @@ def _keep(session: Session, period: str, keys: pl.Series, *, replace: bool) -> N
 
 
 def before(session: Session, first: str, period: str, *, build_from: str) -> pl.Series:
-    """The address keys signalled in the periods ``[first, period)``, one key once; a period
-    there without a set, from ``build_from`` on, gets one from its signals (:func:`_build`)."""
-    stored = session.execute(
-        select(SignalledAddresses.period, SignalledAddresses.address_keys).where(
-            SignalledAddresses.period >= first, SignalledAddresses.period < period
-        )
-    ).all()
+    """The address keys signalled in the periods ``[first, period)``, each period's once (a key
+    signalled in two periods is there twice); a period there without a set, from ``build_from``
+    on, gets one from its signals (:func:`_build`)."""
+    stored = _stored(session, first, period)
     sets = [decode(blob) for _, blob in stored]
     delivered = session.scalars(
         select(Delivery.period)
@@ -108,7 +105,27 @@ def before(session: Session, first: str, period: str, *, build_from: str) -> pl.
     sets += [_build(session, p) for p in sorted(set(delivered) - have)]
     if not sets:
         return pl.Series(_COLUMN, [], dtype=pl.UInt64)
-    return pl.concat(sets).unique()
+    return pl.concat(sets)
+
+
+def _stored(session: Session, first: str, period: str) -> list[tuple[str, bytes]]:
+    """The stored sets of the periods ``[first, period)``. On PostgreSQL fetched in the binary
+    format: as text each byte comes as two hex digits, for the client to turn back (six sets
+    of 7 MB, 0.26 against 0.09 s in a trial)."""
+    if not is_postgres(session):
+        query = select(SignalledAddresses.period, SignalledAddresses.address_keys).where(
+            SignalledAddresses.period >= first, SignalledAddresses.period < period
+        )
+        return [(p, bytes(b)) for p, b in session.execute(query).all()]
+    dbapi = session.connection().connection.driver_connection
+    assert dbapi is not None
+    with dbapi.cursor(binary=True) as cursor:
+        cursor.execute(
+            "SELECT period, address_keys FROM signalled_addresses "
+            "WHERE period >= %s AND period < %s",
+            (first, period),
+        )
+        return [(p, bytes(b)) for p, b in cursor.fetchall()]
 
 
 def purge_before(session: Session, edge: Period, *, dry_run: bool = False) -> int:

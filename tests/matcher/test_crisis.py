@@ -187,3 +187,22 @@ def test_a_period_whose_lock_is_held_does_not_stop_the_other(
             reports = {r.period: r for r in crisis_run(ctx)}
     assert reports["2026-10"].figures == {"run_in_progress": True}
     assert reports["2026-11"].figures["cases"] == 1
+
+
+def test_a_crisis_case_at_an_address_signalled_before_goes_to_the_budget_coach(
+    ctx: Context,
+    clock: Clock,
+    partners: None,  # noqa: F811
+) -> None:
+    """The crisis run applies the recidive rule as the monthly run does: an energy signal in
+    September (a single, no case) makes November's crisis case at the address recurrent. The set
+    of September's addresses is built from its signals when the crisis run first needs it."""
+    clock.set_local(2026, 9, 10, 9, 0)
+    deliver(ctx, "Energie NV", row("E1", nummer="1"))
+    clock.set_local(2026, 11, 10, 9, 0)
+    deliver(ctx, "Huur BV", row("H1", nummer="1", crisis="ja"), row("H2", nummer="2", crisis="ja"))
+    crisis_run(ctx)
+    cases = {c.is_recidive: c for c in _cases(ctx)}
+    assert cases[True].route == "budgetcoach"
+    assert cases[True].classification == "opeenvolgend"
+    assert cases[False].route == "wijkteam"
