@@ -341,10 +341,16 @@ def _cases_per_route(base: str, key: str, period: str) -> None:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as client:
             detail = client.get(f"/api/v1/cases/{recidive['id']}").json()
         earlier = ", ".join(f"{r['period']} ({r['route']})" for r in detail["recidive"])
+        before = (
+            f"had a case before in {earlier}" if earlier else "was signalled before without a case"
+        )
+        recurrent = sum(1 for c in items if c["is_recidive"])
         _say()
         _say(
-            f"recidive: case {recidive['id'][:8]} (PC4 {recidive['pc4']}) had a case before in "
-            f"{earlier}; routed to {recidive['route']}"
+            f"recidive: {recurrent} of the month's cases had a signal at their address in the "
+            f"six months before; "
+            f"case {recidive['id'][:8]} (PC4 {recidive['pc4']}) {before}; "
+            f"routed to {recidive['route']}"
         )
 
 

@@ -30,7 +30,10 @@ def test_the_demo_runs_two_months_and_shows_the_result(
     recidive = re.findall(r"recidive\s+(\d+)", out)
     assert recidive[0] == "0"
     assert int(recidive[1]) > 0
-    assert re.search(r"recidive: case \w+ \(PC4 \d{4}\) had a case before in", out)
+    line = re.search(r"recidive: (\d+) of the month's cases .* case \w+ \(PC4 \d{4}\) (.*);", out)
+    assert line is not None
+    assert line.group(1) == recidive[1]
+    assert line.group(2).startswith(("had a case before in 2026-", "was signalled before"))
     # Cases per route, the protocol refusing an early "no contact", and two closures.
     for route in ("budgetcoach", "sdv", "wijkteam / noord"):
         assert re.search(rf"^{re.escape(route)}\s+\d+ cases, due", out, re.MULTILINE)

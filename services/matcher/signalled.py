@@ -9,9 +9,9 @@ A period's addresses are kept as one set (:class:`shared.models.SignalledAddress
 64 bits of each address hash, unique and sorted, as one Arrow IPC column. Two different addresses
 share those bits with a chance of one in 2^64 per pair: at national scale (a month's 250,000
 cases against six months of 877,000 addresses) about one false match in a million years of
-monthly runs. The set is written by the period's monthly run (and again by a rerun). A period in the
-window without a set (before migration 0021, or after the address hash key was rotated and the
-sets deleted) gets one built from its signals the first time a run needs it, and kept; not a
+monthly runs. The set is written by the period's monthly run (and again by a rerun). A period in
+the window without a set (before migration 0021, or after the address hash key was rotated and
+the sets deleted) gets one built from its signals the first time a run needs it, and kept; not a
 period beyond the retention edge, whose addresses the purge has removed.
 """
 
@@ -47,10 +47,23 @@ def encode(keys: pl.Series) -> bytes:
     return buffer.getvalue()
 
 
-def decode(blob: bytes) -> pl.Series:
-    keys = pl.read_ipc(io.BytesIO(blob)).to_series()
+class UnreadableSet(ValueError):
+    """A stored set that is not one :func:`encode` wrote."""
+
+    def __init__(self, period: str) -> None:
+        super().__init__(
+            f"the set of signalled addresses of {period} cannot be read; delete its row of "
+            "signalled_addresses and the next run builds it again from the period's signals"
+        )
+
+
+def decode(blob: bytes, period: str = "a period") -> pl.Series:
+    try:
+        keys = pl.read_ipc(io.BytesIO(blob)).to_series()
+    except Exception as exc:  # Polars' own errors for bytes that are not Arrow IPC
+        raise UnreadableSet(period) from exc
     if keys.name != _COLUMN or keys.dtype != pl.UInt64:
-        raise ValueError("signalled_addresses holds a set in an unknown form")
+        raise UnreadableSet(period)
     return keys
 
 
@@ -91,7 +104,7 @@ def before(session: Session, first: str, period: str, *, build_from: str) -> pl.
     signalled in two periods is there twice); a period there without a set, from ``build_from``
     on, gets one from its signals (:func:`_build`)."""
     stored = _stored(session, first, period)
-    sets = [decode(blob) for _, blob in stored]
+    sets = [decode(blob, p) for p, blob in stored]
     delivered = session.scalars(
         select(Delivery.period)
         .distinct()

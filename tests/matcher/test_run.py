@@ -249,6 +249,14 @@ def test_a_rerun_replaces_the_periods_set_of_addresses(
     assert _signalled(ctx) == {"2026-11": 5}
     with ctx.sessions() as session:
         assert signalled.before(session, "2026-11", "2026-12", build_from="2026-12").len() == 5
+    # A set that cannot be read stops the run that needs it, saying what to do.
+    with unit_of_work(ctx.sessions) as session:
+        session.execute(sa.update(SignalledAddresses).values(address_keys=b"not a set"))
+    with (
+        ctx.sessions() as session,
+        pytest.raises(signalled.UnreadableSet, match=r"2026-11.*delete"),
+    ):
+        signalled.before(session, "2026-11", "2026-12", build_from="2026-12")
 
 
 def test_history_holds_the_earlier_cases_of_the_periods_addresses_only(
