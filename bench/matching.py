@@ -263,7 +263,7 @@ def rules_only(ctx: Context) -> dict[str, Any]:
     from services.matcher import repository, signalled
     from services.matcher.rules import match
     from services.matcher.service import match_config
-    from shared.periods import Period
+    from shared.periods import Period, months_before
 
     config = match_config(ctx, Period.parse(MONTH_PERIOD), RUN_DATE)
     with ctx.sessions() as session:
@@ -275,11 +275,17 @@ def rules_only(ctx: Context) -> dict[str, Any]:
             str(config.period),
             tz=ctx.settings.timezone,
         )
-        first = str(config.earliest_history_period)
-        keys = signalled.before(session, first, str(config.period), build_from=first)
+        addresses = signalled.before(
+            session,
+            str(config.earliest_history_period),
+            str(config.period),
+            check=signalled.key_check(ctx.hasher),
+            intact_since=months_before(ctx.now(), ctx.settings.retention_months),
+            keep=False,
+        )
         read = time.perf_counter() - started
     started = time.perf_counter()
-    match(signals, earlier, config, keys)
+    match(signals, earlier, config, addresses.keys)
     return {
         "read_s": round(read, 3),
         "match_s": time.perf_counter() - started,

@@ -285,20 +285,21 @@ def _month_params(
     }
 
 
-def _keep_signalled_addresses(cur: psycopg.Cursor[Any], period: str) -> None:
+def _keep_signalled_addresses(cur: psycopg.Cursor[Any], period: str, check: str) -> None:
     """The month's set of signalled addresses, as its monthly run keeps it
     (:mod:`services.matcher.signalled`): what the recidive rule of the fresh month reads."""
     cur.execute("SELECT DISTINCT address_hash FROM hsig WHERE address_hash IS NOT NULL")
     hashes = pl.Series("address_hash", [h for (h,) in cur.fetchall()], dtype=pl.String)
     keys = signalled.address_keys(hashes)
     cur.execute(
-        "INSERT INTO signalled_addresses (period, address_count, address_keys, created_at) "
-        "VALUES (%s, %s, %s, now())",
-        (period, keys.len(), signalled.encode(keys)),
+        "INSERT INTO signalled_addresses "
+        "(period, address_count, address_keys, hash_key_check, created_at) "
+        "VALUES (%s, %s, %s, %s, now())",
+        (period, keys.len(), signalled.encode(keys), check),
     )
 
 
-def build_history(url: str, months: int, key_id: str) -> dict[str, Any]:
+def build_history(url: str, months: int, key_id: str, key_check: str) -> dict[str, Any]:
     """Twelve (``months``) earlier months of signals and cases; see the module docstring."""
     fresh = Period.parse(MONTH_PERIOD)
     timings: dict[str, float] = {}
@@ -356,7 +357,7 @@ def build_history(url: str, months: int, key_id: str) -> dict[str, Any]:
                     """
                 )
                 linked = cur.rowcount
-                _keep_signalled_addresses(cur, str(period))
+                _keep_signalled_addresses(cur, str(period), key_check)
                 cur.execute(_STATES, params)
                 counts["signal_states"] += cur.rowcount
                 found = cur.execute(
@@ -409,6 +410,7 @@ def main() -> None:
         rss = peak_rss_bytes()
         say(f"setup: fresh month ingested: {rows} rows in {seconds:.1f} s")
         key_id = ctx.cipher.active_key_id
+        key_check = signalled.key_check(ctx.hasher)
     finally:
         ctx.engine.dispose()
     results = [
@@ -424,7 +426,7 @@ def main() -> None:
     if parser_scale.history_months and os.environ.get("BENCH_NO_HISTORY") != "1":
         say(f"setup: building {parser_scale.history_months} months of history in SQL")
         started = time.perf_counter()
-        history = build_history(psycopg_url(url), parser_scale.history_months, key_id)
+        history = build_history(psycopg_url(url), parser_scale.history_months, key_id, key_check)
         # The history went in without the triggers that keep the case lists' totals: what
         # ``vroegsignaal db recount`` does after such a load.
         recounted = time.perf_counter()

@@ -13,8 +13,10 @@ is common practice. The rules, with ``R = VS_RETENTION_MONTHS`` (6) and
 3. **What recidivism needs** (the case with its keyed address hash and its dates) is kept as long
    as the case can still make a later case "opeenvolgend": until its period is more than W months
    old (and, for a closed case, R months after closure). Then the case itself is deleted, with its
-   links, contact attempts and history. So are the sets of each period's signalled addresses
-   (``signalled_addresses``: keys of the address hashes, for the same rule) of periods more
+   links, contact attempts and history. The sets of each period's signalled addresses
+   (``signalled_addresses``: 64-bit keys of the address hashes, the recidive rule's look-back
+   at signals without a case) are kept as long and deleted then too: a signal without a case
+   leaves its address key there after rule 1 removed its own hashes, until its period is more
    than W months old.
 4. **Open cases** are never purged: somebody is working on them.
 
@@ -25,7 +27,6 @@ previewed with ``--dry-run``, and is an audit event with its counts.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, exists, func, select, update
@@ -44,7 +45,7 @@ from shared.models import (
     Signal,
     signal_in_delivery,
 )
-from shared.periods import Period, local_today
+from shared.periods import Period, local_today, months_before
 
 
 @dataclass
@@ -61,19 +62,6 @@ class PurgeReport:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-def months_before(moment: datetime, months: int) -> datetime:
-    """The same day and time ``months`` calendar months earlier (clamped to the month's end)."""
-    index = moment.year * 12 + moment.month - 1 - months
-    year, month = divmod(index, 12)
-    month += 1
-    day = moment.day
-    while True:
-        try:
-            return moment.replace(year=year, month=month, day=day)
-        except ValueError:
-            day -= 1
 
 
 def _count(session: Session, query: Select[Any]) -> int:

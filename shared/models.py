@@ -309,7 +309,7 @@ class SignalledAddresses(Base):
     (:mod:`services.matcher.signalled`). At national scale a month has 877,000 addresses: as rows
     of (period, address hash) a run's lookup over six months scanned 5.3 million rows (3.2 s); as
     six of these rows it reads 42 MB. Written by the period's monthly run; kept while a later run
-    can still look it up (``vroegsignaal purge``).
+    can still look it up (``vroegsignaal purge``, as the cases that recidivism needs).
     """
 
     __tablename__ = "signalled_addresses"
@@ -317,6 +317,9 @@ class SignalledAddresses(Base):
     period: Mapped[str] = mapped_column(String(7), primary_key=True)
     address_count: Mapped[int] = mapped_column(Integer)
     address_keys: Mapped[bytes] = mapped_column(LargeBinary)
+    # Which address hash key made the keys (services.matcher.signalled.key_check): after the key
+    # is rotated, a set made with the old one matches nothing and is not used.
+    hash_key_check: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -75,3 +75,16 @@ def last_closed_period(now: datetime, deadline_day: int, tz: ZoneInfo) -> Period
 
 def local_today(now: datetime, tz: ZoneInfo) -> date:
     return now.astimezone(tz).date()
+
+
+def months_before(moment: datetime, months: int) -> datetime:
+    """The same day and time ``months`` calendar months earlier (clamped to the month's end)."""
+    index = moment.year * 12 + moment.month - 1 - months
+    year, month = divmod(index, 12)
+    month += 1
+    day = moment.day
+    while True:
+        try:
+            return moment.replace(year=year, month=month, day=day)
+        except ValueError:
+            day -= 1

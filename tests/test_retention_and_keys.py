@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 
+import polars as pl
 import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
 
 from services.keys import key_usage, rotate
+from services.matcher import signalled
 from services.matcher.service import run_period
 from services.retention import months_before, purge
 from services.routing.service import add_contact_attempt, case_detail, close_case, transfer
@@ -109,6 +111,16 @@ def _everywhere(ctx: Context, needle: str) -> list[str]:
     return found
 
 
+def _in_set(ctx: Context, period: str, address_hash: str) -> bool:
+    """Whether the period's set of signalled addresses holds the address (none: False)."""
+    with ctx.sessions() as session:
+        stored = session.get(SignalledAddresses, period)
+    keys = None if stored is None else signalled.decode(stored.address_keys)
+    if keys is None:
+        return False
+    return bool(keys.is_in(signalled.address_keys(pl.Series([address_hash])).implode()).any())
+
+
 def test_months_before_clamps_to_the_month_end() -> None:
     from datetime import UTC, datetime
 
@@ -145,6 +157,8 @@ def test_purge_removes_what_has_expired_and_keeps_open_work(
         report = purge(ctx, session)
     assert report.signals_without_case == 1
     assert _everywhere(ctx, single_hash) == []
+    # What recidivism needs stays until October is beyond the window: its set of addresses.
+    assert _in_set(ctx, "2026-10", single_hash)
     with ctx.sessions() as session:
         scrubbed = session.get(Signal, single.id)
         assert scrubbed is not None
@@ -171,6 +185,7 @@ def test_purge_removes_what_has_expired_and_keeps_open_work(
         still_open = session.get(Case, october["open"])
         assert still_open is not None
         assert session.scalars(sa.select(SignalledAddresses.period)).all() == []
+    assert not _in_set(ctx, "2026-10", single_hash)
     assert _signal(ctx, "E1").pii is not None  # an open case keeps its data
     with unit_of_work(ctx.sessions) as session:
         again = purge(ctx, session)

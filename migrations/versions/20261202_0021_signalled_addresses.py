@@ -9,8 +9,10 @@ six months, whether or not that signal made a case; the run looked at earlier ca
 per period holds the set of addresses its signals were about (the first 64 bits of each address
 hash, sorted, as one Arrow IPC column): see ``shared.models.SignalledAddresses``.
 
-Nothing is copied here: the first run that needs an earlier period's set and finds none builds it
-from that period's signals and keeps it (``services.matcher.signalled``).
+Nothing is copied here: the first monthly run that needs an earlier period's set and finds none
+builds it from that period's signals and keeps it, where the purge has not yet removed any of
+their addresses (``services.matcher.signalled``). ``hash_key_check`` tells which address hash key
+made a set: one made with another key is ignored.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def upgrade() -> None:
         sa.Column("period", sa.String(length=7), nullable=False),
         sa.Column("address_count", sa.Integer(), nullable=False),
         sa.Column("address_keys", sa.LargeBinary(), nullable=False),
+        sa.Column("hash_key_check", sa.String(length=16), nullable=False),
         sa.Column("created_at", shared.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("period", name=op.f("pk_signalled_addresses")),
     )

@@ -58,7 +58,7 @@ from shared.context import Context
 from shared.errors import Conflict
 from shared.ids import time_ordered_uuid_texts
 from shared.models import Run, RunKind, RunStatus, Signaalstatus
-from shared.periods import Period, last_closed_period, local_today, open_period
+from shared.periods import Period, last_closed_period, local_today, months_before, open_period
 
 # What a partner's signal status becomes after the run (DDAS EnumSignaalstatus).
 STATUS_AFTER_RUN = {
@@ -176,11 +176,12 @@ def run_period(
         matched_as_of = as_of or (first.run_date if first is not None else run_date)
         config = match_config(ctx, target, matched_as_of)
         progress(f"reading the signals of {target}")
-        prepared, earlier, keys = _inputs(session, ctx, config)
+        prepared, earlier, addresses = _inputs(session, ctx, config, keep=True)
         signals = prepared.signals
         progress(f"matching {signals.height} signals against {earlier.height} earlier ones")
-        result = finish(prepared, earlier, keys)
+        result = finish(prepared, earlier, addresses.keys)
         figures = dict(result.figures)
+        figures["recidive_periods"] = addresses.periods
         missing = repository.partners_without_delivery(session, str(target))
         figures["partners_without_delivery"] = missing
         run = _new_run(session, config, RunKind.monthly, run_date, now, rerun=done is not None)
@@ -202,7 +203,9 @@ def run_period(
             session, _outcomes_to_store(result.outcomes, rerun=run.rerun)
         )
         # For the recidive rule of the next periods' runs.
-        signalled.store(session, run.period, signals["address_hash"])
+        signalled.store(
+            session, run.period, signals["address_hash"], check=signalled.key_check(ctx.hasher)
+        )
         progress("marking the signals of households SDV already knows")
         mark_known_to_sdv(session, routed)
         if existing is not None:
@@ -294,8 +297,8 @@ def _crisis_cases(
             return CrisisReport(str(target), None, {"monthly_run_done": True})
         config = match_config(ctx, target, today)
         progress(f"reading the signals of {target} delivered so far")
-        prepared, earlier, keys = _inputs(session, ctx, config)
-        result = finish(prepared, earlier, keys)
+        prepared, earlier, addresses = _inputs(session, ctx, config, keep=False)
+        result = finish(prepared, earlier, addresses.keys)
         made = repository.case_addresses(session, str(target))
         new = result.cases.filter(pl.col("has_crisis")).join(made, on="address_hash", how="anti")
         figures: dict[str, Any] = {
@@ -336,19 +339,24 @@ def _crisis_cases(
 
 
 def _inputs(
-    session: Session, ctx: Context, config: MatchConfig
-) -> tuple[Prepared, pl.DataFrame, pl.Series]:
+    session: Session, ctx: Context, config: MatchConfig, *, keep: bool
+) -> tuple[Prepared, pl.DataFrame, signalled.Earlier]:
     """The period's signals, put through the rules that need only them, its history (the
-    earlier cases), and the keys of the addresses signalled in the earlier periods."""
+    earlier cases), and the addresses signalled in the earlier periods (with ``keep``, the sets
+    built for periods that had none are stored)."""
     first, period = str(config.earliest_history_period), str(config.period)
     prepared, earlier = repository.inputs(
         session, first, period, lambda signals: prepare(signals, config), tz=ctx.settings.timezone
     )
-    # No set is built for a period whose addresses the purge has removed by now.
-    today = local_today(ctx.now(), ctx.tz)
-    kept_from = Period(today.year, today.month).shift(-ctx.settings.recidive_months)
-    keys = signalled.before(session, first, period, build_from=str(kept_from))
-    return prepared, earlier, keys
+    addresses = signalled.before(
+        session,
+        first,
+        period,
+        check=signalled.key_check(ctx.hasher),
+        intact_since=months_before(ctx.now(), ctx.settings.retention_months),
+        keep=keep,
+    )
+    return prepared, earlier, addresses
 
 
 def _new_run(

@@ -9,30 +9,46 @@ A period's addresses are kept as one set (:class:`shared.models.SignalledAddress
 64 bits of each address hash, unique and sorted, as one Arrow IPC column. Two different addresses
 share those bits with a chance of one in 2^64 per pair: at national scale (a month's 250,000
 cases against six months of 877,000 addresses) about one false match in a million years of
-monthly runs. The set is written by the period's monthly run (and again by a rerun). A period in
-the window without a set (before migration 0021, or after the address hash key was rotated and
-the sets deleted) gets one built from its signals the first time a run needs it, and kept; not a
-period beyond the retention edge, whose addresses the purge has removed.
+monthly runs. The set is written by the period's monthly run (and again by a rerun).
+
+A period in the window without a usable set (run before migration 0021; its set made with an
+address hash key since rotated; a set that cannot be read) gets one built from its signals, if
+none of their addresses can have been purged yet: every delivery of the period was received
+after the purge's cutoff for signals without a case (``VS_RETENTION_MONTHS``). A monthly run
+keeps what it builds; a crisis run only uses it (it writes nothing but its cases). A period whose
+addresses may be partly purged is left out: the run's figures name the periods it looked at
+(``recidive_periods``), so a shorter look-back shows.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+from dataclasses import dataclass
+from datetime import datetime
 
 import polars as pl
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.matcher.repository import period_signals
 from services.matcher.rules import ADDRESS_KEY
 from shared.bulk import is_postgres
+from shared.crypto import KeyedHasher
 from shared.db import utcnow
 from shared.models import Delivery, DeliveryStatus, SignalledAddresses
 from shared.periods import Period
 
 _COLUMN = "address_key"
-_REPLACED = ("address_count", "address_keys", "created_at")
+_REPLACED = ("address_count", "address_keys", "hash_key_check", "created_at")
+
+log = logging.getLogger("vroegsignaal.matcher")
+
+
+def key_check(hasher: KeyedHasher) -> str:
+    """A mark of the address hash key, not the key: which key made a set."""
+    return hasher.hash("signalled-addresses", "key check")[:16]
 
 
 def address_keys(hashes: pl.Series) -> pl.Series:
@@ -47,98 +63,116 @@ def encode(keys: pl.Series) -> bytes:
     return buffer.getvalue()
 
 
-class UnreadableSet(ValueError):
-    """A stored set that is not one :func:`encode` wrote."""
-
-    def __init__(self, period: str) -> None:
-        super().__init__(
-            f"the set of signalled addresses of {period} cannot be read; delete its row of "
-            "signalled_addresses and the next run builds it again from the period's signals"
-        )
-
-
-def decode(blob: bytes, period: str = "a period") -> pl.Series:
+def decode(blob: bytes) -> pl.Series | None:
+    """The keys :func:`encode` wrote, or None for bytes it did not write."""
     try:
         keys = pl.read_ipc(io.BytesIO(blob)).to_series()
-    except Exception as exc:  # Polars' own errors for bytes that are not Arrow IPC
-        raise UnreadableSet(period) from exc
-    if keys.name != _COLUMN or keys.dtype != pl.UInt64:
-        raise UnreadableSet(period)
-    return keys
+    except Exception:  # Polars' own errors for bytes that are not Arrow IPC
+        return None
+    return keys if keys.name == _COLUMN and keys.dtype == pl.UInt64 else None
 
 
-def store(session: Session, period: str, hashes: pl.Series) -> int:
+def store(session: Session, period: str, hashes: pl.Series, *, check: str) -> int:
     """Keep the period's set of addresses (its monthly run's signals), replacing an earlier one;
     returns its size."""
     keys = address_keys(hashes)
-    _keep(session, period, keys, replace=True)
+    _keep(session, period, keys, check)
     return keys.len()
 
 
-def _build(session: Session, period: str) -> pl.Series:
-    """A period's set from its signals (its partners' current deliveries), kept for later runs.
-    Two runs may build the same period at once (a monthly run and a crisis run of the next
-    period): the first one's set is kept, the same."""
-    keys = address_keys(period_signals(session, period)["address_hash"])
-    _keep(session, period, keys, replace=False)
-    return keys
-
-
-def _keep(session: Session, period: str, keys: pl.Series, *, replace: bool) -> None:
+def _keep(session: Session, period: str, keys: pl.Series, check: str) -> None:
+    """Insert or replace the period's set. Two monthly runs may build an earlier period's set at
+    once (on PostgreSQL the second waits for the first's commit, then writes the same set)."""
     insert = postgresql.insert if is_postgres(session) else sqlite.insert
     statement = insert(SignalledAddresses).values(
-        period=period, address_count=keys.len(), address_keys=encode(keys), created_at=utcnow()
+        period=period,
+        address_count=keys.len(),
+        address_keys=encode(keys),
+        hash_key_check=check,
+        created_at=utcnow(),
     )
-    key = [SignalledAddresses.period]
     session.execute(
         statement.on_conflict_do_update(
-            index_elements=key, set_={c: statement.excluded[c] for c in _REPLACED}
+            index_elements=[SignalledAddresses.period],
+            set_={c: statement.excluded[c] for c in _REPLACED},
         )
-        if replace
-        else statement.on_conflict_do_nothing(index_elements=key)
     )
 
 
-def before(session: Session, first: str, period: str, *, build_from: str) -> pl.Series:
-    """The address keys signalled in the periods ``[first, period)``, each period's once (a key
-    signalled in two periods is there twice); a period there without a set, from ``build_from``
-    on, gets one from its signals (:func:`_build`)."""
-    stored = _stored(session, first, period)
-    sets = [decode(blob, p) for p, blob in stored]
-    delivered = session.scalars(
-        select(Delivery.period)
-        .distinct()
+@dataclass
+class Earlier:
+    """The address keys signalled in the earlier periods of a run's window, and which periods."""
+
+    keys: pl.Series  # each period's keys once: a key signalled in two periods is there twice
+    periods: list[str]
+
+
+def before(
+    session: Session,
+    first: str,
+    period: str,
+    *,
+    check: str,
+    intact_since: datetime,
+    keep: bool,
+) -> Earlier:
+    """The keys of the addresses signalled in the periods ``[first, period)``. A period there
+    with accepted deliveries but no usable set gets one from its signals when all its deliveries
+    were received after ``intact_since`` (the purge's cutoff: none of their addresses removed);
+    with ``keep`` it is stored. See the module docstring."""
+    sets: dict[str, pl.Series] = {}
+    for stored_period, stored_check, blob in _stored(session, first, period):
+        keys = decode(blob) if stored_check == check else None
+        if keys is None:
+            # No personal data: the period, and which of the two it was.
+            why = "another address hash key" if stored_check != check else "unreadable"
+            log.warning(
+                "set of signalled addresses not used",
+                extra={"period": stored_period, "reason": why},
+            )
+            continue
+        sets[stored_period] = keys
+    received = session.execute(
+        select(Delivery.period, func.min(Delivery.received_at))
         .where(
-            Delivery.period >= max(first, build_from),
+            Delivery.period >= first,
             Delivery.period < period,
             Delivery.status == DeliveryStatus.accepted,
         )
+        .group_by(Delivery.period)
     ).all()
-    have = {p for p, _ in stored}
-    sets += [_build(session, p) for p in sorted(set(delivered) - have)]
+    for missing, earliest in sorted(received):
+        if missing in sets or earliest < intact_since:
+            continue
+        keys = address_keys(period_signals(session, missing)["address_hash"])
+        if keep:
+            _keep(session, missing, keys, check)
+        sets[missing] = keys
     if not sets:
-        return pl.Series(_COLUMN, [], dtype=pl.UInt64)
-    return pl.concat(sets)
+        return Earlier(pl.Series(_COLUMN, [], dtype=pl.UInt64), [])
+    return Earlier(pl.concat(list(sets.values())), sorted(sets))
 
 
-def _stored(session: Session, first: str, period: str) -> list[tuple[str, bytes]]:
+def _stored(session: Session, first: str, period: str) -> list[tuple[str, str, bytes]]:
     """The stored sets of the periods ``[first, period)``. On PostgreSQL fetched in the binary
     format: as text each byte comes as two hex digits, for the client to turn back (six sets
     of 7 MB, 0.26 against 0.09 s in a trial)."""
     if not is_postgres(session):
-        query = select(SignalledAddresses.period, SignalledAddresses.address_keys).where(
-            SignalledAddresses.period >= first, SignalledAddresses.period < period
-        )
-        return [(p, bytes(b)) for p, b in session.execute(query).all()]
+        query = select(
+            SignalledAddresses.period,
+            SignalledAddresses.hash_key_check,
+            SignalledAddresses.address_keys,
+        ).where(SignalledAddresses.period >= first, SignalledAddresses.period < period)
+        return [(p, c, bytes(b)) for p, c, b in session.execute(query).all()]
     dbapi = session.connection().connection.driver_connection
     assert dbapi is not None
     with dbapi.cursor(binary=True) as cursor:
         cursor.execute(
-            "SELECT period, address_keys FROM signalled_addresses "
+            "SELECT period, hash_key_check, address_keys FROM signalled_addresses "
             "WHERE period >= %s AND period < %s",
             (first, period),
         )
-        return [(p, bytes(b)) for p, b in cursor.fetchall()]
+        return [(p, c, bytes(b)) for p, c, b in cursor.fetchall()]
 
 
 def purge_before(session: Session, edge: Period, *, dry_run: bool = False) -> int:

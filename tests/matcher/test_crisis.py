@@ -18,6 +18,7 @@ from shared.models import AuditEvent, Case, CaseSignal, Contactsoort, Run
 from tests.conftest import Clock
 from tests.helpers import HEADER, csv_file, row
 from tests.matcher.test_run import (  # noqa: F401 (partners: a fixture)
+    _signalled,
     _statuses,
     deliver,
     partner_id,
@@ -196,7 +197,7 @@ def test_a_crisis_case_at_an_address_signalled_before_goes_to_the_budget_coach(
 ) -> None:
     """The crisis run applies the recidive rule as the monthly run does: an energy signal in
     September (a single, no case) makes November's crisis case at the address recurrent. The set
-    of September's addresses is built from its signals when the crisis run first needs it."""
+    of September's addresses is built from its signals for the crisis run, not kept by it."""
     clock.set_local(2026, 9, 10, 9, 0)
     deliver(ctx, "Energie NV", row("E1", nummer="1"))
     clock.set_local(2026, 11, 10, 9, 0)
@@ -206,3 +207,4 @@ def test_a_crisis_case_at_an_address_signalled_before_goes_to_the_budget_coach(
     assert cases[True].route == "budgetcoach"
     assert cases[True].classification == "opeenvolgend"
     assert cases[False].route == "wijkteam"
+    assert _signalled(ctx) == {}  # the crisis run writes its cases only; the monthly run keeps

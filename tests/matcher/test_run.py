@@ -5,8 +5,9 @@ from __future__ import annotations
 import concurrent.futures
 import fcntl
 import json
+import logging
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -231,8 +232,59 @@ def test_a_period_without_its_set_of_addresses_gets_one_from_its_signals(
     with unit_of_work(ctx.sessions) as session:
         session.execute(sa.delete(SignalledAddresses))
     november(ctx, clock)
-    assert run_period(ctx).figures["recidive"] == 1
+    report = run_period(ctx)
+    assert report.figures["recidive"] == 1
+    assert report.figures["recidive_periods"] == ["2026-10"]
     assert _signalled(ctx) == {"2026-10": 1, "2026-11": 5}
+
+
+@pytest.mark.parametrize("spoilt", ["another key", "unreadable"])
+def test_a_set_of_another_hash_key_or_unreadable_is_built_again(
+    ctx: Context, clock: Clock, partners: None, spoilt: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A set made with an address hash key since rotated matches nothing; one that cannot be
+    read is no set. Either is built again from the period's signals, with a warning that names
+    the period only."""
+    _october_single_energy_signal(ctx, clock)
+    with unit_of_work(ctx.sessions) as session:
+        change = {"hash_key_check": "0" * 16} if spoilt == "another key" else {"address_keys": b"x"}
+        session.execute(sa.update(SignalledAddresses).values(**change))
+    november(ctx, clock)
+    with caplog.at_level(logging.WARNING, logger="vroegsignaal.matcher"):
+        assert run_period(ctx).figures["recidive"] == 1
+    [warning] = [r for r in caplog.records if r.name == "vroegsignaal.matcher"]
+    assert (warning.period, warning.reason) == (  # type: ignore[attr-defined]
+        "2026-10",
+        "another address hash key" if spoilt == "another key" else "unreadable",
+    )
+    with ctx.sessions() as session:
+        october = session.get(SignalledAddresses, "2026-10")
+        assert october is not None
+        assert october.hash_key_check == signalled.key_check(ctx.hasher)
+        assert signalled.decode(october.address_keys) is not None
+
+
+def test_a_period_whose_addresses_may_be_purged_gets_no_set(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """The purge removes the addresses of signals without a case from deliveries received before
+    its cutoff: a set built from what is left would miss them, and is not built."""
+    clock.set_local(2026, 10, 5, 9, 0)
+    deliver(ctx, "Energie NV", row("E1", nummer="1"))
+    received = clock()
+    check = signalled.key_check(ctx.hasher)
+    with ctx.sessions() as session:
+        later = received + timedelta(seconds=1)
+        gone = signalled.before(
+            session, "2026-05", "2026-11", check=check, intact_since=later, keep=True
+        )
+        assert (gone.periods, gone.keys.len()) == ([], 0)
+        found = signalled.before(
+            session, "2026-05", "2026-11", check=check, intact_since=received, keep=False
+        )
+        assert (found.periods, found.keys.len()) == (["2026-10"], 1)
+        session.commit()
+    assert _signalled(ctx) == {}  # neither was kept: the first had nothing, the second keep=False
 
 
 def test_a_rerun_replaces_the_periods_set_of_addresses(
@@ -242,21 +294,15 @@ def test_a_rerun_replaces_the_periods_set_of_addresses(
     run_period(ctx)
     assert _signalled(ctx) == {"2026-11": 5}
     with unit_of_work(ctx.sessions) as session:  # a set that is not the period's
-        session.execute(
-            sa.update(SignalledAddresses).values(address_count=0, address_keys=b"not a set")
-        )
+        session.execute(sa.update(SignalledAddresses).values(address_count=0, address_keys=b"x"))
     run_period(ctx, period="2026-11", rerun=True)
     assert _signalled(ctx) == {"2026-11": 5}
     with ctx.sessions() as session:
-        assert signalled.before(session, "2026-11", "2026-12", build_from="2026-12").len() == 5
-    # A set that cannot be read stops the run that needs it, saying what to do.
-    with unit_of_work(ctx.sessions) as session:
-        session.execute(sa.update(SignalledAddresses).values(address_keys=b"not a set"))
-    with (
-        ctx.sessions() as session,
-        pytest.raises(signalled.UnreadableSet, match=r"2026-11.*delete"),
-    ):
-        signalled.before(session, "2026-11", "2026-12", build_from="2026-12")
+        stored = session.get(SignalledAddresses, "2026-11")
+        assert stored is not None
+        keys = signalled.decode(stored.address_keys)
+        assert keys is not None
+        assert keys.len() == 5
 
 
 def test_history_holds_the_earlier_cases_of_the_periods_addresses_only(
