@@ -589,7 +589,9 @@ def run_cmd(
 ) -> None:
     """Match a closed period: addresses with two or more arrears, rent and crisis become cases."""
     from services.matcher.service import run_period
+    from shared.logs import configure_logging
 
+    configure_logging()  # a warning of the run, as a JSON line on stderr (cron keeps it)
     ctx = _context()
     run_date = _day_option(as_of)
     with _run_errors(as_json):
@@ -629,7 +631,9 @@ def crisis_cmd(
     """Make the cases of the crisis signals delivered so far, at once (daily; see the README).
     Exits 3 when another run held a period's lock (the other period was still done)."""
     from services.matcher.service import crisis_run
+    from shared.logs import configure_logging
 
+    configure_logging()
     ctx = _context()
     day = _day_option(as_of)
     with _run_errors(as_json):

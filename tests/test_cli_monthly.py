@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from services.cli import EXIT_RUN_IN_PROGRESS, app
 from services.ingest.service import ingest_with_retry
 from shared.context import build_context
-from shared.models import Partner
+from shared.models import Partner, SignalledAddresses
 from shared.settings import get_settings
 from tests.conftest import AMSTERDAM
 from tests.helpers import csv_file, row
@@ -41,6 +41,22 @@ def october(cli_env: None) -> None:
         ctx, partner_id=ids["Zorg UA"], content=csv_file(row("Z1", nummer="2")), filename="z.csv"
     )
     ctx.engine.dispose()
+
+
+def test_a_set_the_run_cannot_use_is_logged_with_its_period(october: None) -> None:
+    """The warning reaches the run's log (a JSON line on stderr, as cron keeps it) with the
+    period and the reason: the operator sees which set was built again."""
+    assert invoke("run", "--period", "2026-10", "--as-of", "2026-10-26", "--json")
+    ctx = build_context(get_settings())
+    with ctx.sessions() as session, session.begin():
+        session.execute(sa.update(SignalledAddresses).values(hash_key_check="0" * 16))
+    ctx.engine.dispose()
+    result = runner.invoke(app, ["run", "--period", "2026-11", "--json"])
+    assert result.exit_code == 0, result.output
+    logged = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    [warning] = [e for e in logged if e.get("message") == "set of signalled addresses not used"]
+    assert (warning["period"], warning["reason"]) == ("2026-10", "another address hash key")
+    assert json.loads(result.stdout)["figures"]["recidive_periods"] == ["2026-10"]
 
 
 def test_run_prints_figures_then_reports_done(october: None) -> None:

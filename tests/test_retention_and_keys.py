@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from services.keys import key_usage, rotate
 from services.matcher import signalled
 from services.matcher.service import run_period
-from services.retention import months_before, purge
+from services.retention import purge
 from services.routing.service import add_contact_attempt, case_detail, close_case, transfer
 from shared.auth import Principal
 from shared.context import Context, build_context
@@ -27,6 +27,7 @@ from shared.models import (
     Signal,
     SignalledAddresses,
 )
+from shared.periods import months_before
 from shared.settings import new_key_text
 from tests.conftest import Clock, make_settings
 from tests.helpers import register, row

@@ -204,7 +204,11 @@ def run_period(
         )
         # For the recidive rule of the next periods' runs.
         signalled.store(
-            session, run.period, signals["address_hash"], check=signalled.key_check(ctx.hasher)
+            session,
+            run.period,
+            signals["address_hash"],
+            check=signalled.key_check(ctx.hasher),
+            intact_since=_purge_cutoff(ctx),
         )
         progress("marking the signals of households SDV already knows")
         mark_known_to_sdv(session, routed)
@@ -305,6 +309,7 @@ def _crisis_cases(
             "crisis_signals": int(prepared.signals["crisis"].sum()),
             "cases": new.height,
             "cases_before": made.height,
+            "recidive_periods": addresses.periods,
         }
         if new.is_empty():
             return CrisisReport(str(target), None, figures)
@@ -353,10 +358,16 @@ def _inputs(
         first,
         period,
         check=signalled.key_check(ctx.hasher),
-        intact_since=months_before(ctx.now(), ctx.settings.retention_months),
+        intact_since=_purge_cutoff(ctx),
         keep=keep,
     )
     return prepared, earlier, addresses
+
+
+def _purge_cutoff(ctx: Context) -> datetime:
+    """The purge's cutoff for signals without a case (``services.retention``): the addresses of
+    deliveries received before it may be gone."""
+    return months_before(ctx.now(), ctx.settings.retention_months)
 
 
 def _new_run(

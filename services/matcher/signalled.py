@@ -72,12 +72,33 @@ def decode(blob: bytes) -> pl.Series | None:
     return keys if keys.name == _COLUMN and keys.dtype == pl.UInt64 else None
 
 
-def store(session: Session, period: str, hashes: pl.Series, *, check: str) -> int:
+def store(
+    session: Session, period: str, hashes: pl.Series, *, check: str, intact_since: datetime
+) -> int | None:
     """Keep the period's set of addresses (its monthly run's signals), replacing an earlier one;
-    returns its size."""
+    returns its size. Not when some of the period's addresses may have been purged already
+    (a rerun months later: :func:`_intact`): the set kept before stays; returns None."""
+    if not _intact(session, period, period, intact_since).get(period, True):
+        return None
     keys = address_keys(hashes)
     _keep(session, period, keys, check)
     return keys.len()
+
+
+def _intact(session: Session, first: str, period: str, since: datetime) -> dict[str, bool]:
+    """For each period in ``[first, period]`` with accepted deliveries: whether all of them were
+    received on or after ``since`` (the purge's cutoff for signals without a case), so that none
+    of their addresses has been removed."""
+    received = session.execute(
+        select(Delivery.period, func.min(Delivery.received_at))
+        .where(
+            Delivery.period >= first,
+            Delivery.period <= period,
+            Delivery.status == DeliveryStatus.accepted,
+        )
+        .group_by(Delivery.period)
+    ).all()
+    return {p: earliest >= since for p, earliest in received}
 
 
 def _keep(session: Session, period: str, keys: pl.Series, check: str) -> None:
@@ -121,6 +142,7 @@ def before(
     were received after ``intact_since`` (the purge's cutoff: none of their addresses removed);
     with ``keep`` it is stored. See the module docstring."""
     sets: dict[str, pl.Series] = {}
+    unusable: list[str] = []
     for stored_period, stored_check, blob in _stored(session, first, period):
         keys = decode(blob) if stored_check == check else None
         if keys is None:
@@ -130,24 +152,21 @@ def before(
                 "set of signalled addresses not used",
                 extra={"period": stored_period, "reason": why},
             )
+            unusable.append(stored_period)
             continue
         sets[stored_period] = keys
-    received = session.execute(
-        select(Delivery.period, func.min(Delivery.received_at))
-        .where(
-            Delivery.period >= first,
-            Delivery.period < period,
-            Delivery.status == DeliveryStatus.accepted,
-        )
-        .group_by(Delivery.period)
-    ).all()
-    for missing, earliest in sorted(received):
-        if missing in sets or earliest < intact_since:
+    last = Period.parse(period).shift(-1)
+    for missing, intact in sorted(_intact(session, first, str(last), intact_since).items()):
+        if missing in sets or not intact:
             continue
         keys = address_keys(period_signals(session, missing)["address_hash"])
         if keep:
             _keep(session, missing, keys, check)
         sets[missing] = keys
+    stale = [p for p in unusable if p not in sets]
+    if keep and stale:
+        # Matching nothing and not to be built again: gone, so the warning is not repeated.
+        session.execute(delete(SignalledAddresses).where(SignalledAddresses.period.in_(stale)))
     if not sets:
         return Earlier(pl.Series(_COLUMN, [], dtype=pl.UInt64), [])
     return Earlier(pl.concat(list(sets.values())), sorted(sets))

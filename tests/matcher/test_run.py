@@ -287,6 +287,44 @@ def test_a_period_whose_addresses_may_be_purged_gets_no_set(
     assert _signalled(ctx) == {}  # neither was kept: the first had nothing, the second keep=False
 
 
+def test_a_monthly_run_deletes_a_set_it_cannot_use_or_build_again(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """A set of a rotated key whose period's addresses may be partly purged: a crisis run leaves
+    it, the monthly run deletes it (it matches nothing; its warning is not repeated)."""
+    _october_single_energy_signal(ctx, clock)
+    with unit_of_work(ctx.sessions) as session:
+        session.execute(sa.update(SignalledAddresses).values(hash_key_check="0" * 16))
+    check = signalled.key_check(ctx.hasher)
+    after = clock() + timedelta(days=400)
+    for keep in (False, True):
+        with unit_of_work(ctx.sessions) as session:
+            found = signalled.before(
+                session, "2026-05", "2026-11", check=check, intact_since=after, keep=keep
+            )
+        assert found.periods == []
+        assert _signalled(ctx) == ({"2026-10": 1} if not keep else {})
+
+
+def test_a_rerun_after_the_purge_cutoff_keeps_the_periods_set(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """Months later the addresses of the period's signals without a case may be purged: the
+    rerun does not replace the full set with what is left."""
+    november(ctx, clock)
+    run_period(ctx)
+    with ctx.sessions() as session:
+        first = session.get(SignalledAddresses, "2026-11")
+        assert first is not None
+        made = first.created_at
+    clock.set_local(2027, 6, 1, 9, 0)
+    run_period(ctx, period="2026-11", rerun=True)
+    with ctx.sessions() as session:
+        kept = session.get(SignalledAddresses, "2026-11")
+        assert kept is not None
+        assert (kept.created_at, kept.address_count) == (made, 5)
+
+
 def test_a_rerun_replaces_the_periods_set_of_addresses(
     ctx: Context, clock: Clock, partners: None
 ) -> None:
