@@ -301,6 +301,12 @@ def _sdv_register(ctx: Context, base: str, key: str, period: str) -> None:
     )
 
 
+def _short(case_id: str) -> str:
+    """A case id to tell cases apart on screen: its random end (the start of a time-ordered id
+    is the moment it was made, the same for a run's cases)."""
+    return case_id[-8:]
+
+
 def _cases_per_route(base: str, key: str, period: str) -> None:
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as client:
         items: list[dict[str, Any]] = []
@@ -336,22 +342,34 @@ def _cases_per_route(base: str, key: str, period: str) -> None:
             f"  {c['priority']:>4}  {c['route']:<12} {team:<8} {c['pc4']:<5} {kinds:<24} "
             f"{euros:>9}  {c['due_date']}  {c['classification']}{flag}"
         )
-    recidive = next((c for c in items if c["is_recidive"]), None)
-    if recidive is not None:
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as client:
-            detail = client.get(f"/api/v1/cases/{recidive['id']}").json()
-        earlier = ", ".join(f"{r['period']} ({r['route']})" for r in detail["recidive"])
-        before = (
-            f"had a case before in {earlier}" if earlier else "was signalled before without a case"
-        )
-        recurrent = sum(1 for c in items if c["is_recidive"])
-        _say()
-        _say(
-            f"recidive: {recurrent} of the month's cases had a signal at their address in the "
-            f"six months before; "
-            f"case {recidive['id'][:8]} (PC4 {recidive['pc4']}) {before}; "
-            f"routed to {recidive['route']}"
-        )
+    recurrent = [c for c in items if c["is_recidive"]]
+    if not recurrent:
+        return
+    _say()
+    _say(
+        f"recidive: {len(recurrent)} of the month's cases had a signal at their address in the "
+        "six months before (each detail read is audited):"
+    )
+    # One of each kind where there is one: an earlier case, or an earlier signal alone.
+    shown: set[bool] = set()
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as client:
+        for case in recurrent:
+            detail = client.get(f"/api/v1/cases/{case['id']}").json()
+            earlier = ", ".join(f"{r['period']} ({r['route']})" for r in detail["recidive"])
+            if bool(earlier) in shown:
+                continue
+            shown.add(bool(earlier))
+            before = (
+                f"had a case before in {earlier}"
+                if earlier
+                else "was signalled before, without a case"
+            )
+            _say(
+                f"  case {_short(case['id'])} (PC4 {case['pc4']}) {before}; "
+                f"routed to {case['route']}"
+            )
+            if len(shown) == 2:
+                break
 
 
 def _wijkteam_at_work(
@@ -372,7 +390,8 @@ def _wijkteam_at_work(
         no_contact = {"resultaat": "Definitief geen contact kunnen krijgen"}
         early = client.post(f"/api/v1/cases/{first}/close", json=no_contact)
         _say(
-            f"{early.status_code} close case {first[:8]} without contact: {early.json()['detail']}"
+            f"{early.status_code} close case {_short(first)} without contact: "
+            f"{early.json()['detail']}"
         )
         attempts = [
             {"soort": "Huisbezoek", "datum": str(day - timedelta(days=5)), "dagdeel": "Ochtend"},
@@ -387,13 +406,13 @@ def _wijkteam_at_work(
                 f"{attempt['dagdeel']}: not reached"
             )
         closed = client.post(f"/api/v1/cases/{first}/close", json=no_contact)
-        _say(f"{closed.status_code} case {first[:8]} closed: {closed.json()['resultaat']}")
+        _say(f"{closed.status_code} case {_short(first)} closed: {closed.json()['resultaat']}")
         visit = {"soort": "Huisbezoek", "datum": str(day), "dagdeel": "Middag", "bereikt": True}
         client.post(f"/api/v1/cases/{second}/contact-attempts", json=visit)
         advice = {"resultaat": "(Budget)advies en/of quick fix"}
         closed = client.post(f"/api/v1/cases/{second}/close", json=advice)
         _say(
-            f"{closed.status_code} case {second[:8]} reached at home, closed: "
+            f"{closed.status_code} case {_short(second)} reached at home, closed: "
             f"{closed.json()['resultaat']}"
         )
 
