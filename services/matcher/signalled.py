@@ -140,7 +140,8 @@ def before(
     """The keys of the addresses signalled in the periods ``[first, period)``. A period there
     with accepted deliveries but no usable set gets one from its signals when all its deliveries
     were received after ``intact_since`` (the purge's cutoff: none of their addresses removed);
-    with ``keep`` it is stored. See the module docstring."""
+    with ``keep`` (the monthly run) it is stored, and a stored set that can be neither used nor
+    built again is deleted. See the module docstring."""
     sets: dict[str, pl.Series] = {}
     unusable: list[str] = []
     for stored_period, stored_check, blob in _stored(session, first, period):
