@@ -20,6 +20,7 @@ from psycopg.copy import QueuedLibpqWriter
 from sqlalchemy import Table, Uuid, bindparam, delete, insert, or_, text, update
 from sqlalchemy import column as column_clause
 from sqlalchemy import table as table_clause
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared import pgcopy
@@ -28,6 +29,11 @@ from shared.pgcopy import BinaryRows
 
 def is_postgres(session: Session) -> bool:
     return session.connection().dialect.name == "postgresql"
+
+
+def dialect_insert(session: Session) -> Any:
+    """The backend's ``insert`` construct (with ``on_conflict_do_update`` / ``_do_nothing``)."""
+    return postgresql.insert if is_postgres(session) else sqlite.insert
 
 
 def _csv_ready(frame: pl.DataFrame) -> pl.DataFrame:

@@ -12,10 +12,9 @@ from typing import cast
 
 import polars as pl
 from sqlalchemy import Table, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from shared.bulk import is_postgres, upsert_from_frame
+from shared.bulk import dialect_insert, upsert_from_frame
 from shared.models import ARRIVED, CaseSignal, SignalState, signal_status
 
 
@@ -39,7 +38,7 @@ def set_status_of_cases(
 ) -> None:
     """Give the signals of ``case_ids`` ``status`` (their run outcome stays); with ``only``,
     those whose status is one of these."""
-    insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    insert = dialect_insert(session)
     for start in range(0, len(case_ids), 1000):
         chunk = list(case_ids[start : start + 1000])
         current = signal_status()

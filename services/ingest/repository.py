@@ -20,9 +20,6 @@ from shared.models import (
     DeliveryStatus,
     Partner,
     PartnerCertificate,
-    Run,
-    RunKind,
-    RunStatus,
     Signal,
 )
 
@@ -96,20 +93,6 @@ def current_delivery(session: Session, partner_id: uuid.UUID, period: str) -> De
             Delivery.status == DeliveryStatus.accepted,
         )
     ).first()
-
-
-def period_has_run(session: Session, period: str) -> bool:
-    """Whether the period's monthly run has been done (its deliveries were matched)."""
-    found = session.scalar(
-        select(Run.id)
-        .where(
-            Run.period == period,
-            Run.status == RunStatus.completed,
-            Run.kind == RunKind.monthly,
-        )
-        .limit(1)
-    )
-    return found is not None
 
 
 def recent_delivery_of_file(

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from services.ingest import repository
 from services.ingest.parsing import ParsedFile, parse_upload
 from services.ingest.validation import ValidationRules, Validator
+from services.matcher.repository import completed_run
 from shared import audit
 from shared.auth import Principal
 from shared.context import Context
@@ -172,7 +173,7 @@ def _judged_at(
     if received_at is None or received_at >= now:
         return now
     then = open_period(received_at, ctx.settings.delivery_deadline_day, ctx.tz)
-    return now if repository.period_has_run(session, str(then)) else received_at
+    return now if completed_run(session, str(then)) is not None else received_at
 
 
 # Without a period, the same file as a delivery received this long ago is a retry of it.

@@ -29,12 +29,11 @@ from datetime import datetime
 
 import polars as pl
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.matcher.repository import period_signals
 from services.matcher.rules import ADDRESS_KEY
-from shared.bulk import is_postgres
+from shared.bulk import dialect_insert, is_postgres
 from shared.crypto import KeyedHasher
 from shared.db import utcnow
 from shared.models import Delivery, DeliveryStatus, SignalledAddresses
@@ -104,7 +103,7 @@ def _intact(session: Session, first: str, period: str, since: datetime) -> dict[
 def _keep(session: Session, period: str, keys: pl.Series, check: str) -> None:
     """Insert or replace the period's set. Two monthly runs may build an earlier period's set at
     once (on PostgreSQL the second waits for the first's commit, then writes the same set)."""
-    insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    insert = dialect_insert(session)
     statement = insert(SignalledAddresses).values(
         period=period,
         address_count=keys.len(),

@@ -130,10 +130,7 @@ class Processor:
     def expire(self, root: Path) -> None:
         """Delete processed originals past ``VS_SFTP_KEEP_PROCESSED_DAYS``, in the worker thread
         (never while one is being read)."""
-        self._queue(self._expire, root)
-
-    def _expire(self, root: Path) -> int:
-        return inbox.expire(self.ctx, root)
+        self._queue(inbox.expire, self.ctx, root)
 
     def drain(self, timeout: float = 60) -> None:
         concurrent.futures.wait(list(self._pending), timeout=timeout)
