@@ -285,7 +285,7 @@ def rules_only(ctx: Context) -> dict[str, Any]:
         )
         read = time.perf_counter() - started
     started = time.perf_counter()
-    match(signals, earlier, config, addresses.keys)
+    match(signals, earlier, config, addresses.frame)
     return {
         "read_s": round(read, 3),
         "match_s": time.perf_counter() - started,

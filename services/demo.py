@@ -359,10 +359,11 @@ def _cases_per_route(base: str, key: str, period: str) -> None:
             if bool(earlier) in shown:
                 continue
             shown.add(bool(earlier))
+            signalled = ", ".join(detail["signalled_before"])
             before = (
                 f"had a case before in {earlier}"
                 if earlier
-                else "was signalled before, without a case"
+                else f"was signalled before in {signalled}, without a case"
             )
             _say(
                 f"  case {_short(case['id'])} (PC4 {case['pc4']}) {before}; "

@@ -179,7 +179,7 @@ def run_period(
         prepared, earlier, addresses = _inputs(session, ctx, config, keep=True)
         signals = prepared.signals
         progress(f"matching {signals.height} signals against {earlier.height} earlier ones")
-        result = finish(prepared, earlier, addresses.keys)
+        result = finish(prepared, earlier, addresses.frame)
         figures = dict(result.figures)
         figures["recidive_periods"] = addresses.periods
         missing = repository.partners_without_delivery(session, str(target))
@@ -302,7 +302,7 @@ def _crisis_cases(
         config = match_config(ctx, target, today)
         progress(f"reading the signals of {target} delivered so far")
         prepared, earlier, addresses = _inputs(session, ctx, config, keep=False)
-        result = finish(prepared, earlier, addresses.keys)
+        result = finish(prepared, earlier, addresses.frame)
         made = repository.case_addresses(session, str(target))
         new = result.cases.filter(pl.col("has_crisis")).join(made, on="address_hash", how="anti")
         figures: dict[str, Any] = {
@@ -444,6 +444,7 @@ CASE_FIELDS = (
     "priority",
     "classification",
     "is_recidive",
+    "signalled_periods",
     "has_rent",
     "has_crisis",
     "has_warm_handover",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -121,10 +122,26 @@ def _keep(session: Session, period: str, keys: pl.Series, check: str) -> None:
 
 @dataclass
 class Earlier:
-    """The address keys signalled in the earlier periods of a run's window, and which periods."""
+    """The addresses signalled in the earlier periods of a run's window (:func:`by_period`), and
+    which periods were looked at."""
 
-    keys: pl.Series  # each period's keys once: a key signalled in two periods is there twice
+    frame: pl.DataFrame
     periods: list[str]
+
+
+def by_period(sets: Mapping[str, pl.Series]) -> pl.DataFrame:
+    """Each period's keys with the period (``address_key``, ``period``: a key signalled in two
+    periods is there twice), for :func:`services.matcher.rules.link_recidive`. The period is an
+    Enum of the periods in order: a byte a key, not a text (six months at national scale are
+    5.3 million keys)."""
+    periods = pl.Enum(sorted(sets))
+    frames = [
+        keys.rename(_COLUMN).to_frame().with_columns(pl.lit(period, dtype=periods).alias("period"))
+        for period, keys in sorted(sets.items())
+    ]
+    if not frames:
+        return pl.DataFrame(schema={_COLUMN: pl.UInt64, "period": periods})
+    return pl.concat(frames)
 
 
 def before(
@@ -167,9 +184,7 @@ def before(
     if keep and stale:
         # Matching nothing and not to be built again: gone, so the warning is not repeated.
         session.execute(delete(SignalledAddresses).where(SignalledAddresses.period.in_(stale)))
-    if not sets:
-        return Earlier(pl.Series(_COLUMN, [], dtype=pl.UInt64), [])
-    return Earlier(pl.concat(list(sets.values())), sorted(sets))
+    return Earlier(by_period(sets), sorted(sets))
 
 
 def _stored(session: Session, first: str, period: str) -> list[tuple[str, str, bytes]]:

@@ -804,6 +804,7 @@ def case_detail(session: Session, ctx: Context, case: Case) -> dict[str, Any]:
             }
             for e in earlier
         ],
+        "signalled_before": case.signalled_periods.split(",") if case.signalled_periods else [],
         "contact_attempts": [attempt_dict(ctx, a) for a in attempts],
         "history": [
             *routing_event(case, events, teams),

@@ -206,5 +206,6 @@ def test_a_crisis_case_at_an_address_signalled_before_goes_to_the_budget_coach(
     cases = {c.is_recidive: c for c in _cases(ctx)}
     assert cases[True].route == "budgetcoach"
     assert cases[True].classification == "opeenvolgend"
+    assert cases[True].signalled_periods == "2026-09"
     assert cases[False].route == "wijkteam"
     assert _signalled(ctx) == {}  # the crisis run writes its cases only; the monthly run keeps

@@ -29,7 +29,7 @@ from services.matcher.rules import (
     prioritise,
     with_case_flags,
 )
-from services.matcher.signalled import address_keys, decode, encode
+from services.matcher.signalled import address_keys, by_period, decode, encode
 from shared.address import address_key
 from shared.crypto import KeyedHasher
 from shared.periods import Period
@@ -437,26 +437,45 @@ def test_addresses_decided_before_the_history_come_out_as_decided_after_it(
 
 def test_an_address_signalled_earlier_without_a_case_is_recidive() -> None:
     """The national monitor: a signal at the address in the previous six months makes the case
-    recurrent, whether or not that signal made a case; the caller gives those addresses' keys."""
+    recurrent, whether or not that signal made a case; the caller gives those addresses' keys
+    by period, and the case names the periods (the reason its detail shows)."""
     B = addr("2011AB", "14")
+    C = addr("2011AB", "16")
     month = signals(
-        {"partner_id": "zorg1", "kind": "zorg", "address_hash": A},
-        {"partner_id": "energie1", "kind": "energie", "address_hash": A},
-        {"partner_id": "zorg1", "kind": "zorg", "address_hash": B},
-        {"partner_id": "energie1", "kind": "energie", "address_hash": B},
+        *(
+            {"partner_id": partner, "kind": kind, "address_hash": address}
+            for address in (A, B, C)
+            for partner, kind in (("zorg1", "zorg"), ("energie1", "energie"))
+        )
     )
-    earlier = address_keys(pl.Series([A, addr("9999ZZ", "1")]))
-    result = match(month, empty_history(), CONFIG, earlier)
+    earlier_case = history({**history_row("c-earlier", "2026-08", "x", 1), "address_hash": C})
+    earlier = by_period(
+        {
+            "2026-09": address_keys(pl.Series([A, C])),
+            "2026-06": address_keys(pl.Series([A, addr("9999ZZ", "1")])),
+        }
+    )
+    result = match(month, earlier_case, CONFIG, earlier)
     cases = {row["address_hash"]: row for row in result.cases.iter_rows(named=True)}
     assert cases[A]["is_recidive"] is True
     assert cases[A]["classification"] == "opeenvolgend"
     assert cases[A]["earlier_case_ids"] == []  # no earlier case to link
+    assert cases[A]["signalled_periods"] == "2026-06,2026-09"  # in calendar order
     assert cases[B]["is_recidive"] is False
     assert cases[B]["classification"] == "meervoudig"
-    assert result.figures["recidive"] == 1
-    # Without the earlier addresses (or with none), A is not recurrent either.
-    for none in (None, address_keys(pl.Series([], dtype=pl.String))):
-        assert match(month, empty_history(), CONFIG, none).figures["recidive"] == 0
+    assert cases[B]["signalled_periods"] is None
+    # An earlier case and an earlier signal: both named.
+    assert cases[C]["earlier_case_ids"] == ["c-earlier"]
+    assert cases[C]["signalled_periods"] == "2026-09"
+    assert result.figures["recidive"] == 2
+    # Without the earlier addresses (none, none of the cases'), A is not recurrent, C by its
+    # case alone.
+    elsewhere = address_keys(pl.Series([addr("9999ZZ", "1")]))
+    for none in (None, by_period({}), by_period({"2026-09": elsewhere[:0], "2026-10": elsewhere})):
+        matched = match(month, earlier_case, CONFIG, none).cases
+        cases = {row["address_hash"]: row for row in matched.iter_rows(named=True)}
+        assert [h for h in (A, B, C) if cases[h]["is_recidive"]] == [C]
+        assert cases[C]["signalled_periods"] is None
 
 
 def test_address_keys_are_a_sorted_set_that_survives_its_encoding() -> None:

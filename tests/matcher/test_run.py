@@ -16,7 +16,12 @@ import sqlalchemy as sa
 from services.ingest.service import ingest_with_retry
 from services.matcher import repository, signalled
 from services.matcher.service import RunInProgress, run_period
-from services.routing.service import add_contact_attempt, close_case, replace_register
+from services.routing.service import (
+    add_contact_attempt,
+    case_detail,
+    close_case,
+    replace_register,
+)
 from shared.auth import Principal
 from shared.context import Context
 from shared.db import unit_of_work
@@ -177,6 +182,7 @@ def test_recidive_across_periods(ctx: Context, clock: Clock, partners: None) -> 
         link = session.scalars(sa.select(CaseLink)).one()
         earlier = session.get(Case, link.earlier_case_id)
     assert recidive.classification == "opeenvolgend"
+    assert recidive.signalled_periods == "2026-10"  # the earlier case's signal
     assert link.case_id == recidive.id
     assert earlier is not None
     assert earlier.period == "2026-10"
@@ -214,10 +220,14 @@ def test_an_earlier_signal_without_a_case_makes_the_case_recidive(
     with ctx.sessions() as session:
         cases = {c.has_rent: c for c in session.scalars(sa.select(Case)).all()}
         links = session.scalars(sa.select(CaseLink)).all()
+        # The case's detail says why it is recurrent: no earlier case, a signal in October.
+        detail = case_detail(session, ctx, cases[False])
     assert cases[False].is_recidive
     assert cases[False].classification == "opeenvolgend"
     assert cases[False].route == "budgetcoach"
+    assert (detail["recidive"], detail["signalled_before"]) == ([], ["2026-10"])
     assert not cases[True].is_recidive
+    assert cases[True].signalled_periods is None
     assert links == []
     assert report.figures["recidive"] == 1
     assert report.figures["classification"]["opeenvolgend"] == 1
@@ -278,11 +288,11 @@ def test_a_period_whose_addresses_may_be_purged_gets_no_set(
         gone = signalled.before(
             session, "2026-05", "2026-11", check=check, intact_since=later, keep=True
         )
-        assert (gone.periods, gone.keys.len()) == ([], 0)
+        assert (gone.periods, gone.frame.height) == ([], 0)
         found = signalled.before(
             session, "2026-05", "2026-11", check=check, intact_since=received, keep=False
         )
-        assert (found.periods, found.keys.len()) == (["2026-10"], 1)
+        assert (found.periods, found.frame.height) == (["2026-10"], 1)
         session.commit()
     assert _signalled(ctx) == {}  # neither was kept: the first had nothing, the second keep=False
 
