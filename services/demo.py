@@ -359,11 +359,11 @@ def _cases_per_route(base: str, key: str, period: str) -> None:
             if bool(earlier) in shown:
                 continue
             shown.add(bool(earlier))
-            signalled = ", ".join(detail["signalled_before"])
+            periods = ", ".join(detail["signalled_before"]) or "the months before"
             before = (
                 f"had a case before in {earlier}"
                 if earlier
-                else f"was signalled before in {signalled}, without a case"
+                else f"was signalled before in {periods}, without a case"
             )
             _say(
                 f"  case {_short(case['id'])} (PC4 {case['pc4']}) {before}; "

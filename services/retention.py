@@ -17,7 +17,8 @@ is common practice. The rules, with ``R = VS_RETENTION_MONTHS`` (6) and
    (``signalled_addresses``: 64-bit keys of the address hashes, the recidive rule's look-back
    at signals without a case) are kept as long and deleted then too: a signal without a case
    leaves its address key there after rule 1 removed its own hashes, until its period is more
-   than W months old.
+   than W months old. A recurrent case keeps the periods its address was signalled in before
+   (``cases.signalled_periods``, the reason for its classification) as long as the case.
 4. **Open cases** are never purged: somebody is working on them.
 
 Anonymous counts for reporting (the runs' figures) are kept. The purge runs daily by cron, can be

@@ -554,8 +554,8 @@ class Case(Base):
     classification: Mapped[str] = mapped_column(String(16))
     is_recidive: Mapped[bool] = mapped_column(Boolean, default=False)
     # The earlier periods of the run's window in which the address was signalled ("2026-05,
-    # 2026-07"; null when none, or for a case made before migration 0022): why it is recidive
-    # when no earlier case explains it.
+    # 2026-07"; null when none, or for a case matched before migration 0022 until a rerun): why
+    # it is recidive when no earlier case explains it.
     signalled_periods: Mapped[str | None] = mapped_column(Text)
     has_rent: Mapped[bool] = mapped_column(Boolean, default=False)
     has_crisis: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -7,8 +7,9 @@ Create Date: 2026-12-02 07:30:00.000000
 Since migration 0021 a case is recurrent (*opeenvolgend*) when its address was signalled in the
 previous periods, with or without a case then. The case detail listed only the earlier cases, so
 a case recurrent by an earlier signal alone showed no reason. ``cases.signalled_periods`` names
-those periods (``2026-05,2026-07``). Cases made before stay null: what their run saw was not
-kept, and is not guessed now.
+those periods (``2026-05,2026-07``). Cases matched before stay null here: what their run saw
+was not kept, and is not guessed now; their period's next rerun notes what it sees
+(``services.matcher.repository.update_cases``).
 """
 
 from __future__ import annotations

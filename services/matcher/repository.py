@@ -374,6 +374,11 @@ def insert_cases(session: Session, frame: pl.DataFrame) -> None:
     insert_frame(session, cast(Table, Case.__table__), frame, uuid_columns=uuids)
 
 
+# What a case records about its match that is not the match itself: written when it differs,
+# without making the case count as matched again (see update_cases).
+NOTES = ("signalled_periods",)
+
+
 def update_cases(
     session: Session, frame: pl.DataFrame, *, run_id: uuid.UUID, now: datetime
 ) -> None:
@@ -381,19 +386,27 @@ def update_cases(
     crisis run's cases), leaving recorded work alone (``frame``: case_id, by_crisis_run and
     the figures).
 
-    Only a case whose figures changed is written, and it then names this run as the one that
-    matched it (its ``matchingsdatum`` in the national export), unless a crisis run made it: that
-    was the day it was matched and picked up. A case that came out the same keeps its run and
-    ``updated_at``. (At national scale a rerun on the same deliveries wrote all 249,000 cases
-    again: 13 s.)
+    Only a case whose figures changed is written (with its :data:`NOTES`), and it then names
+    this run as the one that matched it (its ``matchingsdatum`` in the national export), unless
+    a crisis run made it: that was the day it was matched and picked up. A case that came out
+    the same keeps its run and ``updated_at``. (At national scale a rerun on the same
+    deliveries wrote all 249,000 cases again: 13 s.)
     """
-    figures = [c for c in frame.columns if c not in ("case_id", "by_crisis_run")]
+    figures = [c for c in frame.columns if c not in ("case_id", "by_crisis_run", *NOTES)]
     table = cast(Table, Case.__table__)
     for by_crisis_run, part in frame.partition_by("by_crisis_run", as_dict=True).items():
-        rows = part.select(pl.col("case_id").alias("id"), *figures, pl.lit(now).alias("updated_at"))
+        rows = part.select(
+            pl.col("case_id").alias("id"), *figures, *NOTES, pl.lit(now).alias("updated_at")
+        )
         if not by_crisis_run[0]:
             rows = rows.with_columns(pl.lit(str(run_id)).alias("run_id"))
         update_from_frame(session, table, "id", rows, changed=figures)
+    # A note that differs while the figures do not (the first rerun of a period matched before
+    # the note was kept, or after an earlier period's set became usable or was purged) is written
+    # alone: not a new match. Only recurrent cases can hold one: a case that was recurrent and
+    # is not any more changed its figures, and was written above.
+    notes = frame.filter("is_recidive").select(pl.col("case_id").alias("id"), *NOTES)
+    update_from_frame(session, table, "id", notes)
 
 
 def insert_case_signals(session: Session, frame: pl.DataFrame) -> None:

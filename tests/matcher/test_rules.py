@@ -6,6 +6,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -476,6 +477,53 @@ def test_an_address_signalled_earlier_without_a_case_is_recidive() -> None:
         cases = {row["address_hash"]: row for row in matched.iter_rows(named=True)}
         assert [h for h in (A, B, C) if cases[h]["is_recidive"]] == [C]
         assert cases[C]["signalled_periods"] is None
+
+
+POOL = [addr("2011AB", str(n)) for n in range(1, 9)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.sampled_from(POOL), min_size=1, unique=True),
+    st.dictionaries(
+        st.integers(min_value=0, max_value=11).map(lambda i: str(CONFIG.period.shift(-1 - i))),
+        st.lists(st.sampled_from(POOL), unique=True),
+        max_size=8,
+    ),
+)
+def test_each_case_names_the_periods_whose_set_holds_its_address(
+    addresses: list[str], sets: dict[str, list[str]]
+) -> None:
+    """The periods as bits of one number come out as a plain look-up per period would name
+    them: in calendar order, each once; null (and not recurrent, without earlier cases) where
+    none holds the address."""
+    cases = pl.DataFrame({"address_hash": addresses})
+    keyed = {p: address_keys(pl.Series(hashes, dtype=pl.String)) for p, hashes in sets.items()}
+    linked = link_recidive(cases, empty_history(), CONFIG, by_period(keyed))
+    named = dict(linked.select("address_hash", "signalled_periods").iter_rows())
+    for address in addresses:
+        periods = sorted(p for p, hashes in sets.items() if address in hashes)
+        assert named[address] == (",".join(periods) if periods else None)
+    recurrent = dict(linked.select("address_hash", "is_recidive").iter_rows())
+    assert recurrent == {a: named[a] is not None for a in addresses}
+
+
+def test_the_signalled_periods_must_come_as_by_period_gives_them() -> None:
+    """The periods are named from the Enum's categories, one bit each: a text column, or more
+    periods than bits, is refused rather than named wrong."""
+    month = signals(
+        {"partner_id": "zorg1", "kind": "zorg", "address_hash": A},
+        {"partner_id": "energie1", "kind": "energie", "address_hash": A},
+    )
+    keys = address_keys(pl.Series([A]))
+    as_text = pl.DataFrame({"address_key": keys, "period": ["2026-10"]})
+    many = by_period({str(Period(2020, 1).shift(i)): keys for i in range(65)})
+    for wrong in (as_text, many):
+        with pytest.raises(ValueError, match="Enum of at most 64"):
+            match(month, empty_history(), CONFIG, wrong)
+    most = by_period({str(Period(2020, 1).shift(i)): keys for i in range(64)})
+    case = match(month, empty_history(), CONFIG, most).cases.row(0, named=True)
+    assert case["signalled_periods"].split(",")[-1] == str(Period(2020, 1).shift(63))
 
 
 def test_address_keys_are_a_sorted_set_that_survives_its_encoding() -> None:

@@ -233,6 +233,45 @@ def test_an_earlier_signal_without_a_case_makes_the_case_recidive(
     assert report.figures["classification"]["opeenvolgend"] == 1
 
 
+def test_a_rerun_notes_the_signalled_periods_without_matching_the_case_again(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """A case matched before its signalled periods were kept (migration 0022) gets them from its
+    period's next rerun, which does not make it count as matched again: it keeps its run (the
+    national export's matching date) and ``updated_at``. The same periods are not written again."""
+    _october_single_energy_signal(ctx, clock)
+    november(ctx, clock)
+    first = run_period(ctx)
+    recurrent = Case.is_recidive.is_(True)
+
+    def recorded() -> tuple[str | None, uuid.UUID, Any]:
+        with ctx.sessions() as session:
+            case = session.scalars(sa.select(Case).where(recurrent)).one()
+            return case.signalled_periods, case.run_id, case.updated_at
+
+    with unit_of_work(ctx.sessions) as session:
+        session.execute(sa.update(Case).where(recurrent).values(signalled_periods=None))
+    _, run_id, updated_at = recorded()
+    assert run_id == first.run.id
+    clock.set_local(2026, 11, 27, 2, 0)
+    run_period(ctx, rerun=True)
+    assert recorded() == ("2026-10", run_id, updated_at)
+    # Once noted, not written again: on PostgreSQL the row keeps its version (xmin).
+    versions = _row_versions(ctx)
+    clock.set_local(2026, 11, 28, 2, 0)
+    run_period(ctx, rerun=True)
+    assert recorded() == ("2026-10", run_id, updated_at)
+    assert _row_versions(ctx) == versions
+
+
+def _row_versions(ctx: Context) -> list[Any]:
+    """Each case's row version on PostgreSQL (a write makes a new one); nothing on SQLite."""
+    with ctx.sessions() as session:
+        if session.get_bind().dialect.name != "postgresql":
+            return []
+        return list(session.execute(sa.text("SELECT id, xmin::text FROM cases ORDER BY id")))
+
+
 def test_a_period_without_its_set_of_addresses_gets_one_from_its_signals(
     ctx: Context, clock: Clock, partners: None
 ) -> None:
