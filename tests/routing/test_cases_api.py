@@ -394,6 +394,7 @@ def test_case_detail_is_complete_and_audited(world: World, ctx: Context) -> None
     assert case["signals"][0]["partner"]["name"] == "Huur BV"
     assert case["is_recidive"]
     assert [r["period"] for r in case["recidive"]] == ["2026-10"]
+    assert case["signalled_before"] == ["2026-10"]  # the earlier case's signals
     routed = case["history"][0]
     assert (routed["kind"], routed["to_route"], routed["to_team"]) == (
         "routed",
