@@ -160,3 +160,13 @@ def signal_ids_by_reference(ctx: Context) -> dict[str, int]:
             aad = signal_aad(str(row.delivery_id), row.row_number)
             ids[ctx.cipher.decrypt_json(row.pii, aad, row.pii_key_id)["referentie"]] = row.id
     return ids
+
+
+def row_versions(ctx: Context, table: str, key: str) -> dict[Any, str] | None:
+    """Each row's version on PostgreSQL (``xmin``: a write makes a new one), by ``key``; None on
+    SQLite, which keeps none. A test compares them before and after to show rows not written."""
+    if ctx.engine.dialect.name != "postgresql":
+        return None
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(sa.text(f"SELECT {key}, xmin::text FROM {table}")).all()
+    return {row_key: version for row_key, version in rows}

@@ -4,7 +4,6 @@ states out of ``signals`` and back, the writes that touch only what changes, and
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import polars as pl
 import pytest
@@ -30,6 +29,7 @@ from shared.models import (
 )
 from shared.signal_states import set_states
 from tests.conftest import Clock
+from tests.helpers import row_versions
 from tests.matcher import test_run
 from tests.matcher.test_run import november
 
@@ -125,11 +125,11 @@ def test_a_write_adds_or_changes_only_the_states_that_change(
     # As it arrived: no row is added for it.
     write((first, ARRIVED, None), (second, STALE, "stale"))
     assert _states(ctx) == {second: (STALE, "stale")}
-    versions = _row_versions(ctx)
+    versions = row_versions(ctx, "signal_states", "signal_id")
     write((second, STALE, "stale"), (third, PICKED_UP, None))
     assert _states(ctx) == {second: (STALE, "stale"), third: (PICKED_UP, None)}
     if versions is not None:  # PostgreSQL: the unchanged row was not written again
-        assert _row_versions(ctx)[second] == versions[second]  # type: ignore[index]
+        assert row_versions(ctx, "signal_states", "signal_id")[second] == versions[second]  # type: ignore[index]
     # Back to as it arrived: the row stays, saying so.
     write((second, ARRIVED, None))
     assert _states(ctx)[second] == (ARRIVED, None)
@@ -141,14 +141,6 @@ def test_a_write_adds_or_changes_only_the_states_that_change(
             .order_by(Signal.id)
         ).all()
     assert [tuple(r) for r in shown] == [(first, ARRIVED), (second, ARRIVED), (third, PICKED_UP)]
-
-
-def _row_versions(ctx: Context) -> dict[int, Any] | None:
-    if ctx.engine.dialect.name != "postgresql":
-        return None
-    with ctx.engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT signal_id, xmin::text FROM signal_states")).all()
-    return {signal_id: version for signal_id, version in rows}
 
 
 def test_a_state_needs_its_signal_and_goes_with_it(

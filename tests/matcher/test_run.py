@@ -42,7 +42,7 @@ from shared.models import (
     signal_status,
 )
 from tests.conftest import Clock
-from tests.helpers import csv_file, register, row, signal_ids_by_reference
+from tests.helpers import csv_file, register, row, row_versions, signal_ids_by_reference
 
 OUTCOME = SignalState.run_outcome
 TZ = "Europe/Amsterdam"
@@ -257,19 +257,11 @@ def test_a_rerun_notes_the_signalled_periods_without_matching_the_case_again(
     run_period(ctx, rerun=True)
     assert recorded() == ("2026-10", run_id, updated_at)
     # Once noted, not written again: on PostgreSQL the row keeps its version (xmin).
-    versions = _row_versions(ctx)
+    versions = row_versions(ctx, "cases", "id")
     clock.set_local(2026, 11, 28, 2, 0)
     run_period(ctx, rerun=True)
     assert recorded() == ("2026-10", run_id, updated_at)
-    assert _row_versions(ctx) == versions
-
-
-def _row_versions(ctx: Context) -> list[Any]:
-    """Each case's row version on PostgreSQL (a write makes a new one); nothing on SQLite."""
-    with ctx.sessions() as session:
-        if session.get_bind().dialect.name != "postgresql":
-            return []
-        return list(session.execute(sa.text("SELECT id, xmin::text FROM cases ORDER BY id")))
+    assert row_versions(ctx, "cases", "id") == versions
 
 
 def test_a_period_without_its_set_of_addresses_gets_one_from_its_signals(
