@@ -65,6 +65,7 @@ KEEP = (
     "cases",
     "addresses_matched",
     "recidive",
+    "recidive_signals_only",
     "repeat_signals",
     "stale",
     "singles",

@@ -10,15 +10,19 @@
    with the same shape (partners, kinds, amounts, crisis flags, several partners per address) and
    remaps the addresses: a realistic share recurs (20 % of the fresh month's addresses were
    signalled the month before, 7 % two months before, 4 % three, 2 % in each earlier month; about
-   a third of the fresh addresses have an earlier signal in the last six months, as the pilot saw),
-   the rest become addresses of their own. Amounts shrink into the past for most and are higher
-   for a quarter (a partial payment since: the repeat rule). Personal data are random bytes of the
-   real envelopes' lengths. The month's cases are grouped in SQL by the rules (two or more
-   partners, rent, crisis), with priority, classification, route, team, due date; older cases are
-   mostly closed; the signals of closed cases are picked up, and one in thirty of the others was
-   set aside (``signal_states``); each month's set of signalled addresses is kept as its run
-   keeps it (``signalled_addresses``). Secondary indexes are dropped for the load and rebuilt, then
-   VACUUM ANALYZE.
+   a third of the fresh addresses have an earlier signal in the last six months, as the pilot
+   saw), the rest become addresses of their own. In half of the months in which an address recurs
+   it had only one of its signals (arrears grow: one bill unpaid at first, the others later), and
+   most of those months made no case there: a fresh case at an address whose earlier months in
+   the window made none is recurrent by an earlier signal alone (``recidive_signals_only`` in
+   the run's figures). Amounts
+   shrink into the past for most and are higher for a quarter (a partial payment since: the
+   repeat rule). Personal data are random bytes of the real envelopes' lengths. The month's cases
+   are grouped in SQL by the rules (two or more partners, rent, crisis), with priority,
+   classification, route, team, due date; older cases are mostly closed; the signals of closed
+   cases are picked up, and one in thirty of the others was set aside (``signal_states``); each
+   month's set of signalled addresses is kept as its run keeps it (``signalled_addresses``).
+   Secondary indexes are dropped for the load and rebuilt, then VACUUM ANALYZE.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ DEFAULT_TEAM = "midden"
 # Share (per 10,000) of the fresh month's addresses that were signalled d months before.
 KEEP_PER_10000 = {1: 2000, 2: 700, 3: 400}
 KEEP_OTHERWISE = 200
+# Share (per 100) of a recurring address's earlier months in which it had only one signal.
+SINGLE_PER_100 = 50
 HISTORY_TABLES = ("signals", "cases", "case_signals")
 CLOSED_RESULTS = (
     "Vervolghulp en/of verwijzing",
@@ -142,6 +148,19 @@ CROSS JOIN LATERAL (
     SELECT abs(hashtext(f.address_hash || ':' || %(d)s::text)::bigint) %% 10000 < %(keep)s AS kept
 ) keep
 WHERE fd.period = %(fresh)s AND fd.status = 'accepted' AND f.address_hash IS NOT NULL
+"""
+
+# A recurring address's month with one signal only (SINGLE_PER_100): its other signals go,
+# one that is neither rent nor crisis kept where it has one (one of those alone makes a case).
+_SINGLE = """
+DELETE FROM hsrc h USING (
+    SELECT src_id, row_number() OVER (PARTITION BY address_hash
+                                      ORDER BY (kind = 'huur' OR crisis), src_id) AS n
+    FROM hsrc
+    WHERE kept
+      AND abs(hashtext(address_hash || '/single/' || %(d)s::text)::bigint) %% 100 < %(single)s
+) one
+WHERE one.src_id = h.src_id AND one.n > 1
 """
 
 _DELIVERIES = """
@@ -269,6 +288,7 @@ def _month_params(
         "d": months_ago,
         "months_ago": months_ago,
         "keep": KEEP_PER_10000.get(months_ago, KEEP_OTHERWISE),
+        "single": SINGLE_PER_100,
         "fresh": fresh,
         "period": str(period),
         "received": dt.datetime(period.year, period.month, 20, 10, tzinfo=dt.UTC),
@@ -342,7 +362,8 @@ def build_history(url: str, months: int, key_id: str, key_check: str) -> dict[st
             period = fresh.shift(-months_ago)
             params = _month_params(period, months_ago, str(fresh), key_id, team)
             with conn.cursor() as cur:
-                for statement in (_SOURCE, _DELIVERIES, _DELIVERIES_INSERT, _GROUPS, _SIGNALS):
+                statements = (_SOURCE, _SINGLE, _DELIVERIES, _DELIVERIES_INSERT, _GROUPS, _SIGNALS)
+                for statement in statements:
                     cur.execute(statement, params)
                 cur.execute(_RUN, params)
                 cur.execute(_CASES, params)

@@ -6,8 +6,9 @@ ids; the addresses with two or more partners, a rent signal or a crisis signal; 
 previous six periods' cases for recidive (with the earlier case ids); numbered by priority.
 
 It does less than the run: no repeat-signal rule (that needs the earlier cases' signals), no
-outcome per signal, no routing, no case_signals or links. Two variants, each timed by wall clock
-through psycopg (no EXPLAIN ANALYZE):
+recidive by an earlier signal that made no case (the run reads each period's set of signalled
+addresses), no outcome per signal, no routing, no case_signals or links. Two variants, each
+timed by wall clock through psycopg (no EXPLAIN ANALYZE):
 
 * **query**: the result fetched to the client;
 * **query + write**: ``INSERT INTO bench_sql_cases SELECT ...`` (a cases-shaped table) and commit.

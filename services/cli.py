@@ -523,6 +523,7 @@ def run_summary_lines(report: Any) -> list[str]:
         f"    of which rent only        {f['rent_only']:>7}",
         f"    with a crisis signal      {f['crisis']:>7}",
         f"    recidive                  {f['recidive']:>7}",
+        f"      by earlier signals only {f['recidive_signals_only']:>7}",
         f"  single signals (by letter)  {f['singles']:>7}",
     ]
     classes = f.get("classification", {})

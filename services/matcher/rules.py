@@ -441,6 +441,10 @@ def _figures(
         "rent_only": rent_only,
         "crisis": cases.filter("has_crisis").height,
         "recidive": cases.filter("is_recidive").height,
+        # Recurrent by an earlier signal alone: no earlier case at the address in the window.
+        "recidive_signals_only": cases.filter(
+            pl.col("is_recidive") & (pl.col("earlier_case_ids").list.len() == 0)
+        ).height,
         "singles": singles,
         "signals_in_cases": count(OUTCOME_MATCHED),
         "classification": {

@@ -220,6 +220,7 @@ def test_recidive_links_earlier_cases_within_the_window() -> None:
     assert case["earlier_case_ids"] == ["c-sep"]  # April is outside the six months
     assert case["classification"] == "opeenvolgend"
     assert result.figures["recidive"] == 1
+    assert result.figures["recidive_signals_only"] == 0
 
 
 def test_repeat_signal_is_not_picked_up_unless_the_amount_went_up() -> None:
@@ -469,6 +470,7 @@ def test_an_address_signalled_earlier_without_a_case_is_recidive() -> None:
     assert cases[C]["earlier_case_ids"] == ["c-earlier"]
     assert cases[C]["signalled_periods"] == "2026-09"
     assert result.figures["recidive"] == 2
+    assert result.figures["recidive_signals_only"] == 1  # A; C had a case
     # Without the earlier addresses (none, none of the cases'), A is not recurrent, C by its
     # case alone.
     elsewhere = address_keys(pl.Series([addr("9999ZZ", "1")]))
