@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 PG_SERVER_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help install demo test test-sqlite test-postgres run lint format lock clean bench bench-smoke
+.PHONY: help install demo test test-postgres run lint format lock clean bench bench-smoke
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -34,7 +34,7 @@ $(STAMP): requirements.lock pyproject.toml | $(UV)
 
 install: $(STAMP) ## Install uv, the .venv and the locked dependencies
 
-demo: install ## Run a whole monthly cycle on the embedded SQLite default and show the result
+demo: install ## Run two monthly cycles on the embedded SQLite default and show the result
 	$(BIN)/vroegsignaal demo
 
 test: install ## Run the tests (SQLite; also PostgreSQL when VS_TEST_DATABASE_URL is set or CI=true)

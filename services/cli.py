@@ -695,8 +695,10 @@ def served_app() -> Any:
 
 @app.command("serve")
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default VS_API_HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default VS_API_PORT, 8000).")] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -726,7 +728,8 @@ def serve(
     from shared.settings import get_settings
 
     configure_logging()
-    keep_alive = get_settings().http_keep_alive_seconds
+    settings = get_settings()
+    keep_alive = settings.http_keep_alive_seconds
     if os.environ.get("FORWARDED_ALLOW_IPS"):
         logging.getLogger("vroegsignaal.api").warning(
             "forwarded_allow_ips_ignored", extra={"hint": "set VS_TRUSTED_PROXIES instead"}
@@ -736,8 +739,8 @@ def serve(
         factory=workers > 1,
         workers=workers,
         http="services.middleware:NoDelayHTTPProtocol",
-        host=host,
-        port=port,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
         proxy_headers=False,
         log_config=None,
         access_log=False,
@@ -765,7 +768,13 @@ def sftp_watch_cmd(
         Path | None, typer.Option(help="The partner folders (default VS_SFTP_ROOT).")
     ] = None,
     interval: Annotated[float, typer.Option(help="Seconds between scans.")] = 5.0,
-    once: Annotated[bool, typer.Option(help="One scan, then exit (for cron).")] = False,
+    once: Annotated[
+        bool,
+        typer.Option(
+            help="One scan, then exit (for cron): a file counts as complete when its name is "
+            "final and it was last written VS_SFTP_SETTLE_SECONDS ago or more."
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest complete files from the partner folders when OpenSSH serves SFTP."""
@@ -775,8 +784,7 @@ def sftp_watch_cmd(
     configure_logging()
     ctx = _context()
     folder = root or ctx.settings.resolved_sftp_root
-    settle = 0.0 if once else ctx.settings.sftp_settle_seconds
-    watcher = Watcher(ctx, folder, settle_seconds=settle)
+    watcher = Watcher(ctx, folder, settle_seconds=ctx.settings.sftp_settle_seconds)
     if not once:
         watcher.run(interval)
         return
@@ -792,7 +800,8 @@ def sftp_watch_cmd(
 
 @app.command("scheduler")
 def scheduler_cmd() -> None:
-    """Run the monthly run and the daily purge on schedule (for hosts without cron)."""
+    """Run the monthly run, the daily crisis run and the daily purge on schedule (for hosts
+    without cron)."""
     from services.scheduler import loop
     from shared.logs import configure_logging
 
@@ -858,7 +867,7 @@ def generate_cmd(
 def demo_cmd(
     fresh: Annotated[bool, typer.Option(help="Start from an empty demo database.")] = True,
 ) -> None:
-    """Run a whole monthly cycle on the embedded SQLite default and show the result."""
+    """Run two monthly cycles on the embedded SQLite default and show the result."""
     from services.demo import run_demo
 
     sys.exit(run_demo(fresh=fresh))
@@ -1127,6 +1136,7 @@ def purge_cmd(
         typer.echo(
             f"  {report.signals_of_closed_cases:>7} signals of cases closed before the cutoff"
         )
+        typer.echo(f"  {report.case_pc6_hashes:>7} closed cases' PC6 hashes")
         typer.echo(f"  {report.contact_notes:>7} contact notes, {report.transfer_reasons} reasons")
         typer.echo(f"  {report.cases_deleted:>7} cases beyond the recidive window (deleted)")
         typer.echo(
@@ -1225,9 +1235,21 @@ def audit_verify(as_json: JsonOption = False) -> None:
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point. An unexpected error (a bug, the database gone) is shown by its type
+    and where it happened, never its message: a driver's message may quote a statement's values
+    or a row, and cron keeps what a command prints."""
     try:
         app()
     except AppError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        from shared.logs import exception_summary
+
+        summary = exception_summary(exc)
+        typer.echo(
+            f"error: unexpected {summary['type']}; its message is not shown (it may quote "
+            "personal data). Where: " + " > ".join(summary["where"]),
+            err=True,
+        )
         sys.exit(1)

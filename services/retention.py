@@ -5,11 +5,14 @@ is common practice. The rules, with ``R = VS_RETENTION_MONTHS`` (6) and
 ``W = VS_RECIDIVE_MONTHS`` (6):
 
 1. **Signals that led to no case** (singles, stale, repeats, below the minimum, and every signal of
-   a superseded delivery): R months after the delivery was received, the envelope with names,
-   address, contact details and BSN is deleted, and so are the keyed address, PC6 and person
-   hashes. What stays is anonymous: partner, kind, amount, dates, PC4, status.
+   a superseded delivery that no case holds: a case being worked on that the replacing delivery no
+   longer makes keeps the signals it was made from, and they go by rule 2): R months after the
+   delivery was received, the envelope with names, address, contact details and BSN is deleted, and
+   so are the keyed address, PC6 and person hashes. What stays is anonymous: partner, kind, amount,
+   dates, PC4, status.
 2. **Closed cases**: R months after closure, the same for their signals, and the notes of their
-   contact attempts and the reasons of their transfers are deleted.
+   contact attempts, the reasons of their transfers and the case's own keyed PC6 hash (it routed
+   the case; recidivism does not need it) are deleted.
 3. **What recidivism needs** (the case with its keyed address hash and its dates) is kept as long
    as the case can still make a later case "opeenvolgend": until its period is more than W months
    old (and, for a closed case, R months after closure). Then the case itself is deleted, with its
@@ -55,6 +58,7 @@ class PurgeReport:
     recidive_before_period: str  # cases of earlier periods are beyond the recidive window
     signals_without_case: int = 0
     signals_of_closed_cases: int = 0
+    case_pc6_hashes: int = 0  # closed cases' own keyed PC6 hashes
     contact_notes: int = 0
     transfer_reasons: int = 0
     cases_deleted: int = 0
@@ -87,6 +91,7 @@ def purge(ctx: Context, session: Session, *, dry_run: bool = False) -> PurgeRepo
         Signal.purged_at.is_(None),
         Signal.id.in_(select(CaseSignal.signal_id).where(CaseSignal.case_id.in_(closed_long_ago))),
     )
+    case_pc6 = select(Case.id).where(Case.id.in_(closed_long_ago), Case.pc6_hash.is_not(None))
     notes = select(ContactAttempt.id).where(
         ContactAttempt.case_id.in_(closed_long_ago), ContactAttempt.notitie.is_not(None)
     )
@@ -98,6 +103,7 @@ def purge(ctx: Context, session: Session, *, dry_run: bool = False) -> PurgeRepo
     )
     report.signals_without_case = _count(session, without_case)
     report.signals_of_closed_cases = _count(session, of_closed)
+    report.case_pc6_hashes = _count(session, case_pc6)
     report.contact_notes = _count(session, notes)
     report.transfer_reasons = _count(session, reasons)
     report.cases_deleted = _count(session, expired_cases)
@@ -119,6 +125,12 @@ def purge(ctx: Context, session: Session, *, dry_run: bool = False) -> PurgeRepo
         for start in range(0, len(signal_ids), 5000):
             chunk = signal_ids[start : start + 5000]
             session.execute(update(Signal).where(Signal.id.in_(chunk)).values(scrubbed))
+    session.execute(
+        update(Case)
+        .where(Case.id.in_(case_pc6))
+        .values(pc6_hash=None)
+        .execution_options(synchronize_session=False)
+    )
     session.execute(
         update(ContactAttempt)
         .where(ContactAttempt.id.in_(notes))

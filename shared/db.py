@@ -99,10 +99,17 @@ def new_uuid() -> uuid.UUID:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url``; SQLite gets foreign keys, WAL and a busy timeout."""
+    """An engine for ``url``; SQLite gets foreign keys, WAL and a busy timeout.
+
+    Its errors never quote a statement's values (``hide_parameters``): they may be personal
+    data (an address hash, a household's amounts), and an error's text ends up in a trace."""
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"timeout": 30, "check_same_thread": False}, poolclass=NullPool
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            poolclass=NullPool,
+            **kwargs,
         )
 
         @event.listens_for(engine, "connect")

@@ -101,3 +101,35 @@ def test_db_recount_repairs_a_wrong_case_count_and_says_so(cli_env: None, ctx: C
         assert session.scalar(sa.select(CaseCount.n)) == 2
         recounts = sa.select(sa.func.count()).where(AuditEvent.action == "cases.recount")
         assert session.scalar(recounts) == 1
+
+
+def test_an_unexpected_error_shows_its_type_and_place_never_its_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A driver's message may quote a statement's values or a row; cron keeps what is printed."""
+    from services import cli
+
+    def broken() -> None:
+        raise RuntimeError("Jansen, 2011AB 7, 1234 euro")
+
+    monkeypatch.setattr(cli, "app", broken)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    assert stopped.value.code == 1
+    shown = capsys.readouterr().err
+    assert "unexpected RuntimeError" in shown
+    assert "test_cli.py" in shown  # where it happened
+    assert "Jansen" not in shown
+
+
+def test_database_errors_never_quote_the_statements_values(database_url: str) -> None:
+    from shared.db import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as failed:
+            conn.execute(sa.text("SELECT * FROM no_such_table WHERE name = :n"), {"n": "Jansen"})
+    finally:
+        engine.dispose()
+    assert "Jansen" not in str(failed.value)
+    assert "hidden" in str(failed.value)

@@ -171,3 +171,61 @@ def test_the_proxy_closes_idle_connections_to_the_api_before_the_api_does() -> N
     assert timeouts[0].endswith("s")
     assert int(timeouts[0][:-1]) < Settings().http_keep_alive_seconds
     assert "VS_HTTP_KEEP_ALIVE_SECONDS" in SETTINGS
+
+
+def test_compose_trusts_only_the_networks_gateway_as_the_proxy() -> None:
+    """A container on the network (the SFTP drop, the scheduler) may not claim a certificate."""
+    import ipaddress
+
+    compose = _documents(DEPLOY / "compose.yaml")[0]
+    (network,) = compose["networks"]["default"]["ipam"]["config"]
+    trusted = compose["services"]["api"]["environment"]["VS_TRUSTED_PROXIES"]
+    assert trusted == network["gateway"]
+    assert ipaddress.ip_address(trusted) in ipaddress.ip_network(network["subnet"])
+
+
+def test_only_the_ingress_controller_reaches_the_api_in_kubernetes() -> None:
+    (policy,) = _documents(DEPLOY / "k8s" / "networkpolicy-api.yaml")
+    (api,) = _documents(DEPLOY / "k8s" / "deployment-api.yaml")
+    assert policy["spec"]["podSelector"]["matchLabels"] == api["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    (source,) = rule["from"]
+    assert set(source) == {"namespaceSelector"}
+
+
+def test_the_image_owns_the_folders_compose_mounts_volumes_on() -> None:
+    """A new named volume takes the owner of the folder it is mounted on; a folder the image does
+    not have would be root's, and the unprivileged user could not write the SFTP drop."""
+    text = (DEPLOY / "Dockerfile").read_text()
+    compose = _documents(DEPLOY / "compose.yaml")[0]
+    for service in compose["services"].values():
+        if service["image"] != OUR_IMAGE:
+            continue
+        for volume in service.get("volumes", []):
+            target = volume.split(":")[1]
+            assert target in text, f"the image does not make {target}"
+    assert "chown -R 10001:10001 /var/lib/vroegsignaal" in text
+
+
+def test_the_proxy_refuses_a_body_too_large_with_the_services_problem_document() -> None:
+    import json
+
+    from shared.errors import PayloadTooLarge
+
+    nginx = (DEPLOY / "proxy" / "nginx.conf").read_text()
+    assert "error_page 413 @too_large;" in nginx
+    body = re.search(r"location @too_large \{.*?return 413 '(.+?)';", nginx, flags=re.DOTALL)
+    assert body is not None
+    problem = json.loads(body.group(1))
+    expected = PayloadTooLarge("x").problem()
+    assert (problem["type"], problem["title"], problem["status"]) == (
+        expected["type"],
+        expected["title"],
+        413,
+    )
+    assert "default_type application/problem+json;" in nginx
+    # HTTP/2 as every nginx reads it (the `http2 on;` directive is unknown before 1.25.1: Debian
+    # 12's 1.22 refuses the whole file; checked with `nginx -t` on it).
+    assert "listen 443 ssl http2;" in nginx
+    assert "http2 on;" not in nginx.replace("`http2 on;`", "")

@@ -166,11 +166,27 @@ def test_purge_removes_what_has_expired_and_keeps_open_work(
         assert (scrubbed.pii, scrubbed.person_hash, scrubbed.pc6_hash) == (None, None, None)
         assert scrubbed.purged_at is not None
         assert scrubbed.bedrag_cent > 0  # the anonymous part stays
-    # 1 May 2027: the rent case was closed six months ago and is beyond the recidive window.
+    with ctx.sessions() as session:
+        closed = session.get(Case, october["rent"])
+        assert closed is not None
+        assert closed.pc6_hash is not None  # closed on 30 October: not six months ago yet
+    # 30 April 2027: the rent case was closed six months ago. October is still in the recidive
+    # window, so the case stays with its address hash; its signal's data and its PC6 hash go.
+    clock.set_local(2027, 4, 30, 18, 0)
+    with unit_of_work(ctx.sessions) as session:
+        report = purge(ctx, session)
+    assert (report.signals_of_closed_cases, report.case_pc6_hashes) == (1, 1)
+    assert report.cases_deleted == 0
+    assert _everywhere(ctx, rent_hash) == ["cases.address_hash"]
+    with ctx.sessions() as session:
+        closed = session.get(Case, october["rent"])
+        assert closed is not None
+        assert closed.pc6_hash is None
+    # 1 May 2027: the rent case is beyond the recidive window.
     clock.set_local(2027, 5, 1, 3, 0)
     with unit_of_work(ctx.sessions) as session:
         report = purge(ctx, session)
-    assert report.signals_of_closed_cases == 1
+    assert report.signals_of_closed_cases == 0  # gone the day before
     assert report.cases_deleted == 1
     assert report.signalled_address_sets == 1  # October's addresses, beyond the window too
     assert _everywhere(ctx, rent_hash) == []
@@ -193,9 +209,10 @@ def test_purge_removes_what_has_expired_and_keeps_open_work(
     assert (
         again.signals_without_case,
         again.signals_of_closed_cases,
+        again.case_pc6_hashes,
         again.cases_deleted,
         again.signalled_address_sets,
-    ) == (0, 0, 0, 0)
+    ) == (0, 0, 0, 0, 0)
 
 
 def test_rotation_moves_every_envelope_to_the_new_key(

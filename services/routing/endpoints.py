@@ -31,6 +31,7 @@ from services.routing import service
 from shared import audit
 from shared.auth import Principal
 from shared.crypto import signal_aad
+from shared.db import unit_of_work
 from shared.errors import NotFound
 from shared.models import (
     AuditEvent,
@@ -172,10 +173,34 @@ def get_case(
     session: DbSession,
     principal: CaseReader,
 ) -> dict[str, Any]:
-    case = service.case_for(session, principal, case_id)
+    try:
+        case = service.case_for(session, principal, case_id)
+    except NotFound:
+        _audit_refused_read(request, ctx, session, principal, case_id)
+        raise
     detail = service.case_detail(session, ctx, case)
-    _audit(request, ctx, session, principal, "case.read", "case", case.id)
+    _audit(request, ctx, session, principal, "case.read", "case", case_id)
     return detail
+
+
+def _audit_refused_read(
+    request: Request, ctx: AppContext, session: DbSession, principal: Principal, case_id: uuid.UUID
+) -> None:
+    """A case asked for that does not exist or lies outside the caller's reach (both 404): a
+    ``case.read`` event with outcome ``denied``, so that a key trying other teams' case ids
+    leaves a trace. In a transaction of its own: the request's is rolled back with the error."""
+    session.rollback()  # gives up its connection (on SQLite the write lock) first
+    with unit_of_work(ctx.sessions) as own:
+        audit.record(
+            own,
+            action="case.read",
+            now=ctx.now(),
+            actor=principal,
+            object_type="case",
+            object_id=case_id,
+            outcome="denied",
+            request_id=_request_id(request),
+        )
 
 
 class ContactAttemptIn(BaseModel):
@@ -457,13 +482,19 @@ def partner_status(status: str) -> str:
     "/deliveries/{delivery_id}/feedback",
     responses=PROBLEMS,
     tags=["deliveries"],
-    summary="What became of each of the delivery's signals",
+    summary="What became of each of the delivery's signals (audited)",
 )
 def delivery_feedback(
-    delivery_id: uuid.UUID, ctx: AppContext, session: ReadSession, principal: PartnerPrincipal
+    delivery_id: uuid.UUID,
+    request: Request,
+    ctx: AppContext,
+    session: DbSession,
+    principal: PartnerPrincipal,
 ) -> dict[str, Any]:
     """Per signal (by row and the partner's own reference) its status in the national vocabulary;
-    nothing about other partners' signals, amounts, contact details or the household."""
+    nothing about other partners' signals, amounts, contact details or the household. Audited
+    (``delivery.feedback``, with the number of signals): it opens every envelope of the
+    delivery and says what the municipality did about each household."""
     delivery = session.get(Delivery, delivery_id)
     if delivery is None or delivery.partner_id != principal.partner_id:
         raise NotFound("no such delivery")
@@ -484,6 +515,16 @@ def delivery_feedback(
             aad = signal_aad(str(delivery.id), row_number)
             reference = ctx.cipher.decrypt_json(pii, aad, key_id).get("referentie")
         items.append({"row": row_number, "referentie": reference, "status": shown})
+    _audit(
+        request,
+        ctx,
+        session,
+        principal,
+        "delivery.feedback",
+        "delivery",
+        delivery.id,
+        signals=len(items),
+    )
     return {
         "delivery_id": str(delivery.id),
         "period": delivery.period,

@@ -24,8 +24,13 @@ of ``sftp-watch``) processes it again, which is harmless because the same conten
 partner and period answers with the delivery already stored (no duplicate).
 
 Originals hold personal data in the clear, so they are not kept: ``processed/`` files older than
-``VS_SFTP_KEEP_PROCESSED_DAYS`` (7) are deleted (:func:`expire_processed`), by the SFTP endpoint
-every hour and by ``sftp-watch`` on its scans.
+``VS_SFTP_KEEP_PROCESSED_DAYS`` (7) are deleted (:func:`expire_processed`), and so are inbox files
+that will never be ingested (an upload still named ``.part``, a hidden file) last written longer
+ago than that (:func:`expire_unfinished`), by the SFTP endpoint every hour and by ``sftp-watch``
+on its scans. A file under a name the drop does not take (OpenSSH lets any name through) is
+refused at once (:func:`refuse_bad_names`): a result in the outbox, the file set aside unread in
+``processed/``. A claimed file whose ingest failed for a reason of ours (the database down, a
+bug) is kept and processed again, never deleted unread.
 """
 
 from __future__ import annotations
@@ -41,9 +46,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DataError
+
 from services.ingest.service import ingest_with_retry
 from shared.context import Context
-from shared.errors import AppError, PayloadTooLarge
+from shared.errors import AppError, PayloadTooLarge, ValidationFailed
 
 log = logging.getLogger("vroegsignaal.sftp")
 
@@ -125,6 +132,14 @@ def process_file(
     return process_claimed(ctx, partner_id, claim(ctx, path), received_at=received_at)
 
 
+def written_at(ctx: Context, path: Path) -> datetime:
+    """When a file was last written (for a complete upload, when it was closed; a move keeps
+    it), or now if that is earlier. Partners cannot set a file's times: the built-in endpoint
+    accepts ``setstat`` without applying it, and the OpenSSH setup refuses it
+    (``deploy/sftp/sshd_config.vroegsignaal``)."""
+    return min(datetime.fromtimestamp(path.stat().st_mtime, UTC), ctx.now())
+
+
 def claim(ctx: Context, path: Path) -> Path:
     """Move an inbox file to its hidden claimed name in ``processed/`` (see the module text)."""
     base = path.parent.parent
@@ -184,11 +199,12 @@ def process_claimed(
             "delivery": delivery,
         }
     except AppError as exc:
-        result = {"file": name, "status": "rejected", "problem": exc.problem()}
-    write_atomically(
-        base / "outbox" / f"{name}.result.json",
-        json.dumps(result, indent=2, ensure_ascii=False, default=str).encode(),
-    )
+        result = _rejected(name, exc)
+    except DataError:
+        # The database refused a value of the file (as the API answers it: 422). Its message
+        # quotes the value: not shown.
+        result = _rejected(name, ValidationFailed(UNUSABLE_VALUE))
+    _write_result(base, f"{name}.result.json", result)
     os.replace(claimed, base / "processed" / f"{stamp}_{name}")
     _fsync_dir(claimed.parent)
     log.info(
@@ -196,6 +212,55 @@ def process_claimed(
         extra={"partner_id": str(partner_id), "outcome": result["status"]},
     )
     return Outcome(name, result["status"], result)
+
+
+UNUSABLE_VALUE = (
+    "a value in the file cannot be used (for example a NUL character or a number out of range); "
+    "nothing was stored"
+)
+BAD_NAME = (
+    "the file name is not accepted (letters, digits, '.', '_', '-' and spaces, starting with a "
+    "letter or digit, at most 200 characters); the file was not read: upload it again under "
+    "such a name"
+)
+
+
+def _rejected(name: str, error: AppError) -> dict[str, Any]:
+    return {"file": name, "status": "rejected", "problem": error.problem()}
+
+
+def _write_result(base: Path, filename: str, result: dict[str, Any]) -> None:
+    write_atomically(
+        base / "outbox" / filename,
+        json.dumps(result, indent=2, ensure_ascii=False, default=str).encode(),
+    )
+
+
+def refuse_bad_names(ctx: Context, partner_id: uuid.UUID, base: Path) -> list[Outcome]:
+    """Refuse the inbox files whose names the drop does not take (not hidden, not ``.part``):
+    each gets ``outbox/rejected-name-<time>-<n>.result.json`` naming it, and is moved unread to
+    ``processed/`` (deleted with the originals). The built-in endpoint refuses such names when
+    they are opened; OpenSSH lets them through."""
+    folder = base / "inbox"
+    if not folder.is_dir():
+        return []
+    refused = []
+    for path in sorted(folder.iterdir()):
+        name = path.name
+        if name.startswith(".") or name.endswith(PARTIAL_SUFFIX) or is_safe_name(name):
+            continue
+        if not path.is_file() or path.is_symlink():
+            continue
+        for outbound in ("outbox", "processed"):
+            (base / outbound).mkdir(exist_ok=True, mode=0o750)
+        stamp = f"{ctx.now().astimezone(UTC).strftime(STAMP_FORMAT)}-{uuid.uuid4().hex[:8]}"
+        result = _rejected(name, ValidationFailed(BAD_NAME))
+        _write_result(base, f"rejected-name-{stamp}.result.json", result)
+        os.replace(path, base / "processed" / f"{stamp}_rejected-name")
+        _fsync_dir(folder)
+        log.warning("sftp file name refused", extra={"partner_id": str(partner_id)})
+        refused.append(Outcome(name, "rejected", result))
+    return refused
 
 
 def claimed_files(base: Path) -> list[Path]:
@@ -210,31 +275,49 @@ def claimed_files(base: Path) -> list[Path]:
     )
 
 
+def _files_in(root: Path, folder: str) -> Iterator[Path]:
+    """The regular files (not links) in one folder of every partner."""
+    for _, base in partner_folders(root):
+        if (base / folder).is_dir():
+            yield from (p for p in (base / folder).iterdir() if p.is_file() and not p.is_symlink())
+
+
 def expire_processed(root: Path, now: datetime, keep_days: int) -> int:
     """Delete the processed originals of every partner older than ``keep_days`` (by the time of
     processing in their names; a name without one by the file's time). Returns how many."""
     cutoff = now - timedelta(days=keep_days)
     removed = 0
-    for _, base in partner_folders(root):
-        processed = base / "processed"
-        if not processed.is_dir():
-            continue
-        for path in processed.iterdir():
-            if path.name.startswith(CLAIM_PREFIX) or not path.is_file() or path.is_symlink():
-                continue
-            if _processed_at(path) < cutoff:
-                path.unlink(missing_ok=True)
-                removed += 1
+    for path in _files_in(root, "processed"):
+        if not path.name.startswith(CLAIM_PREFIX) and _processed_at(path) < cutoff:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def expire_unfinished(root: Path, now: datetime, keep_days: int) -> int:
+    """Delete the inbox files of every partner that will never be ingested (an upload still
+    named ``.part``, a hidden file: an upload of the built-in endpoint in flight, a client's
+    temporary file) last written more than ``keep_days`` ago. Returns how many."""
+    cutoff = (now - timedelta(days=keep_days)).timestamp()
+    removed = 0
+    for path in _files_in(root, "inbox"):
+        if not is_complete_name(path.name) and path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            removed += 1
     return removed
 
 
 def expire(ctx: Context, root: Path) -> int:
-    """:func:`expire_processed` by the settings (``VS_SFTP_KEEP_PROCESSED_DAYS``), logged."""
-    keep = ctx.settings.sftp_keep_processed_days
-    removed = expire_processed(root, ctx.now(), keep)
+    """:func:`expire_processed` and :func:`expire_unfinished` by the settings
+    (``VS_SFTP_KEEP_PROCESSED_DAYS``), logged."""
+    keep, now = ctx.settings.sftp_keep_processed_days, ctx.now()
+    removed = expire_processed(root, now, keep)
     if removed:
         log.info("sftp originals deleted", extra={"count": removed, "keep_days": keep})
-    return removed
+    unfinished = expire_unfinished(root, now, keep)
+    if unfinished:
+        log.info("sftp unfinished uploads deleted", extra={"count": unfinished, "keep_days": keep})
+    return removed + unfinished
 
 
 def _processed_at(path: Path) -> datetime:

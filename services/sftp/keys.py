@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared.auth import CERTIFICATE_KEY_HEX, PARTNER_ROLE, Principal
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import Partner, PartnerSshKey
 
@@ -89,21 +90,27 @@ def keys_of_partner(session: Session, partner_id: uuid.UUID) -> list[PartnerSshK
     )
 
 
-def partner_for_key(session: Session, fingerprint: str) -> uuid.UUID | None:
+def ssh_key_id(fingerprint: str) -> str:
+    """A key's public id in the audit trail (``ssh:`` and the start of its SHA-256 fingerprint),
+    as a certificate's is ``cert:`` and an API key's its own id."""
+    return "ssh:" + fingerprint.removeprefix("SHA256:")[:CERTIFICATE_KEY_HEX]
+
+
+def partner_for_key(session: Session, fingerprint: str) -> Principal | None:
     """The active partner a presented key belongs to, or None (an unknown or revoked key, an
     inactive partner). Its use is recorded only once the login succeeds (:func:`record_key_use`):
     a client may ask whether a key would do without proving it holds the private half."""
     row = session.execute(
-        select(PartnerSshKey.partner_id, PartnerSshKey.revoked_at, Partner.active)
+        select(PartnerSshKey.id, PartnerSshKey.partner_id, PartnerSshKey.revoked_at, Partner.active)
         .join(Partner, Partner.id == PartnerSshKey.partner_id)
         .where(PartnerSshKey.fingerprint == fingerprint)
     ).first()
     if row is None:
         return None
-    partner_id, revoked_at, active = row
+    key_id, partner_id, revoked_at, active = row
     if revoked_at is not None or not active:
         return None
-    return partner_id
+    return Principal(key_id, ssh_key_id(fingerprint), PARTNER_ROLE, partner_id=partner_id)
 
 
 def record_key_use(session: Session, fingerprint: str, now: datetime) -> None:

@@ -28,7 +28,6 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,8 @@ from asyncssh import FXF_APPEND, FXF_READ, FXF_WRITE
 
 from services.sftp import inbox
 from services.sftp.keys import partner_for_key, record_key_use
+from shared import audit
+from shared.auth import Principal
 from shared.context import Context
 from shared.db import unit_of_work
 
@@ -45,6 +46,8 @@ log = logging.getLogger("vroegsignaal.sftp")
 WRITE_FOLDERS = ("inbox",)
 READ_FOLDERS = ("outbox", "processed")
 REMOVE_FOLDERS = ("inbox", "outbox")
+# A refused login's audit details: fixed words only (an API refusal names its route the same way).
+REFUSED_KEY = {"route": "sftp", "credential": "ssh_key", "reason": "not_registered"}
 
 
 def load_or_create_host_key(path: Path) -> asyncssh.SSHKey:
@@ -97,7 +100,7 @@ class Processor:
     def _process_claimed(self, partner_id: uuid.UUID, claimed: Path) -> inbox.Outcome | None:
         """Ingest a claimed file, its window judged by when it was complete (its time)."""
         try:
-            received_at = self._written_at(claimed)
+            received_at = inbox.written_at(self.ctx, claimed)
             return inbox.process_claimed(self.ctx, partner_id, claimed, received_at=received_at)
         except Exception as exc:  # keep the claimed file; a restart processes it again
             log.error(
@@ -120,12 +123,6 @@ class Processor:
                 self.submit(partner_id, path)
                 queued += 1
         return queued
-
-    def _written_at(self, path: Path) -> datetime:
-        """When a file was last written (for a complete upload, when it was closed; a move
-        keeps it), or now if that is earlier. Partners cannot set a file's times on this server
-        (``setstat`` is accepted, not applied)."""
-        return min(datetime.fromtimestamp(path.stat().st_mtime, UTC), self.ctx.now())
 
     def expire(self, root: Path) -> None:
         """Delete processed originals past ``VS_SFTP_KEEP_PROCESSED_DAYS``, in the worker thread
@@ -163,10 +160,11 @@ class PartnerSFTPServer(asyncssh.SFTPServer):
     def __init__(
         self, chan: asyncssh.SSHServerChannel[bytes], *, root: Path, processor: Processor
     ) -> None:
-        partner_id = chan.get_extra_info("partner_id")
-        if not isinstance(partner_id, uuid.UUID):
+        principal = chan.get_extra_info("principal")
+        if not isinstance(principal, Principal) or principal.partner_id is None:
             raise asyncssh.SFTPPermissionDenied("not logged in as a partner")
-        self.partner_id = partner_id
+        self.principal = principal
+        self.partner_id = partner_id = principal.partner_id
         self.base = inbox.ensure_partner_folders(root, partner_id)
         self.processor = processor
         super().__init__(chan, chroot=str(self.base).encode())
@@ -202,7 +200,7 @@ class PartnerSFTPServer(asyncssh.SFTPServer):
 
     # --- files ------------------------------------------------------------------------------
 
-    def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+    async def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
         if pflags & (FXF_WRITE | FXF_APPEND):
             if pflags & FXF_READ:
                 raise asyncssh.SFTPPermissionDenied("open files for reading or writing, not both")
@@ -215,7 +213,32 @@ class PartnerSFTPServer(asyncssh.SFTPServer):
         local = self.base / folder / name
         if local.is_symlink() or not local.is_file():
             raise asyncssh.SFTPNoSuchFile("no such file")
+        if folder == "processed":
+            await self._audit_download(local)
         return local.open("rb", buffering=0)
+
+    async def _audit_download(self, local: Path) -> None:
+        """A processed original holds personal data in the clear: its download is audited
+        (``sftp.download``) before it is given, or refused if it cannot be."""
+        ctx = self.processor.ctx
+
+        def record() -> None:
+            with unit_of_work(ctx.sessions) as session:
+                audit.record(
+                    session,
+                    action="sftp.download",
+                    now=ctx.now(),
+                    actor=self.principal,
+                    object_type="sftp_file",
+                    object_id=local.name.partition("_")[0],  # its time of processing
+                    details={"bytes": local.stat().st_size},
+                )
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, record)
+        except Exception as exc:
+            log.error("sftp download not audited", extra={"error": type(exc).__name__})
+            raise asyncssh.SFTPFailure("the file cannot be read at the moment; try again") from None
 
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
         if isinstance(file_obj, _Upload):
@@ -338,6 +361,7 @@ class PartnerSSHServer(asyncssh.SSHServer):
         self.ctx = ctx
         self._conn: asyncssh.SSHServerConnection | None = None
         self._fingerprint: str | None = None
+        self._refused = self._logged_in = False
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -357,17 +381,41 @@ class PartnerSSHServer(asyncssh.SSHServer):
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         fingerprint = key.get_fingerprint("sha256")
 
-        def lookup() -> uuid.UUID | None:
+        def lookup() -> Principal | None:
             with unit_of_work(self.ctx.sessions) as session:
                 return partner_for_key(session, fingerprint)
 
-        partner_id = await asyncio.get_running_loop().run_in_executor(None, lookup)
-        if partner_id is None or self._conn is None:
+        principal = await asyncio.get_running_loop().run_in_executor(None, lookup)
+        if principal is None or self._conn is None:
             log.info("sftp login refused", extra={"reason": "unknown or revoked key"})
+            self._refused = True
             return False
-        self._conn.set_extra_info(partner_id=partner_id)
+        self._conn.set_extra_info(partner_id=principal.partner_id, principal=principal)
         self._fingerprint = fingerprint
         return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """A connection that offered only keys that were refused, and never logged in: one
+        ``auth.failed`` event (a client offers its keys in turn; one that logs in with a later
+        key has not failed). Nothing of the keys is recorded, nor the client's address."""
+        if not self._refused or self._logged_in:
+            return
+
+        def record() -> None:
+            try:
+                with unit_of_work(self.ctx.sessions) as session:
+                    audit.record(
+                        session,
+                        action="auth.failed",
+                        now=self.ctx.now(),
+                        outcome="denied",
+                        details=REFUSED_KEY,
+                        system_actor="unauthenticated",
+                    )
+            except Exception as failure:
+                log.error("sftp refusal not audited", extra={"error": type(failure).__name__})
+
+        asyncio.get_running_loop().run_in_executor(None, record)
 
     async def auth_completed(self) -> None:
         """The client proved it holds the key (asked about a key, it only learnt it would do):
@@ -375,6 +423,7 @@ class PartnerSSHServer(asyncssh.SSHServer):
         fingerprint = self._fingerprint
         if fingerprint is None or self._conn is None:
             return
+        self._logged_in = True
         partner_id = self._conn.get_extra_info("partner_id")
         log.info("sftp login", extra={"partner_id": str(partner_id)})
 

@@ -3,8 +3,12 @@
 For deployments that prefer OpenSSH (``internal-sftp`` with a ``ChrootDirectory`` per partner, see
 ``deploy/sftp/``), this loop watches ``<root>/<partner id>/inbox/``. OpenSSH does not tell when an
 upload is finished, so a file counts as complete when its name is final (not hidden, not ending in
-``.part``) **and** its size and modification time have not changed for ``VS_SFTP_SETTLE_SECONDS``.
-Partners should upload as ``name.part`` and rename when done; then the file is complete at once.
+``.part``) **and** it has not been written for ``VS_SFTP_SETTLE_SECONDS``: its modification time
+is that old, or its size and modification time stayed the same over scans that far apart. One
+pass (``--once``, from cron) judges by the modification time alone. Partners should upload as
+``name.part`` and rename when done; then the file is complete at once (after the settle time).
+The delivery window is judged by when the file was last written (:func:`inbox.written_at`), so a
+file complete before the deadline is on time even if its scan comes after it.
 Ingest, results, crash safety and the deletion of processed originals are those of
 :mod:`services.sftp.inbox`: a file a stopped watcher had claimed is processed at the next scan, and
 originals past ``VS_SFTP_KEEP_PROCESSED_DAYS`` are deleted at the first scan and hourly after.
@@ -33,9 +37,10 @@ class Watcher:
         *,
         settle_seconds: float,
         monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.ctx, self.root, self.settle = ctx, root, settle_seconds
-        self.monotonic = monotonic
+        self.monotonic, self.wall = monotonic, wall
         # path -> (size, mtime_ns, first seen unchanged at)
         self._seen: dict[Path, tuple[int, int, float]] = {}
         self._expired_at: float | None = None
@@ -52,6 +57,7 @@ class Watcher:
                 outcome = self._attempt(inbox.process_claimed, partner_id, claimed)
                 if outcome is not None:
                     done.append(outcome)
+            done.extend(inbox.refuse_bad_names(self.ctx, partner_id, base))
             for path in inbox.pending_files(base):
                 present.add(path)
                 stat = path.stat()
@@ -59,7 +65,7 @@ class Watcher:
                 previous = self._seen.get(path)
                 if previous is None or previous[:2] != signature:
                     self._seen[path] = (*signature, now)
-                    if self.settle > 0:
+                    if self.wall() - stat.st_mtime < self.settle:  # written to just now
                         continue
                 elif now - previous[2] < self.settle:
                     continue
@@ -79,7 +85,7 @@ class Watcher:
         self, work: Callable[..., inbox.Outcome], partner_id: uuid.UUID, path: Path
     ) -> inbox.Outcome | None:
         try:
-            return work(self.ctx, partner_id, path)
+            return work(self.ctx, partner_id, path, received_at=inbox.written_at(self.ctx, path))
         except Exception as exc:
             log.error(
                 "sftp ingest failed; the file is kept and tried again",

@@ -415,6 +415,22 @@ def test_case_detail_is_complete_and_audited(world: World, ctx: Context) -> None
         assert audit.verify(session)[1] is None
 
 
+def test_a_case_outside_the_callers_reach_is_404_and_audited_as_denied(
+    world: World, ctx: Context
+) -> None:
+    """Another team's case and a case that does not exist answer alike; both leave a trace."""
+    for case_id in (world.cases["zuid_crisis"], str(uuid.uuid4())):
+        assert world.get("noord", f"/api/v1/cases/{case_id}").status_code == 404
+    with ctx.sessions() as session:
+        events = session.scalars(
+            sa.select(AuditEvent).where(AuditEvent.action == "case.read").order_by(AuditEvent.id)
+        ).all()
+        assert [(e.outcome, e.role) for e in events] == [("denied", "wijkteam")] * 2
+        assert events[0].object_id == world.cases["zuid_crisis"]
+        assert audit.verify(session)[1] is None
+    assert world.get("noord", f"/api/v1/cases/{world.cases['noord']}").status_code == 200
+
+
 def test_the_outreach_protocol_guards_no_contact(world: World, ctx: Context) -> None:
     path = f"/api/v1/cases/{world.cases['noord']}"
     no_contact = {"resultaat": "Definitief geen contact kunnen krijgen"}
@@ -507,6 +523,10 @@ def test_feedback_tells_a_partner_only_about_its_own_signals(world: World) -> No
     assert statuses["H3"] == "Nog niet opgepakt"
     assert "Inwoner al bekend bij schuldhulpverlening" not in feedback.text
     assert set(body["signals"][0]) == {"row", "referentie", "status"}
+    # Audited: every envelope of the delivery was opened.
+    (read,) = world.get("coordinator", "/api/v1/audit", action="delivery.feedback").json()["items"]
+    assert read["object_id"] == november["id"]
+    assert read["details"] == {"signals": len(body["signals"])}
     other = world.get("Energie NV", f"/api/v1/deliveries/{november['id']}/feedback")
     assert other.status_code == 404
     assert (

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import asyncssh
@@ -55,5 +57,10 @@ def test_sftp_watch_once(cli_env: None) -> None:
     inbox.mkdir(parents=True)
     # The CLI runs on the real clock: name no period, so the open one is used.
     (inbox / "maand.csv").write_bytes(csv_file(row("E1", sinds="01-01-2026")))
+    written = time.time() - 60  # more than the settle time (5 s) ago
+    os.utime(inbox / "maand.csv", (written, written))
+    # Written to just now: an OpenSSH upload may still be going on (no ".part" name).
+    (inbox / "bezig.csv").write_bytes(csv_file(row("E2", sinds="01-01-2026")))
     done = invoke("sftp-watch", "--once", "--json")
     assert done == [{"file": "maand.csv", "status": "accepted"}]
+    assert [p.name for p in inbox.iterdir()] == ["bezig.csv"]

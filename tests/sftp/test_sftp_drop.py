@@ -28,7 +28,7 @@ from services.sftp.server import Processor, start_server
 from services.sftp.watch import Watcher
 from shared.context import Context
 from shared.db import unit_of_work
-from shared.models import Delivery, Signal
+from shared.models import AuditEvent, Delivery, Signal
 from tests.conftest import AMSTERDAM, Clock
 from tests.helpers import csv_file, register, row
 
@@ -265,6 +265,52 @@ def test_unknown_and_revoked_keys_are_refused(drop: Drop) -> None:
     with pytest.raises(asyncssh.PermissionDenied):
         drop.run(lambda: login(drop.keys["Waterweg"]))
     drop.run(lambda: login(drop.keys["Energiek"]))  # the other partner still gets in
+    # Each refused connection is one failed authentication in the audit trail (written beside
+    # the connection's end); nothing of the key is recorded.
+    deadline = time.monotonic() + 10
+    while len(refusals := _audit_events(drop.ctx, "auth.failed")) < 2:
+        assert time.monotonic() < deadline, refusals
+        time.sleep(0.02)
+    assert [(e.outcome, e.actor_id, json.loads(e.details or "{}")) for e in refusals] == [
+        (
+            "denied",
+            "unauthenticated",
+            {"credential": "ssh_key", "reason": "not_registered", "route": "sftp"},
+        )
+    ] * 2
+
+
+def _audit_events(ctx: Context, action: str) -> list[AuditEvent]:
+    with ctx.sessions() as session:
+        return list(
+            session.scalars(
+                sa.select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)
+            )
+        )
+
+
+def test_a_download_of_an_original_is_audited_a_result_is_not(drop: Drop) -> None:
+    """A processed original holds personal data in the clear; the outbox's results do not."""
+    drop.run(lambda: _put(drop, "Energiek", "maand.csv", GOOD))
+    drop.result("Energiek", "maand.csv")
+    drop.inbox_after_processing("Energiek")
+    (original,) = (drop.root / str(drop.partner_ids["Energiek"]) / "processed").iterdir()
+
+    async def download() -> bytes:
+        async with drop.connect(drop.keys["Energiek"]) as conn, conn.start_sftp_client() as sftp:
+            async with sftp.open("outbox/maand.csv.result.json", "rb") as remote:
+                await remote.read()
+            async with sftp.open(f"processed/{original.name}", "rb") as remote:
+                return bytes(await remote.read())
+
+    assert drop.run(download) == GOOD
+    (event,) = _audit_events(drop.ctx, "sftp.download")
+    assert event.actor_type == "partner"
+    assert event.actor_id == str(drop.partner_ids["Energiek"])
+    assert event.credential is not None
+    assert event.credential.startswith("ssh:")
+    assert event.object_id == original.name.partition("_")[0]
+    assert json.loads(event.details or "{}") == {"bytes": len(GOOD)}
 
 
 def test_a_partner_sees_only_its_own_folder(drop: Drop) -> None:
@@ -547,6 +593,73 @@ def test_processed_originals_are_deleted_after_the_days_kept(drop: Drop) -> None
     assert [p.name for p in processed.iterdir()] == [claimed.name]  # never a file in hand
 
 
+def test_unfinished_uploads_are_deleted_after_the_days_kept_complete_files_never(
+    drop: Drop,
+) -> None:
+    """An upload still named ``.part`` (or hidden) holds personal data in the clear and will never
+    be ingested: it goes once last written longer ago than the days kept. A complete file is
+    never deleted unread, however old."""
+    from services.sftp import inbox
+
+    folder = ensure_partner_folders(drop.root, drop.partner_ids["Energiek"]) / "inbox"
+    now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    files = {
+        name: folder / name
+        for name in ("oud.csv.part", ".verborgen", "recent.csv.part", "maand.csv")
+    }
+    for name, path in files.items():
+        path.write_bytes(GOOD)
+        written = (now.timestamp() - 86400) if name == "recent.csv.part" else 0
+        os.utime(path, (written, written))
+    assert inbox.expire_unfinished(drop.root, now, keep_days=7) == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["maand.csv", "recent.csv.part"]
+
+
+def test_watch_mode_refuses_a_name_the_drop_does_not_take(ctx: Context) -> None:
+    """OpenSSH lets any name through: the file is refused unread, with a result that says why,
+    and set aside in processed/ (deleted with the originals)."""
+    register(ctx, "Energiek", "energie")
+    with ctx.sessions() as session:
+        partner_id = find_partner(session, "Energiek").id
+    root = ctx.settings.resolved_sftp_root
+    base = ensure_partner_folders(root, partner_id)
+    (base / "inbox" / "Achterstand (def).csv").write_bytes(GOOD)
+    done = Watcher(ctx, root, settle_seconds=5).scan()
+    assert [(o.name, o.status) for o in done] == [("Achterstand (def).csv", "rejected")]
+    assert "file name is not accepted" in done[0].result["problem"]["detail"]
+    assert list((base / "inbox").iterdir()) == []
+    (result,) = (base / "outbox").iterdir()
+    assert result.name.startswith("rejected-name-")
+    assert result.name.endswith(".result.json")
+    assert json.loads(result.read_text())["file"] == "Achterstand (def).csv"
+    assert [p.name.endswith("_rejected-name") for p in (base / "processed").iterdir()] == [True]
+    with ctx.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Delivery)) == 0
+
+
+def test_a_value_the_database_refuses_is_a_rejected_file_not_a_retry(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the API answers it (422): a file the database refuses a value of would otherwise be
+    claimed and tried again at every scan."""
+    from services.sftp import inbox
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise sa.exc.DataError("INSERT ...", {}, Exception("a value quoted here"))
+
+    register(ctx, "Energiek", "energie")
+    with ctx.sessions() as session:
+        partner_id = find_partner(session, "Energiek").id
+    base = ensure_partner_folders(ctx.settings.resolved_sftp_root, partner_id)
+    (base / "inbox" / "maand.csv").write_bytes(GOOD)
+    monkeypatch.setattr(inbox, "ingest_with_retry", refused)
+    outcome = inbox.process_file(ctx, partner_id, base / "inbox" / "maand.csv")
+    assert outcome.status == "rejected"
+    assert outcome.result["problem"]["status"] == 422
+    assert "quoted" not in json.dumps(outcome.result)
+    assert not inbox.claimed_files(base)
+
+
 def test_a_key_counts_as_used_only_once_the_login_succeeds(drop: Drop) -> None:
     from shared.models import PartnerSshKey
 
@@ -573,11 +686,14 @@ def test_a_key_counts_as_used_only_once_the_login_succeeds(drop: Drop) -> None:
     assert last_used() == drop.ctx.now()
 
 
-def test_a_file_complete_before_the_deadline_and_ingested_after_a_restart_is_on_time(
-    drop: Drop, clock: Clock
+@pytest.mark.parametrize("finder", ["the endpoint, after a restart", "sftp-watch"])
+def test_a_file_complete_before_the_deadline_and_found_after_it_is_on_time(
+    drop: Drop, clock: Clock, finder: str
 ) -> None:
-    """The server stopped before the file's turn came; it starts again after midnight on the
-    25th. The file's time (the server's, when it was closed) decides the period."""
+    """The file was complete at 23:59 on the 24th; it is found after midnight, by the built-in
+    endpoint started again or by ``sftp-watch`` next to OpenSSH (whose file, last written more
+    than the settle time ago, is complete at its first scan). The file's time (the server's,
+    when it was closed or last written: partners cannot set it) decides the period."""
     drop.server.stop()
     base = ensure_partner_folders(drop.root, drop.partner_ids["Energiek"])
     waiting = base / "inbox" / "maand.csv"
@@ -585,7 +701,11 @@ def test_a_file_complete_before_the_deadline_and_ingested_after_a_restart_is_on_
     closed = datetime(2026, 11, 24, 23, 59, tzinfo=AMSTERDAM).timestamp()
     os.utime(waiting, (closed, closed))
     clock.set_local(2026, 11, 25, 0, 5)
-    drop.server.start()
-    result = drop.result("Energiek", "maand.csv")
+    if finder == "sftp-watch":
+        (found,) = Watcher(drop.ctx, drop.root, settle_seconds=5).scan()
+        result = found.result
+    else:
+        drop.server.start()
+        result = drop.result("Energiek", "maand.csv")
     assert result["status"] == "accepted"
     assert result["delivery"]["period"] == "2026-11"
