@@ -69,7 +69,8 @@ DEFAULT_TEAM = "midden"
 # Share (per 10,000) of the fresh month's addresses that were signalled d months before.
 KEEP_PER_10000 = {1: 2000, 2: 700, 3: 400}
 KEEP_OTHERWISE = 200
-# Share (per 100) of a recurring address's earlier months in which it had only one signal.
+# Share (per 100) of a recurring address's earlier months cut down to one of its signals (with
+# the addresses that had one signal only anyway, more than this share of months has one).
 SINGLE_PER_100 = 50
 HISTORY_TABLES = ("signals", "cases", "case_signals")
 CLOSED_RESULTS = (
@@ -165,9 +166,13 @@ WHERE one.src_id = h.src_id AND one.n > 1
 
 _DELIVERIES = """
 CREATE TEMP TABLE hdel ON COMMIT DROP AS
-SELECT gen_random_uuid() AS id, d.partner_id, d.source, d.file_format, d.size_bytes, d.row_count,
+SELECT gen_random_uuid() AS id, d.partner_id, d.source, d.file_format, d.size_bytes,
+       coalesce(n.row_count, 0) AS row_count,
        nextval('signal_blocks') * %(block)s AS first_signal_id
-FROM deliveries d WHERE d.period = %(fresh)s AND d.status = 'accepted'
+FROM deliveries d
+LEFT JOIN (SELECT partner_id, count(*) AS row_count FROM hsrc GROUP BY partner_id) n
+       ON n.partner_id = d.partner_id
+WHERE d.period = %(fresh)s AND d.status = 'accepted'
 """
 
 _DELIVERIES_INSERT = """

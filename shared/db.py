@@ -101,8 +101,10 @@ def new_uuid() -> uuid.UUID:
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite gets foreign keys, WAL and a busy timeout.
 
-    Its errors never quote a statement's values (``hide_parameters``): they may be personal
-    data (an address hash, a household's amounts), and an error's text ends up in a trace."""
+    SQLAlchemy's errors leave out a statement's values (``hide_parameters``): they may be
+    personal data (an address hash, a household's amounts). The database's own message may
+    still quote a value (a duplicate key, a value it cannot read), so an error's message is
+    never logged or shown (``shared.logs.exception_summary``, the CLI's ``main``)."""
     kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         engine = create_engine(

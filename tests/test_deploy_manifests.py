@@ -191,7 +191,7 @@ def test_only_the_ingress_controller_reaches_the_api_in_kubernetes() -> None:
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     (rule,) = policy["spec"]["ingress"]
     (source,) = rule["from"]
-    assert set(source) == {"namespaceSelector"}
+    assert set(source) == {"namespaceSelector", "podSelector"}  # one entry: both must hold
 
 
 def test_the_image_owns_the_folders_compose_mounts_volumes_on() -> None:
@@ -229,3 +229,11 @@ def test_the_proxy_refuses_a_body_too_large_with_the_services_problem_document()
     # 12's 1.22 refuses the whole file; checked with `nginx -t` on it).
     assert "listen 443 ssl http2;" in nginx
     assert "http2 on;" not in nginx.replace("`http2 on;`", "")
+
+
+def test_openssh_partners_cannot_set_a_files_times() -> None:
+    """sftp-watch judges the delivery window and the end of an upload by the modification time."""
+    config = (DEPLOY / "sftp" / "sshd_config.vroegsignaal").read_text()
+    (command,) = re.findall(r"^\s*ForceCommand internal-sftp (.+)$", config, flags=re.MULTILINE)
+    denied = shlex.split(command)[shlex.split(command).index("-P") + 1].split(",")
+    assert {"setstat", "fsetstat", "lsetstat"} <= set(denied)

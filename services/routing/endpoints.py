@@ -35,6 +35,7 @@ from shared.db import unit_of_work
 from shared.errors import NotFound
 from shared.models import (
     AuditEvent,
+    Case,
     CaseStatus,
     Contactsoort,
     Dagdeel,
@@ -173,34 +174,40 @@ def get_case(
     session: DbSession,
     principal: CaseReader,
 ) -> dict[str, Any]:
-    try:
-        case = service.case_for(session, principal, case_id)
-    except NotFound:
-        _audit_refused_read(request, ctx, session, principal, case_id)
-        raise
+    case = _case_for(request, ctx, session, principal, case_id, "case.read")
     detail = service.case_detail(session, ctx, case)
     _audit(request, ctx, session, principal, "case.read", "case", case_id)
     return detail
 
 
-def _audit_refused_read(
-    request: Request, ctx: AppContext, session: DbSession, principal: Principal, case_id: uuid.UUID
-) -> None:
-    """A case asked for that does not exist or lies outside the caller's reach (both 404): a
-    ``case.read`` event with outcome ``denied``, so that a key trying other teams' case ids
-    leaves a trace. In a transaction of its own: the request's is rolled back with the error."""
-    session.rollback()  # gives up its connection (on SQLite the write lock) first
-    with unit_of_work(ctx.sessions) as own:
-        audit.record(
-            own,
-            action="case.read",
-            now=ctx.now(),
-            actor=principal,
-            object_type="case",
-            object_id=case_id,
-            outcome="denied",
-            request_id=_request_id(request),
-        )
+def _case_for(
+    request: Request,
+    ctx: AppContext,
+    session: DbSession,
+    principal: Principal,
+    case_id: uuid.UUID,
+    action: str,
+) -> Case:
+    """The case, if the caller may reach it; otherwise NotFound (404, whether it does not exist
+    or lies outside the caller's reach), with an ``action`` event of outcome ``denied``, so that
+    a key trying other teams' case ids leaves a trace. The event is written in a transaction of
+    its own: the request's is rolled back with the error."""
+    try:
+        return service.case_for(session, principal, case_id)
+    except NotFound:
+        session.rollback()  # gives up its connection (on SQLite the write lock) first
+        with unit_of_work(ctx.sessions) as own:
+            audit.record(
+                own,
+                action=action,
+                now=ctx.now(),
+                actor=principal,
+                object_type="case",
+                object_id=case_id,
+                outcome="denied",
+                request_id=_request_id(request),
+            )
+        raise
 
 
 class ContactAttemptIn(BaseModel):
@@ -227,7 +234,7 @@ def add_contact_attempt(
     session: DbSession,
     principal: CaseReader,
 ) -> dict[str, Any]:
-    case = service.case_for(session, principal, case_id)
+    case = _case_for(request, ctx, session, principal, case_id, "case.contact_attempt")
     attempt = service.add_contact_attempt(
         session,
         ctx,
@@ -274,7 +281,7 @@ def transfer_case(
     session: DbSession,
     principal: CaseReader,
 ) -> dict[str, Any]:
-    case = service.case_for(session, principal, case_id)
+    case = _case_for(request, ctx, session, principal, case_id, "case.transfer")
     from_route, from_team = case.route, case.team_id
     service.transfer(
         session, ctx, principal, case, to_route=body.route, team=body.team, reason=body.reason
@@ -318,7 +325,7 @@ def close_case(
     session: DbSession,
     principal: CaseReader,
 ) -> dict[str, Any]:
-    case = service.case_for(session, principal, case_id)
+    case = _case_for(request, ctx, session, principal, case_id, "case.close")
     service.close_case(session, ctx, principal, case, body.resultaat)
     _audit(
         request,

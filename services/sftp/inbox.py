@@ -40,10 +40,11 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from sqlalchemy.exc import DataError
@@ -236,11 +237,15 @@ def _write_result(base: Path, filename: str, result: dict[str, Any]) -> None:
     )
 
 
-def refuse_bad_names(ctx: Context, partner_id: uuid.UUID, base: Path) -> list[Outcome]:
-    """Refuse the inbox files whose names the drop does not take (not hidden, not ``.part``):
-    each gets ``outbox/rejected-name-<time>-<n>.result.json`` naming it, and is moved unread to
-    ``processed/`` (deleted with the originals). The built-in endpoint refuses such names when
-    they are opened; OpenSSH lets them through."""
+def refuse_bad_names(
+    ctx: Context, partner_id: uuid.UUID, base: Path, *, settled: Callable[[os.stat_result], bool]
+) -> list[Outcome]:
+    """Refuse the inbox files whose names the drop does not take (not hidden, not ``.part``),
+    once ``settled`` (their upload is over: a client may upload under a temporary name and
+    rename): each is moved unread to ``processed/`` (deleted with the originals), then gets
+    ``outbox/rejected-name-<time>-<n>.result.json`` naming it. The built-in endpoint refuses such
+    names when they are opened; OpenSSH lets them through. A file gone meanwhile (renamed by
+    the partner) is left alone."""
     folder = base / "inbox"
     if not folder.is_dir():
         return []
@@ -249,17 +254,23 @@ def refuse_bad_names(ctx: Context, partner_id: uuid.UUID, base: Path) -> list[Ou
         name = path.name
         if name.startswith(".") or name.endswith(PARTIAL_SUFFIX) or is_safe_name(name):
             continue
-        if not path.is_file() or path.is_symlink():
+        try:
+            stat = path.lstat()
+            if not S_ISREG(stat.st_mode) or not settled(stat):
+                continue
+            for outbound in ("outbox", "processed"):
+                (base / outbound).mkdir(exist_ok=True, mode=0o750)
+            stamp = f"{ctx.now().astimezone(UTC).strftime(STAMP_FORMAT)}-{uuid.uuid4().hex[:8]}"
+            os.replace(path, base / "processed" / f"{stamp}_rejected-name")
+        except FileNotFoundError:
             continue
-        for outbound in ("outbox", "processed"):
-            (base / outbound).mkdir(exist_ok=True, mode=0o750)
-        stamp = f"{ctx.now().astimezone(UTC).strftime(STAMP_FORMAT)}-{uuid.uuid4().hex[:8]}"
-        result = _rejected(name, ValidationFailed(BAD_NAME))
-        _write_result(base, f"rejected-name-{stamp}.result.json", result)
-        os.replace(path, base / "processed" / f"{stamp}_rejected-name")
         _fsync_dir(folder)
+        # As the partner's client would show it: bytes that are no UTF-8 as \x escapes.
+        shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+        result = _rejected(shown, ValidationFailed(BAD_NAME))
+        _write_result(base, f"rejected-name-{stamp}.result.json", result)
         log.warning("sftp file name refused", extra={"partner_id": str(partner_id)})
-        refused.append(Outcome(name, "rejected", result))
+        refused.append(Outcome(shown, "rejected", result))
     return refused
 
 

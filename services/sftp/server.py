@@ -34,6 +34,7 @@ from typing import Any
 import asyncssh
 from asyncssh import FXF_APPEND, FXF_READ, FXF_WRITE
 
+from services.ratelimit import TokenBuckets, limiter_clock
 from services.sftp import inbox
 from services.sftp.keys import partner_for_key, record_key_use
 from shared import audit
@@ -357,14 +358,18 @@ class PartnerSFTPServer(asyncssh.SFTPServer):
 class PartnerSSHServer(asyncssh.SSHServer):
     """Authentication: a registered, unrevoked public key of an active partner; nothing else."""
 
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: Context, failures: TokenBuckets) -> None:
+        self.ctx, self.failures = ctx, failures
         self._conn: asyncssh.SSHServerConnection | None = None
         self._fingerprint: str | None = None
+        self._peer = "unknown"
         self._refused = self._logged_in = False
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
+        peer = conn.get_extra_info("peername")
+        if peer:
+            self._peer = str(peer[0])
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -380,6 +385,12 @@ class PartnerSSHServer(asyncssh.SSHServer):
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         fingerprint = key.get_fingerprint("sha256")
+        if self.failures.waiting(self._peer) is not None:
+            # Over VS_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE failed logins from this address, as the
+            # API counts failed keys: every key is refused, unlooked-at, until the limit refills.
+            log.info("sftp login refused", extra={"reason": "too many failed logins"})
+            self._refused = True
+            return False
 
         def lookup() -> Principal | None:
             with unit_of_work(self.ctx.sessions) as session:
@@ -396,9 +407,13 @@ class PartnerSSHServer(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """A connection that offered only keys that were refused, and never logged in: one
-        ``auth.failed`` event (a client offers its keys in turn; one that logs in with a later
-        key has not failed). Nothing of the keys is recorded, nor the client's address."""
+        failed login, counted against the client's address, and one ``auth.failed`` event (a
+        client offers its keys in turn; one that logs in with a later key has not failed), while
+        the address is within its limit: beyond it nothing more is written. Nothing of the keys
+        is recorded, nor the client's address."""
         if not self._refused or self._logged_in:
+            return
+        if self.failures.take(self._peer) is not None:
             return
 
         def record() -> None:
@@ -452,7 +467,10 @@ async def start_server(
     def sftp_factory(chan: asyncssh.SSHServerChannel[bytes]) -> PartnerSFTPServer:
         return PartnerSFTPServer(chan, root=root, processor=processor)
 
-    server_factory: Callable[[], PartnerSSHServer] = lambda: PartnerSSHServer(ctx)  # noqa: E731
+    failures = TokenBuckets(ctx.settings.rate_limit_auth_failures_per_minute, limiter_clock(ctx))
+    server_factory: Callable[[], PartnerSSHServer] = lambda: PartnerSSHServer(  # noqa: E731
+        ctx, failures
+    )
     return await asyncssh.listen(
         host,
         port,

@@ -17,6 +17,7 @@ originals past ``VS_SFTP_KEEP_PROCESSED_DAYS`` are deleted at the first scan and
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -57,15 +58,18 @@ class Watcher:
                 outcome = self._attempt(inbox.process_claimed, partner_id, claimed)
                 if outcome is not None:
                     done.append(outcome)
-            done.extend(inbox.refuse_bad_names(self.ctx, partner_id, base))
+            done.extend(inbox.refuse_bad_names(self.ctx, partner_id, base, settled=self._quiet))
             for path in inbox.pending_files(base):
                 present.add(path)
-                stat = path.stat()
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # renamed or removed by the partner since the listing
+                    continue
                 signature = (stat.st_size, stat.st_mtime_ns)
                 previous = self._seen.get(path)
                 if previous is None or previous[:2] != signature:
                     self._seen[path] = (*signature, now)
-                    if self.wall() - stat.st_mtime < self.settle:  # written to just now
+                    if not self._quiet(stat):  # written to just now
                         continue
                 elif now - previous[2] < self.settle:
                     continue
@@ -80,6 +84,10 @@ class Watcher:
             self._expired_at = now
             inbox.expire(self.ctx, self.root)
         return done
+
+    def _quiet(self, stat: os.stat_result) -> bool:
+        """Not written for the settle time, by the file's modification time."""
+        return self.wall() - stat.st_mtime >= self.settle
 
     def _attempt(
         self, work: Callable[..., inbox.Outcome], partner_id: uuid.UUID, path: Path
@@ -97,5 +105,8 @@ class Watcher:
         stop = stop or threading.Event()
         log.info("sftp-watch started", extra={"interval": interval, "settle": self.settle})
         while not stop.is_set():
-            self.scan()
+            try:
+                self.scan()
+            except Exception as exc:  # a file gone mid-scan, a full disk: the next scan tries again
+                log.error("sftp scan failed", extra={"error": type(exc).__name__})
             stop.wait(interval)

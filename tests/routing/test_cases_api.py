@@ -429,6 +429,15 @@ def test_a_case_outside_the_callers_reach_is_404_and_audited_as_denied(
         assert events[0].object_id == world.cases["zuid_crisis"]
         assert audit.verify(session)[1] is None
     assert world.get("noord", f"/api/v1/cases/{world.cases['noord']}").status_code == 200
+    # A change asked for on another team's case: the same, under the change's own action.
+    other = world.cases["zuid_crisis"]
+    closing = {"resultaat": "(Budget)advies en/of quick fix"}
+    assert world.post("noord", f"/api/v1/cases/{other}/close", closing).status_code == 404
+    with ctx.sessions() as session:
+        refused = session.scalars(
+            sa.select(AuditEvent).where(AuditEvent.action == "case.close")
+        ).one()
+        assert (refused.outcome, refused.object_id) == ("denied", other)
 
 
 def test_the_outreach_protocol_guards_no_contact(world: World, ctx: Context) -> None:

@@ -280,6 +280,34 @@ def test_unknown_and_revoked_keys_are_refused(drop: Drop) -> None:
     ] * 2
 
 
+def test_failed_logins_are_limited_per_address_as_the_apis_failed_keys(
+    drop: Drop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over VS_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE failed logins from one address, every key is
+    refused until the limit refills (the test's clock stands still), and nothing more is
+    written to the audit trail: a flood of logins cannot flood it."""
+    drop.server.stop()
+    monkeypatch.setattr(drop.ctx.settings, "rate_limit_auth_failures_per_minute", 2)
+    drop.server.start()
+    stranger = asyncssh.generate_private_key("ssh-ed25519")
+
+    async def login(key: asyncssh.SSHKey) -> None:
+        async with drop.connect(key):
+            pass
+
+    for _ in range(3):
+        with pytest.raises(asyncssh.PermissionDenied):
+            drop.run(lambda: login(stranger))
+    with pytest.raises(asyncssh.PermissionDenied):  # a registered key too, from that address
+        drop.run(lambda: login(drop.keys["Energiek"]))
+    deadline = time.monotonic() + 10
+    while len(_audit_events(drop.ctx, "auth.failed")) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.3)  # the later refusals would have been written by now
+    assert len(_audit_events(drop.ctx, "auth.failed")) == 2
+
+
 def _audit_events(ctx: Context, action: str) -> list[AuditEvent]:
     with ctx.sessions() as session:
         return list(
@@ -616,23 +644,36 @@ def test_unfinished_uploads_are_deleted_after_the_days_kept_complete_files_never
 
 
 def test_watch_mode_refuses_a_name_the_drop_does_not_take(ctx: Context) -> None:
-    """OpenSSH lets any name through: the file is refused unread, with a result that says why,
-    and set aside in processed/ (deleted with the originals)."""
+    """OpenSSH lets any name through (any bytes, too): once the upload is over, the file is
+    refused unread, with a result that says why, and set aside in processed/ (deleted with the
+    originals). Before that it is left alone: a client may upload under such a name and rename."""
     register(ctx, "Energiek", "energie")
     with ctx.sessions() as session:
         partner_id = find_partner(session, "Energiek").id
     root = ctx.settings.resolved_sftp_root
     base = ensure_partner_folders(root, partner_id)
-    (base / "inbox" / "Achterstand (def).csv").write_bytes(GOOD)
-    done = Watcher(ctx, root, settle_seconds=5).scan()
-    assert [(o.name, o.status) for o in done] == [("Achterstand (def).csv", "rejected")]
+    inbox = base / "inbox"
+    (inbox / "Achterstand (def).csv").write_bytes(GOOD)
+    with open(os.fsencode(inbox) + b"/Financi\xebn.csv", "wb") as latin1:  # not UTF-8
+        latin1.write(GOOD)
+    now = [time.time()]
+    watcher = Watcher(ctx, root, settle_seconds=5, wall=lambda: now[0])
+    assert watcher.scan() == []  # written just now
+    assert len(list(inbox.iterdir())) == 2
+    now[0] += 6
+    done = watcher.scan()
+    shown = ["Achterstand (def).csv", "Financi\\xebn.csv"]
+    assert [(o.name, o.status) for o in done] == [(name, "rejected") for name in shown]
     assert "file name is not accepted" in done[0].result["problem"]["detail"]
-    assert list((base / "inbox").iterdir()) == []
-    (result,) = (base / "outbox").iterdir()
-    assert result.name.startswith("rejected-name-")
-    assert result.name.endswith(".result.json")
-    assert json.loads(result.read_text())["file"] == "Achterstand (def).csv"
-    assert [p.name.endswith("_rejected-name") for p in (base / "processed").iterdir()] == [True]
+    assert list(inbox.iterdir()) == []
+    results = sorted((base / "outbox").iterdir())
+    assert all(r.name.startswith("rejected-name-") for r in results)
+    assert all(r.name.endswith(".result.json") for r in results)
+    assert sorted(json.loads(r.read_text())["file"] for r in results) == shown
+    assert [p.name.endswith("_rejected-name") for p in (base / "processed").iterdir()] == [
+        True,
+        True,
+    ]
     with ctx.sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Delivery)) == 0
 
@@ -702,7 +743,8 @@ def test_a_file_complete_before_the_deadline_and_found_after_it_is_on_time(
     os.utime(waiting, (closed, closed))
     clock.set_local(2026, 11, 25, 0, 5)
     if finder == "sftp-watch":
-        (found,) = Watcher(drop.ctx, drop.root, settle_seconds=5).scan()
+        wall = closed + 360  # the real time of 00:05: the file last written 6 minutes before
+        (found,) = Watcher(drop.ctx, drop.root, settle_seconds=5, wall=lambda: wall).scan()
         result = found.result
     else:
         drop.server.start()
