@@ -214,9 +214,9 @@ WITH ins AS (
     FROM hsrc h
     JOIN hdel hd ON hd.partner_id = h.partner_id
     JOIN hpool p ON p.i = h.src_id %% 1021
-    RETURNING id, address_hash, partner_id, bedrag_cent
+    RETURNING id, address_hash, partner_id, bedrag_cent, signaaldatum
 )
-INSERT INTO hsig SELECT id, address_hash, partner_id, bedrag_cent FROM ins
+INSERT INTO hsig SELECT id, address_hash, partner_id, bedrag_cent, signaaldatum FROM ins
 """
 
 _RUN = """
@@ -356,7 +356,7 @@ def build_history(url: str, months: int, key_id: str, key_check: str) -> dict[st
         conn.execute("CREATE TEMP TABLE hcases_all (period text, address_hash text)")
         conn.execute(
             "CREATE TEMP TABLE hsig (id bigint, address_hash text, partner_id uuid, "
-            "bedrag_cent bigint) ON COMMIT DELETE ROWS"
+            "bedrag_cent bigint, signaaldatum date) ON COMMIT DELETE ROWS"
         )
         conn.execute("CREATE TEMP TABLE hcase (id uuid, address_hash text) ON COMMIT DELETE ROWS")
         conn.commit()
@@ -377,8 +377,9 @@ def build_history(url: str, months: int, key_id: str, key_check: str) -> dict[st
                 )
                 cur.execute(
                     """
-                    INSERT INTO case_signals (case_id, signal_id, partner_id, bedrag_cent)
-                    SELECT c.id, s.id, s.partner_id, s.bedrag_cent
+                    INSERT INTO case_signals (case_id, signal_id, partner_id, bedrag_cent,
+                                              signaaldatum)
+                    SELECT c.id, s.id, s.partner_id, s.bedrag_cent, s.signaaldatum
                     FROM hsig s JOIN hcase c ON c.address_hash = s.address_hash
                     """
                 )

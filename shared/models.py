@@ -626,10 +626,11 @@ class CaseSignal(Base):
     signal_id: Mapped[int] = mapped_column(
         ForeignKey("signals.id", ondelete="CASCADE"), primary_key=True, unique=True
     )
-    # The signal's partner and amount, copied when the case is made: what later runs read of
-    # earlier cases (repeat rule, recidive) without reading the signals themselves.
+    # The signal's partner, amount and date, copied when the case is made: what later runs read
+    # of earlier cases (repeat rule, recidive) without reading the signals themselves.
     partner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     bedrag_cent: Mapped[int | None] = mapped_column(BigInteger)
+    signaaldatum: Mapped[date | None] = mapped_column(Date)
 
 
 class ContactAttempt(Base):

@@ -133,8 +133,8 @@ def period_signals(session: Session, period: str) -> pl.DataFrame:
     """The signals of every partner's current delivery for the period (purged ones excluded)."""
     query = f"""
         SELECT s.id AS signal_id, {_uuid_text(session, "s.partner_id")} AS partner_id, s.kind,
-               s.address_hash, s.pc4, s.pc6_hash, s.person_hash, s.bedrag_cent, s.signaaldatum,
-               s.crisis, s.warme_overdracht
+               s.address_hash, s.pc4, s.pc6_hash, s.person_hash, s.bedrag_cent,
+               s.achterstand_sinds, s.signaaldatum, s.crisis, s.warme_overdracht
         {_period_signals(session, period)}
     """
     # On PostgreSQL the period is in the deliveries' ranges, written into the text.
@@ -206,6 +206,7 @@ def history(session: Session, first_period: str, period: str, *, tz: str) -> pl.
     query = f"""
         SELECT {_uuid_text(session, "c.id")} AS case_id, c.period, c.address_hash,
                {_uuid_text(session, "cs.partner_id")} AS partner_id, cs.bedrag_cent,
+               cs.signaaldatum,
                CASE WHEN c.status = 'open' THEN 1 ELSE 0 END AS case_open,
                {_utc_text(session, "c.closed_at")} AS closed_utc
         FROM cases c
@@ -409,12 +410,17 @@ def update_cases(
     update_from_frame(session, table, "id", notes)
 
 
+# What a case's link keeps of its signal (case_signals), for later runs' repeat rule.
+SIGNAL_FACTS = ("signal_id", "partner_id", "bedrag_cent", "signaaldatum")
+
+
 def insert_case_signals(session: Session, frame: pl.DataFrame) -> None:
-    """Links of cases to signals (frame: case_id, signal_id, partner_id, bedrag_cent)."""
+    """Links of cases to signals (frame: case_id, signal_id, partner_id, bedrag_cent,
+    signaaldatum: the signal's facts that later runs read)."""
     insert_frame(
         session,
         cast(Table, CaseSignal.__table__),
-        frame.select("case_id", "signal_id", "partner_id", "bedrag_cent"),
+        frame.select("case_id", "signal_id", "partner_id", "bedrag_cent", "signaaldatum"),
         uuid_columns=("case_id", "partner_id"),
     )
 

@@ -9,8 +9,13 @@ Where each rule comes from:
   ``min_amount_cents`` per partner kind, default 0. Signals below it are counted, not matched.
 * **Repeat signal** – the national model (and the covenant): a new signal from the same partner
   about the same arrears, while an earlier case for that address is open or was closed within
-  ``recidive_months``, is not picked up again ("Niet opgepakt: herhaalde melding") unless the amount
-  has gone up.
+  ``recidive_months``, is not picked up again ("Niet opgepakt: herhaalde melding") unless the
+  amount has gone up. The same arrears: they arose (``achterstand_sinds``) on or before the day the
+  partner reported them for the earlier case (its signal's ``signaaldatum``); arrears that arose
+  after it are new ones (the earlier arrears were paid off, or another household moved in), picked
+  up as any signal is. Nor is a crisis signal a repeat: a threatened eviction or disconnection is
+  the arrears escalating, which the Wgs wants picked up within three working days, not a report
+  again.
 * **Match** – the pilot: "the portal matches whether there are several arrears on one address". An
   address with fresh signals from two or more different partners becomes a case; rent arrears
   become a case on their own (the pilot: rent has the highest priority, with or without another
@@ -48,6 +53,7 @@ SIGNAL_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "pc6_hash": pl.String,
     "person_hash": pl.String,
     "bedrag_cent": pl.Int64,
+    "achterstand_sinds": pl.Date,
     "signaaldatum": pl.Date,
     "crisis": pl.Boolean,
     "warme_overdracht": pl.Boolean,
@@ -59,6 +65,8 @@ HISTORY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "address_hash": pl.String,
     "partner_id": pl.String,
     "bedrag_cent": pl.Int64,
+    # The earlier signal's date: arrears that arose after it are other arrears (the repeat rule).
+    "signaaldatum": pl.Date,
     "case_open": pl.Boolean,
     "closed_on": pl.Date,
 }
@@ -133,24 +141,29 @@ def mark_below_minimum(config: MatchConfig) -> pl.Expr:
 
 
 def mark_repeats(signals: pl.DataFrame, history: pl.DataFrame, config: MatchConfig) -> pl.Series:
-    """True for a partner's repeat report of arrears already handled (see module docstring)."""
+    """True for a partner's repeat report of arrears already handled: the same arrears (arisen by
+    the earlier report), its amount not higher, and no crisis (see the module docstring)."""
     live = history.filter(
         pl.col("case_open") | (pl.col("closed_on") >= pl.lit(config.repeat_closed_since))
     )
     # The latest earlier case's amount per address and partner: ordered within each (small)
     # group rather than sorting the whole history by its text columns first.
+    order = ("period", "case_id", "bedrag_cent", "signaaldatum")
     latest = live.group_by("address_hash", "partner_id").agg(
-        pl.col("bedrag_cent")
-        .sort_by("period", "case_id", "bedrag_cent")
-        .last()
-        .alias("earlier_cent")
+        pl.col("bedrag_cent").sort_by(*order).last().alias("earlier_cent"),
+        pl.col("signaaldatum").sort_by(*order).last().alias("earlier_on"),
     )
-    joined = signals.select("address_hash", "partner_id", "bedrag_cent").join(
+    columns = ("address_hash", "partner_id", "bedrag_cent", "achterstand_sinds", "crisis")
+    joined = signals.select(*columns).join(
         latest, on=["address_hash", "partner_id"], how="left", maintain_order="left"
     )
     return joined.select(
         (
-            pl.col("earlier_cent").is_not_null() & (pl.col("bedrag_cent") <= pl.col("earlier_cent"))
+            pl.col("earlier_cent").is_not_null()
+            & (pl.col("bedrag_cent") <= pl.col("earlier_cent"))
+            # A link made before migration 0023 has no date (none is left after it): the same.
+            & (pl.col("achterstand_sinds") <= pl.col("earlier_on")).fill_null(True)
+            & ~pl.col("crisis").fill_null(False)
         ).alias("repeat")
     )["repeat"]
 

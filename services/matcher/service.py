@@ -197,7 +197,7 @@ def run_period(
             existing=existing,
             now=now,
             plan=lambda fresh: plan_routes(session, ctx, run, fresh),
-            facts=signals.select("signal_id", "partner_id", "bedrag_cent"),
+            facts=signals.select(*repository.SIGNAL_FACTS),
         )
         repository.set_signal_outcomes(
             session, _outcomes_to_store(result.outcomes, rerun=run.rerun)
@@ -323,7 +323,7 @@ def _crisis_cases(
             existing=None,
             now=now,
             plan=lambda fresh: plan_routes(session, ctx, run, fresh),
-            facts=signals.select("signal_id", "partner_id", "bedrag_cent"),
+            facts=signals.select(*repository.SIGNAL_FACTS),
         )
         mark_known_to_sdv(session, routed)
         figures["routes"] = _route_counts(routed)

@@ -52,6 +52,7 @@ def signals(*rows: dict[str, Any]) -> pl.DataFrame:
         "pc6_hash": None,
         "person_hash": None,
         "bedrag_cent": 10_000,
+        "achterstand_sinds": date(2026, 9, 1),
         "signaaldatum": date(2026, 11, 10),
         "crisis": False,
         "warme_overdracht": False,
@@ -193,6 +194,7 @@ def history_row(case_id: str, period: str, partner: str, cents: int, **kw: Any) 
         "address_hash": A,
         "partner_id": partner,
         "bedrag_cent": cents,
+        "signaaldatum": kw.get("signaaldatum", date(2026, 10, 10)),
         "case_open": kw.get("case_open", True),
         "closed_on": kw.get("closed_on"),
     }
@@ -240,6 +242,53 @@ def test_repeat_signal_is_not_picked_up_unless_the_amount_went_up() -> None:
         .alias("bedrag_cent")
     )
     assert match(higher, earlier, CONFIG).cases.height == 1
+
+
+def test_arrears_that_arose_after_the_earlier_report_are_new_not_a_repeat() -> None:
+    """The same partner at the same address, the amount not higher, but the arrears arose after
+    the partner reported the earlier ones (paid off since, or another household): other arrears,
+    picked up. Arrears that arose by the day of the earlier report are the same ones."""
+    earlier = history(history_row("c1", "2026-10", "zorg1", 20_000, signaaldatum=date(2026, 10, 8)))
+    for since, expected in (
+        (date(2026, 9, 1), "repeat"),  # outstanding when reported in October
+        (date(2026, 10, 8), "repeat"),  # arisen on the day of that report: the same
+        (date(2026, 10, 9), "matched"),  # arisen after it: new arrears
+    ):
+        rows = signals(
+            {
+                "partner_id": "zorg1",
+                "kind": "zorg",
+                "address_hash": A,
+                "bedrag_cent": 15_000,
+                "achterstand_sinds": since,
+            },
+            {"partner_id": "energie1", "kind": "energie", "address_hash": A},
+        )
+        assert outcome(match(rows, earlier, CONFIG), 1) == expected, since
+
+
+def test_a_crisis_about_arrears_already_handled_is_picked_up_not_a_repeat() -> None:
+    """The same partner, the same or a lower amount, but now eviction or disconnection
+    threatens: the arrears escalated, and the Wgs wants them picked up within three working
+    days."""
+    earlier = history(history_row("c1", "2026-10", "huur1", 80_000))
+    rows = signals(
+        {
+            "partner_id": "huur1",
+            "kind": "huur",
+            "address_hash": A,
+            "bedrag_cent": 60_000,
+            "crisis": True,
+        }
+    )
+    result = match(rows, earlier, CONFIG)
+    assert outcome(result, 1) == "matched"
+    assert result.figures["repeat_signals"] == 0
+    (case,) = result.cases.iter_rows(named=True)
+    assert case["has_crisis"] is True
+    assert case["earlier_case_ids"] == ["c1"]  # recurrent: the earlier case is named
+    calm = rows.with_columns(pl.lit(False).alias("crisis"))
+    assert outcome(match(calm, earlier, CONFIG), 1) == "repeat"
 
 
 def test_priority_order() -> None:

@@ -664,10 +664,14 @@ def _statuses(ctx: Context) -> dict[str, str]:
     return {reference: status[signal_id] for reference, signal_id in ids.items()}
 
 
-def _month_of_rent(ctx: Context, clock: Clock, month: int, ref: str) -> Any:
-    """One rent signal at number 1 delivered in ``month`` of 2026 and that month's run."""
+def _month_of_rent(
+    ctx: Context, clock: Clock, month: int, ref: str, *, sinds: str | None = None
+) -> Any:
+    """One rent signal at number 1 delivered in ``month`` of 2026 (arrears since the first of
+    the month before, or ``sinds``) and that month's run."""
     clock.set_local(2026, month, 5, 9, 0)
-    deliver(ctx, "Huur BV", row(ref, nummer="1", bedrag="400", sinds=f"01-{month - 1:02d}-2026"))
+    since = sinds or f"01-{month - 1:02d}-2026"
+    deliver(ctx, "Huur BV", row(ref, nummer="1", bedrag="400", sinds=since))
     clock.set_local(2026, month, 26, 2, 0)
     return run_period(ctx)
 
@@ -694,11 +698,17 @@ def test_a_case_closed_within_the_window_makes_the_same_report_a_repeat(
 def test_a_case_still_open_from_before_the_window_makes_the_same_report_a_repeat(
     ctx: Context, clock: Clock, partners: None
 ) -> None:
-    """A repeat is a repeat while an earlier case is open, however long ago it was made."""
-    assert _month_of_rent(ctx, clock, 2, "H-feb").figures["cases"] == 1
-    october = _month_of_rent(ctx, clock, 10, "H-oct")  # the window: April to September
+    """A repeat is a repeat while an earlier case is open, however long ago it was made: the
+    same arrears (since January), reported again. Arrears that arose after the earlier report
+    are other arrears: picked up."""
+    january = "01-01-2026"
+    assert _month_of_rent(ctx, clock, 2, "H-feb", sinds=january).figures["cases"] == 1
+    october = _month_of_rent(ctx, clock, 10, "H-oct", sinds=january)  # window: April-September
     assert october.figures["cases"] == 0
     assert _statuses(ctx)["H-oct"] == "Niet opgepakt: herhaalde melding"
+    november = _month_of_rent(ctx, clock, 11, "H-nov")  # arrears since 1 October
+    assert november.figures["cases"] == 1
+    assert november.figures["repeat_signals"] == 0
 
 
 def test_a_rerun_weeks_later_judges_freshness_as_the_run_before(
