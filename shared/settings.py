@@ -34,6 +34,10 @@ DEFAULT_DATA_DIR = Path("data")
 PLACEHOLDER_MARKERS = ("changeme", "change-me", "placeholder", "example", "xxx")
 
 
+# The partner kinds (shared.models.PartnerKind, not imported here: settings come before models).
+PartnerKindName = Literal["huur", "energie", "water", "zorg"]
+
+
 def _read_secret(value: SecretStr | None, file: Path | None, name: str) -> str | None:
     if file is not None:
         try:
@@ -195,11 +199,13 @@ class Settings(BaseSettings):
     # Matching (the monthly run).
     freshness_days: int = Field(default=45, ge=1)
     recidive_months: int = Field(default=6, ge=1, le=36)
-    min_amount_cents: dict[str, int] = Field(
+    # Keys and kinds as the CLI and the API write them (shared.models.PartnerKind): a key spelt
+    # otherwise ("Energie", as DDAS writes it) would set no minimum at all, so it is refused.
+    min_amount_cents: dict[PartnerKindName, Annotated[int, Field(ge=0)]] = Field(
         default_factory=dict, description='per partner kind, e.g. {"zorg": 7500}'
     )
-    standalone_kinds: list[str] = Field(
-        default_factory=lambda: ["huur"],
+    standalone_kinds: list[PartnerKindName] = Field(
+        default_factory=lambda: list[PartnerKindName](["huur"]),
         description="partner kinds whose signal makes a case on its own",
     )
     crisis_standalone: bool = True

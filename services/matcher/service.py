@@ -92,8 +92,8 @@ def match_config(ctx: Context, period: Period, run_date: date) -> MatchConfig:
         run_date=run_date,
         freshness_days=s.freshness_days,
         recidive_months=s.recidive_months,
-        min_amount_cents=dict(s.min_amount_cents),
-        standalone_kinds=frozenset(s.standalone_kinds),
+        min_amount_cents={str(kind): cents for kind, cents in s.min_amount_cents.items()},
+        standalone_kinds=frozenset(str(kind) for kind in s.standalone_kinds),
         crisis_standalone=s.crisis_standalone,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import get_args
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,7 +12,7 @@ from pydantic import SecretStr
 
 from shared.errors import ConfigurationError
 from shared.periods import Period, last_closed_period, open_period
-from shared.settings import Settings, new_key_text, parse_keyring
+from shared.settings import PartnerKindName, Settings, new_key_text, parse_keyring
 
 AMS = ZoneInfo("Europe/Amsterdam")
 
@@ -117,3 +118,22 @@ def test_a_real_key_that_happens_to_contain_a_marker_is_accepted(tmp_path: Path)
             encryption_keys=SecretStr("k1:changeme"),
             address_hash_key=SecretStr(key),
         )
+
+
+def test_matching_settings_name_the_partner_kinds_as_written() -> None:
+    """A minimum under a key spelt otherwise ("Energie", as DDAS writes it) would set none at all:
+    refused at start, as a negative minimum is."""
+    from pydantic import ValidationError
+
+    from shared.models import PartnerKind
+
+    assert set(get_args(PartnerKindName)) == {k.value for k in PartnerKind}
+    ok = Settings(min_amount_cents={"energie": 7500}, standalone_kinds=["huur", "water"])
+    assert ok.min_amount_cents == {"energie": 7500}
+    for wrong in (
+        {"min_amount_cents": {"Energie": 7500}},
+        {"min_amount_cents": {"zorg": -1}},
+        {"standalone_kinds": ["Huur"]},
+    ):
+        with pytest.raises(ValidationError):
+            Settings(**wrong)
