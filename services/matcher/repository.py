@@ -185,10 +185,11 @@ def inputs(
 def history(session: Session, first_period: str, period: str, *, tz: str) -> pl.DataFrame:
     """Earlier cases (periods in [first, period), and older ones still open: a signal is a
     repeat while an earlier case is open, :func:`services.matcher.rules.mark_repeats`) at the
-    addresses of the period's signals, with their signals' partner and amount (kept with each
-    link, so the signals themselves are not read). A closed case's day of closing is the day in
-    ``tz`` (the municipality's), worked out here from the moment in UTC that both backends give
-    as text (SQLite has no time zones; its ``CAST(... AS DATE)`` gives the year alone).
+    addresses of the period's signals, with their signals' partner, amount and date (kept with
+    each link, so the signals themselves are not read) and whether the case had a crisis. A
+    closed case's day of closing is the day in ``tz`` (the municipality's), worked out here from
+    the moment in UTC that both backends give as text (SQLite has no time zones; its
+    ``CAST(... AS DATE)`` gives the year alone).
 
     Only those addresses' history can matter to the run (:func:`services.matcher.rules.match`):
     at national scale one earlier case in sixteen. Choosing them on the server sends that much
@@ -206,7 +207,7 @@ def history(session: Session, first_period: str, period: str, *, tz: str) -> pl.
     query = f"""
         SELECT {_uuid_text(session, "c.id")} AS case_id, c.period, c.address_hash,
                {_uuid_text(session, "cs.partner_id")} AS partner_id, cs.bedrag_cent,
-               cs.signaaldatum,
+               cs.signaaldatum, CASE WHEN c.has_crisis THEN 1 ELSE 0 END AS has_crisis,
                CASE WHEN c.status = 'open' THEN 1 ELSE 0 END AS case_open,
                {_utc_text(session, "c.closed_at")} AS closed_utc
         FROM cases c
@@ -216,7 +217,7 @@ def history(session: Session, first_period: str, period: str, *, tz: str) -> pl.
               SELECT s.address_hash {_period_signals(session, period, one_scan=True)})
     """  # noqa: S608 (no user input in the text)
     schema = {n: t for n, t in HISTORY_SCHEMA.items() if n != "closed_on"}
-    schema |= {"case_open": pl.Int8, "closed_utc": pl.String}
+    schema |= {"has_crisis": pl.Int8, "case_open": pl.Int8, "closed_utc": pl.String}
     frame = read_frame(session, query, {"first": first_period, "period": period}, schema)
     closed_on = (
         pl.col("closed_utc")
@@ -225,7 +226,9 @@ def history(session: Session, first_period: str, period: str, *, tz: str) -> pl.
         .dt.date()
     )
     return frame.with_columns(
-        pl.col("case_open").cast(pl.Boolean), closed_on.alias("closed_on")
+        pl.col("has_crisis").cast(pl.Boolean),
+        pl.col("case_open").cast(pl.Boolean),
+        closed_on.alias("closed_on"),
     ).select(list(HISTORY_SCHEMA))
 
 

@@ -13,9 +13,10 @@ Where each rule comes from:
   amount has gone up. The same arrears: they arose (``achterstand_sinds``) on or before the day the
   partner reported them for the earlier case (its signal's ``signaaldatum``); arrears that arose
   after it are new ones (the earlier arrears were paid off, or another household moved in), picked
-  up as any signal is. Nor is a crisis signal a repeat: a threatened eviction or disconnection is
-  the arrears escalating, which the Wgs wants picked up within three working days, not a report
-  again.
+  up as any signal is. Nor is a crisis signal a repeat when the earlier case had none: a
+  threatened eviction or disconnection is then the arrears escalating, which the Wgs wants
+  picked up within three working days; a crisis reported again, about the same arrears, is a
+  repeat like any other.
 * **Match** – the pilot: "the portal matches whether there are several arrears on one address". An
   address with fresh signals from two or more different partners becomes a case; rent arrears
   become a case on their own (the pilot: rent has the highest priority, with or without another
@@ -67,6 +68,8 @@ HISTORY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "bedrag_cent": pl.Int64,
     # The earlier signal's date: arrears that arose after it are other arrears (the repeat rule).
     "signaaldatum": pl.Date,
+    # Whether the earlier case had a crisis signal: a crisis after one is no escalation.
+    "has_crisis": pl.Boolean,
     "case_open": pl.Boolean,
     "closed_on": pl.Date,
 }
@@ -142,7 +145,8 @@ def mark_below_minimum(config: MatchConfig) -> pl.Expr:
 
 def mark_repeats(signals: pl.DataFrame, history: pl.DataFrame, config: MatchConfig) -> pl.Series:
     """True for a partner's repeat report of arrears already handled: the same arrears (arisen by
-    the earlier report), its amount not higher, and no crisis (see the module docstring)."""
+    the earlier report), its amount not higher, and no crisis that the earlier case did not have
+    (see the module docstring)."""
     live = history.filter(
         pl.col("case_open") | (pl.col("closed_on") >= pl.lit(config.repeat_closed_since))
     )
@@ -152,6 +156,7 @@ def mark_repeats(signals: pl.DataFrame, history: pl.DataFrame, config: MatchConf
     latest = live.group_by("address_hash", "partner_id").agg(
         pl.col("bedrag_cent").sort_by(*order).last().alias("earlier_cent"),
         pl.col("signaaldatum").sort_by(*order).last().alias("earlier_on"),
+        pl.col("has_crisis").sort_by(*order).last().alias("earlier_crisis"),
     )
     columns = ("address_hash", "partner_id", "bedrag_cent", "achterstand_sinds", "crisis")
     joined = signals.select(*columns).join(
@@ -163,7 +168,8 @@ def mark_repeats(signals: pl.DataFrame, history: pl.DataFrame, config: MatchConf
             & (pl.col("bedrag_cent") <= pl.col("earlier_cent"))
             # A link made before migration 0023 has no date (none is left after it): the same.
             & (pl.col("achterstand_sinds") <= pl.col("earlier_on")).fill_null(True)
-            & ~pl.col("crisis").fill_null(False)
+            # An escalation: a crisis where the earlier case had none.
+            & ~(pl.col("crisis").fill_null(False) & ~pl.col("earlier_crisis").fill_null(False))
         ).alias("repeat")
     )["repeat"]
 

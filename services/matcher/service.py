@@ -469,8 +469,8 @@ def _write_cases(
     their links.
 
     New cases are routed first (``plan``: SDV, budget coach or wijkteam, team, due date) and
-    inserted with their route, so they are written once. Each link carries its signal's partner
-    and amount (``facts``), which later runs read instead of the signals. Returns the cases and
+    inserted with their route, so they are written once. Each link carries its signal's partner,
+    amount and date (``facts``), which later runs read instead of the signals. Returns the cases and
     the routing.
     """
     cases = matched.with_columns(

@@ -195,6 +195,7 @@ def history_row(case_id: str, period: str, partner: str, cents: int, **kw: Any) 
         "partner_id": partner,
         "bedrag_cent": cents,
         "signaaldatum": kw.get("signaaldatum", date(2026, 10, 10)),
+        "has_crisis": kw.get("has_crisis", False),
         "case_open": kw.get("case_open", True),
         "closed_on": kw.get("closed_on"),
     }
@@ -269,8 +270,8 @@ def test_arrears_that_arose_after_the_earlier_report_are_new_not_a_repeat() -> N
 
 def test_a_crisis_about_arrears_already_handled_is_picked_up_not_a_repeat() -> None:
     """The same partner, the same or a lower amount, but now eviction or disconnection
-    threatens: the arrears escalated, and the Wgs wants them picked up within three working
-    days."""
+    threatens where the earlier case had no crisis: the arrears escalated, and the Wgs wants
+    them picked up within three working days."""
     earlier = history(history_row("c1", "2026-10", "huur1", 80_000))
     rows = signals(
         {
@@ -289,6 +290,10 @@ def test_a_crisis_about_arrears_already_handled_is_picked_up_not_a_repeat() -> N
     assert case["earlier_case_ids"] == ["c1"]  # recurrent: the earlier case is named
     calm = rows.with_columns(pl.lit(False).alias("crisis"))
     assert outcome(match(calm, earlier, CONFIG), 1) == "repeat"
+    # The crisis reported again, about the same arrears, after a crisis case: a repeat (else a
+    # partner that keeps the flag would make a new case every month).
+    after_a_crisis = history(history_row("c1", "2026-10", "huur1", 80_000, has_crisis=True))
+    assert outcome(match(rows, after_a_crisis, CONFIG), 1) == "repeat"
 
 
 def test_priority_order() -> None:

@@ -711,6 +711,27 @@ def test_a_case_still_open_from_before_the_window_makes_the_same_report_a_repeat
     assert november.figures["repeat_signals"] == 0
 
 
+def test_migration_0023_gives_each_case_link_its_signals_date(
+    ctx: Context, clock: Clock, partners: None, database_url: str
+) -> None:
+    """Links made before 0023 get their signal's date from ``signals`` (the repeat rule reads
+    it): down to 0022 (the column goes) and up again."""
+    from shared import migrate
+
+    assert _month_of_rent(ctx, clock, 9, "H-sep").figures["cases"] == 1
+    ctx.engine.dispose()
+    migrate.downgrade(database_url, "0022")
+    migrate.upgrade(database_url)
+    with ctx.sessions() as session:
+        dates = session.execute(
+            sa.select(CaseSignal.signaaldatum, Signal.signaaldatum).join(
+                Signal, Signal.id == CaseSignal.signal_id
+            )
+        ).all()
+    assert len(dates) == 1
+    assert all(link is not None and link == signal for link, signal in dates)
+
+
 def test_a_rerun_weeks_later_judges_freshness_as_the_run_before(
     ctx: Context, clock: Clock, partners: None
 ) -> None:
