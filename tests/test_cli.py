@@ -133,3 +133,21 @@ def test_database_errors_never_quote_the_statements_values(database_url: str) ->
         engine.dispose()
     assert "Jansen" not in str(failed.value)
     assert "hidden" in str(failed.value)
+
+
+def test_serve_listens_where_the_settings_say_unless_told(
+    cli_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VS_API_HOST and VS_API_PORT, as the configuration table says; --host and --port win.
+    (uvicorn, outside the project, is replaced: only where it is asked to listen matters.)"""
+    import uvicorn
+
+    asked: list[tuple[str, int]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: asked.append((kw["host"], kw["port"])))
+    monkeypatch.setenv("VS_API_HOST", "127.0.0.2")
+    monkeypatch.setenv("VS_API_PORT", "8123")
+    get_settings.cache_clear()
+    # Two workers: uvicorn is given the import string, so no application is built here.
+    assert runner.invoke(app, ["serve", "--workers", "2"]).exit_code == 0
+    assert runner.invoke(app, ["serve", "--workers", "2", "--port", "9000"]).exit_code == 0
+    assert asked == [("127.0.0.2", 8123), ("127.0.0.2", 9000)]
