@@ -243,16 +243,15 @@ def _record_failed_authentication(
     if certificate is not None:
         details["credential"] = "certificate"
         details["reason"] = certificate.reason or "not_registered"
-    with unit_of_work(ctx.sessions) as session:
-        audit.record(
-            session,
-            action="auth.failed",
-            now=ctx.now(),
-            outcome="denied",
-            request_id=getattr(request.state, "request_id", None),
-            details=details,
-            system_actor="unauthenticated",
-        )
+    audit.record_apart(
+        ctx.sessions,
+        action="auth.failed",
+        now=ctx.now(),
+        outcome="denied",
+        request_id=getattr(request.state, "request_id", None),
+        details=details,
+        system_actor="unauthenticated",
+    )
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from shared.auth import Principal
 from shared.models import AuditEvent
@@ -111,6 +111,16 @@ class Break:
 
     event_id: int
     problem: str
+
+
+def record_apart(sessions: sessionmaker[Session], **event: Any) -> None:
+    """:func:`record` in a short transaction of its own, committed at once: for an event about
+    work that does not commit (a refused login, a refused request, whose own transaction rolls
+    back) or that has no transaction (the SFTP endpoint's sessions)."""
+    from shared.db import unit_of_work
+
+    with unit_of_work(sessions) as session:
+        record(session, **event)
 
 
 def _events(session: Session, batch: int = 5000) -> Iterator[AuditEvent]:

@@ -31,7 +31,6 @@ from services.routing import service
 from shared import audit
 from shared.auth import Principal
 from shared.crypto import signal_aad
-from shared.db import unit_of_work
 from shared.errors import NotFound
 from shared.models import (
     AuditEvent,
@@ -196,17 +195,16 @@ def _case_for(
         return service.case_for(session, principal, case_id)
     except NotFound:
         session.rollback()  # gives up its connection (on SQLite the write lock) first
-        with unit_of_work(ctx.sessions) as own:
-            audit.record(
-                own,
-                action=action,
-                now=ctx.now(),
-                actor=principal,
-                object_type="case",
-                object_id=case_id,
-                outcome="denied",
-                request_id=_request_id(request),
-            )
+        audit.record_apart(
+            ctx.sessions,
+            action=action,
+            now=ctx.now(),
+            actor=principal,
+            object_type="case",
+            object_id=case_id,
+            outcome="denied",
+            request_id=_request_id(request),
+        )
         raise
 
 

@@ -28,9 +28,9 @@ Originals hold personal data in the clear, so they are not kept: ``processed/`` 
 that will never be ingested (an upload still named ``.part``, a hidden file) last written longer
 ago than that (:func:`expire_unfinished`), by the SFTP endpoint every hour and by ``sftp-watch``
 on its scans. A file under a name the drop does not take (OpenSSH lets any name through) is
-refused at once (:func:`refuse_bad_names`): a result in the outbox, the file set aside unread in
-``processed/``. A claimed file whose ingest failed for a reason of ours (the database down, a
-bug) is kept and processed again, never deleted unread.
+refused once its upload is over (:func:`refuse_bad_names`): a result in the outbox, the file set
+aside unread in ``processed/``. A claimed file whose ingest failed for a reason of ours (the
+database down, a bug) is kept and processed again, never deleted unread.
 """
 
 from __future__ import annotations
@@ -312,7 +312,13 @@ def expire_unfinished(root: Path, now: datetime, keep_days: int) -> int:
     cutoff = (now - timedelta(days=keep_days)).timestamp()
     removed = 0
     for path in _files_in(root, "inbox"):
-        if not is_complete_name(path.name) and path.stat().st_mtime < cutoff:
+        if is_complete_name(path.name):
+            continue
+        try:
+            written = path.stat().st_mtime
+        except FileNotFoundError:  # renamed by the partner since the listing (its .part done)
+            continue
+        if written < cutoff:
             path.unlink(missing_ok=True)
             removed += 1
     return removed

@@ -224,16 +224,15 @@ class PartnerSFTPServer(asyncssh.SFTPServer):
         ctx = self.processor.ctx
 
         def record() -> None:
-            with unit_of_work(ctx.sessions) as session:
-                audit.record(
-                    session,
-                    action="sftp.download",
-                    now=ctx.now(),
-                    actor=self.principal,
-                    object_type="sftp_file",
-                    object_id=local.name.partition("_")[0],  # its time of processing
-                    details={"bytes": local.stat().st_size},
-                )
+            audit.record_apart(
+                ctx.sessions,
+                action="sftp.download",
+                now=ctx.now(),
+                actor=self.principal,
+                object_type="sftp_file",
+                object_id=local.name.partition("_")[0],  # its time of processing
+                details={"bytes": local.stat().st_size},
+            )
 
         try:
             await asyncio.get_running_loop().run_in_executor(None, record)
@@ -418,15 +417,14 @@ class PartnerSSHServer(asyncssh.SSHServer):
 
         def record() -> None:
             try:
-                with unit_of_work(self.ctx.sessions) as session:
-                    audit.record(
-                        session,
-                        action="auth.failed",
-                        now=self.ctx.now(),
-                        outcome="denied",
-                        details=REFUSED_KEY,
-                        system_actor="unauthenticated",
-                    )
+                audit.record_apart(
+                    self.ctx.sessions,
+                    action="auth.failed",
+                    now=self.ctx.now(),
+                    outcome="denied",
+                    details=REFUSED_KEY,
+                    system_actor="unauthenticated",
+                )
             except Exception as failure:
                 log.error("sftp refusal not audited", extra={"error": type(failure).__name__})
 
