@@ -1023,6 +1023,60 @@ def staff_revoke_key(
 # --- exports ----------------------------------------------------------------------------------
 
 
+@export_app.command("singles")
+def export_singles(
+    out: Annotated[Path, typer.Option(help="The file to write (mode 0600, written atomically).")],
+    period: Annotated[
+        str | None,
+        typer.Option(help="YYYY-MM (default: the latest period with a completed run)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the addresses with a single signal, owed an offer of help by letter, as a CSV
+    file for a mail merge (one line per address, ';', UTF-8): GET /api/v1/singles in one go."""
+    from services.routing.singles import each_single, judged, write_csv
+    from shared.db import unit_of_work
+    from shared.errors import NotFound
+    from shared.files import private_file
+    from shared.periods import Period
+
+    try:
+        wanted = str(Period.parse(period)) if period else None
+    except AppError:
+        typer.echo("error: --period is YYYY-MM", err=True)
+        raise typer.Exit(2) from None
+    ctx = _context()
+    try:
+        with unit_of_work(ctx.sessions) as session, private_file(out) as handle:
+            found = judged(session, wanted)
+            count = write_csv(each_single(session, ctx, found), handle)
+            details = {"period": found.run.period, "addresses": count}
+            _audit(session, ctx, "export.singles", "run", found.run.id, details)
+            # The event commits before the file is put in place: an export is never on disk
+            # without its event (a failed rename leaves an event for a file that is not there).
+            session.commit()
+    except NotFound as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    data = {
+        "file": str(out),
+        "period": found.run.period,
+        "run_id": str(found.run.id),
+        "addresses": count,
+        "deliveries_since_run": found.deliveries_since_run,
+    }
+
+    def human() -> None:
+        typer.echo(f"wrote {out}: {count} addresses with a single signal in {found.run.period}")
+        if found.deliveries_since_run:
+            typer.echo(
+                f"note: {found.deliveries_since_run} delivery(ies) of {found.run.period} came "
+                "after its run and are not in the file: rerun the period to include them"
+            )
+
+    emit(data, as_json, human)
+
+
 @export_app.command("ddas")
 def export_ddas(
     from_: Annotated[str, typer.Option("--from", help="First signal date, YYYY-MM-DD.")],

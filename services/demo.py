@@ -212,6 +212,7 @@ def run_demo(fresh: bool = True) -> int:
             for line in run_summary_lines(report):
                 _say(line)
         _cases_per_route(base, staff["coordinator"], str(second))
+        _singles(base, staff["sdv"], report.figures["singles"])
         _wijkteam_at_work(ctx, base, staff, clock, second)
     _export(ctx, second)
     with ctx.sessions() as session:
@@ -371,6 +372,23 @@ def _cases_per_route(base: str, key: str, period: str) -> None:
             )
             if len(shown) == 2:
                 break
+
+
+def _singles(base: str, key: str, counted: int) -> None:
+    """SDV's work list of the single signals: the addresses owed an offer of help by letter."""
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as client:
+        body = client.get("/api/v1/singles", params={"page_size": 3}).json()
+    _heading(f"{body['period']}: single signals, owed an offer of help by letter (SDV's list)")
+    _say(
+        f"{body['total']} addresses with a single signal (the run counted {counted}); "
+        "GET /api/v1/singles gives each with its contact details (each page read is audited):"
+    )
+    for item in body["items"]:
+        signals = ", ".join(
+            f"{s['kind']} {s['bedrag_cent'] / 100:,.2f} since {s['achterstand_sinds']}"
+            for s in item["signals"]
+        )
+        _say(f"  PC4 {item['address']['postcode'][:4]}: {signals}")
 
 
 def _wijkteam_at_work(

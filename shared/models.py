@@ -371,6 +371,10 @@ class Run(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime)
     duration_ms: Mapped[int] = mapped_column(Integer)
+    # A monthly run's deliveries: the ids of the current deliveries whose signals it read (JSON
+    # list). What it judged, so that its single signals can be listed after it (a delivery that
+    # arrives later is not among them until a rerun). Null for crisis runs.
+    delivery_ids: Mapped[str | None] = mapped_column(Text)
 
 
 class Route(StrEnum):

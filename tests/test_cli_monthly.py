@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from services.cli import EXIT_RUN_IN_PROGRESS, app
 from services.ingest.service import ingest_with_retry
+from services.routing.singles import CSV_COLUMNS, csv_line
 from shared.context import build_context
-from shared.models import Partner, SignalledAddresses
+from shared.models import AuditEvent, Partner, SignalledAddresses
 from shared.settings import get_settings
 from tests.conftest import AMSTERDAM
 from tests.helpers import csv_file, row
@@ -235,3 +236,84 @@ def test_an_export_whose_audit_event_fails_writes_no_file(
     assert result.exit_code != 0
     assert not out.exists()
     assert list(tmp_path.glob(".ddas.json.*")) == []  # nor a half-written one
+
+
+def test_export_singles_writes_the_letter_file(october: None, tmp_path: Path) -> None:
+    """October: rent at number 12 made a case; the health insurer's signal at number 2 is
+    single. One line for it, with what a letter needs; private, audited, and the period must
+    have had its run."""
+    out = tmp_path / "brieven.csv"
+    before = runner.invoke(app, ["export", "singles", "--period", "2026-10", "--out", str(out)])
+    assert before.exit_code == 1
+    assert "no completed run for 2026-10" in before.stderr
+    assert not out.exists()
+    invoke("run", "--period", "2026-10", "--as-of", "2026-10-26", "--json")
+    written = invoke("export", "singles", "--out", str(out), "--json")
+    assert isinstance(written, dict)
+    assert (written["period"], written["addresses"], written["deliveries_since_run"]) == (
+        "2026-10",
+        1,
+        0,
+    )
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    raw = out.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # a byte order mark: spreadsheets read it as UTF-8
+    header, line = raw.decode("utf-8-sig").splitlines()
+    assert header.split(";") == list(CSV_COLUMNS)
+    assert dict(zip(CSV_COLUMNS, line.split(";"), strict=True)) == {
+        "postcode": "2011AB",
+        "huisnummer": "2",
+        "huisnummer_toevoeging": "",
+        "straat": "Kerkstraat",
+        "woonplaats": "Haarlem",
+        "namen": "J. Jansen",
+        "telefoon": "0612345678",
+        "email": "",
+        "partners": "Zorg UA",
+        "soorten": "zorg",
+        "bedrag": "250,00",
+        "referenties": "Z1",
+    }
+    ctx = build_context(get_settings())
+    with ctx.sessions() as session:
+        details = session.scalars(
+            sa.select(AuditEvent.details).where(AuditEvent.action == "export.singles")
+        ).all()
+    ctx.engine.dispose()
+    assert [json.loads(d or "{}") for d in details] == [{"period": "2026-10", "addresses": 1}]
+    assert (
+        runner.invoke(
+            app, ["export", "singles", "--period", "10-2026", "--out", str(out)]
+        ).exit_code
+        == 2
+    )
+
+
+def test_a_letter_file_cell_a_spreadsheet_would_run_is_written_as_text() -> None:
+    """A value that starts as a formula would (a name "=HYPERLINK(...)", a phone "+31...")
+    gets a quote before it; several persons and signals at one address are joined."""
+    person = {"voorletters": "A.", "tussenvoegsel": "de", "achternaam": "=HYPERLINK(1)"}
+    item = {
+        "address": {"postcode": "2011AB", "huisnummer": "2", "huisnummer_suffix": "A"},
+        "persons": [
+            person | {"telefoon": "+31612345678", "email": None},
+            {"voorletters": "B.", "tussenvoegsel": None, "achternaam": "Bos"}
+            | {"telefoon": None, "email": "@b.nl"},
+        ],
+        "signals": [
+            {
+                "partner": {"name": "Zorg UA"},
+                "kind": "zorg",
+                "bedrag_cent": 1005,
+                "referentie": "-1",
+            },
+            {"partner": {"name": "Zorg UA"}, "kind": "zorg", "bedrag_cent": 99, "referentie": "Z2"},
+        ],
+    }
+    cells = dict(zip(CSV_COLUMNS, csv_line(item), strict=True))
+    assert cells["namen"] == "A. de =HYPERLINK(1) / B. Bos"
+    assert cells["telefoon"] == "'+31612345678"
+    assert cells["email"] == "'@b.nl"
+    assert (cells["partners"], cells["soorten"], cells["bedrag"]) == ("Zorg UA", "zorg", "11,04")
+    assert cells["referenties"] == "'-1 / Z2"
+    assert (cells["straat"], cells["huisnummer_toevoeging"]) == ("", "A")

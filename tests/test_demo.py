@@ -37,6 +37,15 @@ def test_the_demo_runs_two_months_and_shows_the_result(
     assert re.search(r"  case \w+ \(PC4 \d{4}\) had a case before in 2026-10", out)
     signalled = r"was signalled before in 2026-\d{2}(, 2026-\d{2})*, without a case"
     assert re.search(r"  case \w+ \(PC4 \d{4}\) " + signalled, out)
+    # SDV's list of the single signals holds as many addresses as the run counted.
+    singles = re.findall(r"single signals \(by letter\)\s+(\d+)", out)
+    listed = re.search(
+        r"^(\d+) addresses with a single signal \(the run counted (\d+)\)", out, re.M
+    )
+    assert listed is not None
+    assert listed.group(1) == listed.group(2) == singles[-1]
+    assert int(listed.group(1)) > 0
+    assert len(re.findall(r"^  PC4 \d{4}: (energie|water|zorg|huur) ", out, re.M)) == 3
     # Cases per route, the protocol refusing an early "no contact", and two closures.
     for route in ("budgetcoach", "sdv", "wijkteam / noord"):
         assert re.search(rf"^{re.escape(route)}\s+\d+ cases, due", out, re.MULTILINE)

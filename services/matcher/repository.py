@@ -44,12 +44,37 @@ def _uuid_text(session: Session, column: str) -> str:
     return f"CAST({column} AS TEXT)" if is_postgres(session) else column
 
 
-def _period_signals(session: Session, period: str, *, one_scan: bool = False) -> str:
+# Deliveries as (id, first and last signal id): what finds their signals (shared.ids).
+Ranges = Sequence[tuple[Any, int | None, int | None]]
+
+
+def current_deliveries(session: Session, period: str) -> Ranges:
+    """Every partner's current delivery for the period, as (id, first and last signal id)."""
+    return [
+        (delivery_id, first, last)
+        for delivery_id, first, last in session.execute(
+            select(Delivery.id, Delivery.first_signal_id, Delivery.last_signal_id)
+            .where(
+                Delivery.period == period,
+                Delivery.status == DeliveryStatus.accepted,
+                Delivery.first_signal_id.is_not(None),
+            )
+            .order_by(Delivery.id)
+        )
+    ]
+
+
+def _period_signals(
+    session: Session, period: str, *, one_scan: bool = False, deliveries: Ranges | None = None
+) -> str:
     """FROM and WHERE of the period's signals (as ``s``): those of every partner's current
     delivery (purged ones excluded), each delivery's in its range of ids
     (``Delivery.first_signal_id``); on PostgreSQL through :func:`signals_in_ranges`, or with
     ``one_scan`` through :func:`signal_ranges_condition` (for a subquery whose values the
-    planner must count: see :func:`history`).
+    planner must count: see :func:`history`). On PostgreSQL ``deliveries`` are the current
+    deliveries when the caller has them (:func:`current_deliveries`; the run reads them once,
+    for both of its reads and its record). SQLite joins the deliveries in the statement: the
+    run's transaction holds the database's one write lock there, so they are the same.
     """
     if not is_postgres(session):
         return """
@@ -58,13 +83,7 @@ def _period_signals(session: Session, period: str, *, one_scan: bool = False) ->
                           AND s.delivery_id = d.id
             WHERE d.period = :period AND d.status = 'accepted' AND s.address_hash IS NOT NULL
         """
-    current = session.execute(
-        select(Delivery.id, Delivery.first_signal_id, Delivery.last_signal_id).where(
-            Delivery.period == period,
-            Delivery.status == DeliveryStatus.accepted,
-            Delivery.first_signal_id.is_not(None),
-        )
-    ).all()
+    current = current_deliveries(session, period) if deliveries is None else deliveries
     if one_scan:
         return f"FROM signals s WHERE ({signal_ranges_condition(current)}) AND {_KEPT}"
     return f"FROM {signals_in_ranges(current)}"
@@ -129,13 +148,14 @@ def signal_ranges_condition(deliveries: Iterable[tuple[Any, int | None, int | No
 RUN_WORK_MEM = "64MB"
 
 
-def period_signals(session: Session, period: str) -> pl.DataFrame:
-    """The signals of every partner's current delivery for the period (purged ones excluded)."""
+def period_signals(session: Session, period: str, deliveries: Ranges | None = None) -> pl.DataFrame:
+    """The signals of every partner's current delivery for the period (purged ones excluded);
+    ``deliveries`` as in :func:`_period_signals`."""
     query = f"""
         SELECT s.id AS signal_id, {_uuid_text(session, "s.partner_id")} AS partner_id, s.kind,
                s.address_hash, s.pc4, s.pc6_hash, s.person_hash, s.bedrag_cent,
                s.achterstand_sinds, s.signaaldatum, s.crisis, s.warme_overdracht
-        {_period_signals(session, period)}
+        {_period_signals(session, period, deliveries=deliveries)}
     """
     # On PostgreSQL the period is in the deliveries' ranges, written into the text.
     params = {} if is_postgres(session) else {"period": period}
@@ -149,9 +169,11 @@ def inputs(
     prepare: Callable[[pl.DataFrame], T],
     *,
     tz: str,
+    deliveries: Ranges | None = None,
 ) -> tuple[T, pl.DataFrame]:
     """The period's signals (:func:`period_signals`), put through ``prepare`` (the rules that
-    need only them), and the history (:func:`history`).
+    need only them), and the history (:func:`history`); ``deliveries`` as in
+    :func:`_period_signals`.
 
     On PostgreSQL the history is read on a connection of its own, side by side with the signals:
     each read keeps a server process busy, and the machine has two cores (at national scale
@@ -164,6 +186,8 @@ def inputs(
     if not is_postgres(session):
         prepared = prepare(period_signals(session, period))
         return prepared, history(session, first_period, period, tz=tz)
+    if deliveries is None:
+        deliveries = current_deliveries(session, period)
     # The run's own statements keep the run's work memory (history() sets it on its connection).
     session.execute(text(f"SET LOCAL work_mem = '{RUN_WORK_MEM}'"))
     engine = session.get_bind()
@@ -174,15 +198,17 @@ def inputs(
             # One server process: the other core is reading the signals. (On its own, the
             # planner's parallel plan builds the hash of the month's addresses once per process.)
             other.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
-            return history(other, first_period, period, tz=tz)
+            return history(other, first_period, period, tz=tz, deliveries=deliveries)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-history") as pool:
         earlier = pool.submit(read_history)
-        prepared = prepare(period_signals(session, period))
+        prepared = prepare(period_signals(session, period, deliveries))
         return prepared, earlier.result()
 
 
-def history(session: Session, first_period: str, period: str, *, tz: str) -> pl.DataFrame:
+def history(
+    session: Session, first_period: str, period: str, *, tz: str, deliveries: Ranges | None = None
+) -> pl.DataFrame:
     """Earlier cases (periods in [first, period), and older ones still open: a signal is a
     repeat while an earlier case is open, :func:`services.matcher.rules.mark_repeats`) at the
     addresses of the period's signals, with their signals' partner, amount and date (kept with
@@ -214,7 +240,8 @@ def history(session: Session, first_period: str, period: str, *, tz: str) -> pl.
         JOIN case_signals cs ON cs.case_id = c.id
         WHERE c.period < :period AND (c.period >= :first OR c.status = 'open')
           AND c.address_hash IN (
-              SELECT s.address_hash {_period_signals(session, period, one_scan=True)})
+              SELECT s.address_hash
+              {_period_signals(session, period, one_scan=True, deliveries=deliveries)})
     """  # noqa: S608 (no user input in the text)
     schema = {n: t for n, t in HISTORY_SCHEMA.items() if n != "closed_on"}
     schema |= {"has_crisis": pl.Int8, "case_open": pl.Int8, "closed_utc": pl.String}

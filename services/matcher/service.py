@@ -176,7 +176,10 @@ def run_period(
         matched_as_of = as_of or (first.run_date if first is not None else run_date)
         config = match_config(ctx, target, matched_as_of)
         progress(f"reading the signals of {target}")
-        prepared, earlier, addresses = _inputs(session, ctx, config, keep=True)
+        deliveries = repository.current_deliveries(session, str(target))
+        prepared, earlier, addresses = _inputs(
+            session, ctx, config, keep=True, deliveries=deliveries
+        )
         signals = prepared.signals
         progress(f"matching {signals.height} signals against {earlier.height} earlier ones")
         result = finish(prepared, earlier, addresses.frame)
@@ -185,6 +188,8 @@ def run_period(
         missing = repository.partners_without_delivery(session, str(target))
         figures["partners_without_delivery"] = missing
         run = _new_run(session, config, RunKind.monthly, run_date, now, rerun=done is not None)
+        # What it judged: the list of single signals is read from these (services.routing.singles).
+        run.delivery_ids = json.dumps(sorted(str(d[0]) for d in deliveries))
         progress(f"writing {result.cases.height} cases")
         # A rerun's earlier cases, or the cases crisis runs made before the monthly run: kept
         # with their ids, work, route and due date, and given this run's signals.
@@ -344,14 +349,25 @@ def _crisis_cases(
 
 
 def _inputs(
-    session: Session, ctx: Context, config: MatchConfig, *, keep: bool
+    session: Session,
+    ctx: Context,
+    config: MatchConfig,
+    *,
+    keep: bool,
+    deliveries: repository.Ranges | None = None,
 ) -> tuple[Prepared, pl.DataFrame, signalled.Earlier]:
-    """The period's signals, put through the rules that need only them, its history (the
-    earlier cases), and the addresses signalled in the earlier periods (with ``keep``, the sets
-    built for periods that had none are stored)."""
+    """The period's signals (of ``deliveries``, when given: its current deliveries), put
+    through the rules that need only them, its history (the earlier cases), and the addresses
+    signalled in the earlier periods (with ``keep``, the sets built for periods that had none
+    are stored)."""
     first, period = str(config.earliest_history_period), str(config.period)
     prepared, earlier = repository.inputs(
-        session, first, period, lambda signals: prepare(signals, config), tz=ctx.settings.timezone
+        session,
+        first,
+        period,
+        lambda signals: prepare(signals, config),
+        tz=ctx.settings.timezone,
+        deliveries=deliveries,
     )
     addresses = signalled.before(
         session,

@@ -32,11 +32,8 @@ validate against; validation itself stays out of the runtime (``jsonschema`` is 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import tempfile
 import uuid
 from datetime import UTC, date, datetime
 from importlib import resources
@@ -47,6 +44,7 @@ from sqlalchemy import Row, Select, select
 from sqlalchemy.orm import Session
 
 from shared.crypto import DecryptionError, PiiCipher, signal_aad
+from shared.files import private_file
 from shared.models import (
     Case,
     CaseSignal,
@@ -126,32 +124,10 @@ def build_export(
 
 
 def write_export(document: dict[str, Any], out: Path) -> None:
-    """Write the document atomically as UTF-8 JSON, readable by its owner only (mode 0600).
-
-    A temporary file in the same folder is written, flushed to disk and renamed over ``out``, so a
-    reader sees the old file or the new one, never half of it.
-    """
-    payload = (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
-    directory = out.parent
-    fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{out.name}.", suffix=".tmp")
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, out)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    # Make the rename itself durable; not every file system lets a directory be fsynced.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    """Write the document atomically as UTF-8 JSON, readable by its owner only (mode 0600):
+    :func:`shared.files.private_file`."""
+    with private_file(out) as handle:
+        handle.write((json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
 
 
 def ddas_datetime(moment: datetime) -> str:

@@ -8,6 +8,7 @@ Who may call what (least privilege):
 case actions (POST)            sdv, wijkteam, budgetcoach on their own cases; coordinator
 ``/api/v1/sdv/clients``        sdv
 ``GET /api/v1/runs[/{id}]``    coordinator
+``GET /api/v1/singles``        sdv, coordinator
 ``GET .../{id}/feedback``      the partner that made the delivery
 ============================  ==========================================================
 
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from services.deps import AppContext, DbSession, PartnerPrincipal, ReadSession, require_roles
-from services.routing import service
+from services.routing import service, singles
 from shared import audit
 from shared.auth import Principal
 from shared.crypto import signal_aad
@@ -52,11 +53,14 @@ from shared.models import (
 from shared.periods import local_today
 
 router = APIRouter(prefix="/api/v1", tags=["cases"])
+# A period in the query (as documented in the OpenAPI document).
+PERIOD_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
 
 CaseReader = Annotated[Principal, Depends(require_roles(*service.CASE_READERS))]
 SdvStaff = Annotated[Principal, Depends(require_roles(Role.sdv))]
 Coordinator = Annotated[Principal, Depends(require_roles(Role.coordinator))]
 AuditReader = Annotated[Principal, Depends(require_roles(Role.coordinator, Role.admin))]
+SinglesReader = Annotated[Principal, Depends(require_roles(*singles.SINGLES_READERS))]
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     status: {"content": {"application/problem+json": {}}, "description": text}
@@ -124,7 +128,7 @@ class CaseQuery(BaseModel):
     route: Route | None = None
     team: str | None = Field(None, description="team name or id")
     overdue: bool | None = None
-    period: str | None = Field(None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    period: str | None = Field(None, pattern=PERIOD_PATTERN)
     page: int = Field(1, ge=1, le=100_000)
     page_size: int = Field(50, ge=1, le=500)
 
@@ -435,7 +439,7 @@ def list_runs(
     ctx: AppContext,
     session: ReadSession,
     principal: Coordinator,
-    period: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None,
+    period: Annotated[str | None, Query(pattern=PERIOD_PATTERN)] = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
@@ -539,6 +543,61 @@ def delivery_feedback(
     }
 
 
+# --- single signals -------------------------------------------------------------------------------
+
+
+class SinglesQuery(BaseModel):
+    period: str | None = Field(
+        None,
+        pattern=PERIOD_PATTERN,
+        description="the period (default: the latest with a completed run)",
+    )
+    page: int = Field(1, ge=1, le=100_000)
+    page_size: int = Field(50, ge=1, le=500)
+
+
+@router.get(
+    "/singles",
+    responses=PROBLEMS,
+    tags=["singles"],
+    summary="Addresses with a single signal, owed an offer of help by letter (audited)",
+)
+def list_singles(
+    request: Request,
+    ctx: AppContext,
+    session: DbSession,
+    principal: SinglesReader,
+    query: Annotated[SinglesQuery, Query()],
+) -> dict[str, Any]:
+    """The period's addresses whose signals made no case (``services.routing.singles``), with
+    the contact details a letter or a call needs, ordered by four-digit postcode. 404 when the
+    period has no completed run. Each page read is audited (``singles.read``)."""
+    found = singles.singles_page(
+        session, ctx, query.period, page=query.page, page_size=query.page_size
+    )
+    _audit(
+        request,
+        ctx,
+        session,
+        principal,
+        "singles.read",
+        "run",
+        found.run.id,
+        period=found.run.period,
+        addresses=len(found.items),
+    )
+    return {
+        "period": found.run.period,
+        "run_id": str(found.run.id),
+        "run_date": found.run.run_date.isoformat(),
+        "deliveries_since_run": found.deliveries_since_run,
+        "items": found.items,
+        "total": found.total,
+        "page": query.page,
+        "page_size": query.page_size,
+    }
+
+
 # --- the audit trail ------------------------------------------------------------------------------
 
 
@@ -605,7 +664,7 @@ def monitor_deliveries(
     ctx: AppContext,
     session: ReadSession,
     principal: Coordinator,
-    period: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None,
+    period: Annotated[str | None, Query(pattern=PERIOD_PATTERN)] = None,
 ) -> dict[str, Any]:
     from services.ingest.monitor import delivery_status
     from shared.periods import Period

@@ -90,6 +90,7 @@ EXPECTED: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/api/v1/runs"): only(coordinator=200),
     ("GET", "/api/v1/runs/{run_id}"): only(coordinator=200),
     ("GET", "/api/v1/monitor/deliveries"): only(coordinator=200),
+    ("GET", "/api/v1/singles"): only(sdv=200, coordinator=200),
     ("GET", "/api/v1/audit"): only(coordinator=200, admin=200),
 }
 

@@ -1,0 +1,207 @@
+"""The work list of single signals (``GET /api/v1/singles``) over real HTTP: what it lists, for
+whom, and after a late or replaced delivery; the runs' record of the deliveries they read."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from services.ingest.service import ingest_with_retry
+from services.matcher.service import RunReport, run_period
+from services.routing.singles import singles_page
+from shared import migrate
+from shared.context import Context
+from shared.models import AuditEvent, Delivery, Partner, Run
+from tests.conftest import AMSTERDAM, Clock
+from tests.helpers import csv_file, row
+from tests.matcher.test_run import november, partner_id, partners
+from tests.routing.test_cases_api import World, world
+
+__all__ = ["partners", "world"]
+
+# Before November's deadline: when the file was written (over SFTP).
+WRITTEN_IN_TIME = datetime(2026, 11, 24, 12, tzinfo=AMSTERDAM).astimezone(UTC)
+
+
+def _singles(world: World, who: str = "sdv", **params: Any) -> Any:
+    response = world.get(who, "/api/v1/singles", **params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _late(ctx: Context, partner: str, *rows: str) -> None:
+    """A delivery written over SFTP before November's deadline, ingested now."""
+    ingest_with_retry(
+        ctx,
+        partner_id=partner_id(ctx, partner),
+        content=csv_file(*rows),
+        filename="late.csv",
+        source="sftp",
+        received_at=WRITTEN_IN_TIME,
+    )
+
+
+def test_sdv_gets_the_single_addresses_with_what_a_letter_needs(world: World, ctx: Context) -> None:
+    """November: the energy signal at number 4 made no case (one partner, not rent, no crisis).
+    It is listed with its address, the person and the signal; no birth date, no BSN. As many
+    addresses as the run counted. The read is audited."""
+    body = _singles(world)
+    with ctx.sessions() as session:
+        run = session.scalars(sa.select(Run).where(Run.period == "2026-11")).one()
+    assert (body["period"], body["run_id"], body["run_date"]) == (
+        "2026-11",
+        str(run.id),
+        "2026-11-26",
+    )
+    assert body["total"] == json.loads(run.figures)["singles"] == 1
+    assert body["deliveries_since_run"] == 0
+    [item] = body["items"]
+    assert item["address"] == {
+        "straat": "Kerkstraat",
+        "huisnummer": "4",
+        "huisnummer_suffix": "",
+        "postcode": "2011AB",
+        "woonplaats": "Haarlem",
+    }
+    assert item["persons"] == [
+        {
+            "voorletters": "J.",
+            "tussenvoegsel": None,
+            "achternaam": "Jansen",
+            "telefoon": "0612345678",
+            "email": None,
+        }
+    ]
+    [signal] = item["signals"]
+    assert signal["partner"]["name"] == "Energie NV"
+    assert (signal["kind"], signal["bedrag_cent"], signal["referentie"]) == (
+        "energie",
+        25_000,
+        "E4",
+    )
+    assert (signal["achterstand_sinds"], signal["signaaldatum"]) == ("2026-09-01", "2026-11-10")
+    assert not signal["warme_overdracht"]
+    assert not signal["eindelevering"]
+    assert "geboortedatum" not in str(body)
+    assert "bsn" not in str(body)
+    with ctx.sessions() as session:
+        event = session.scalars(
+            sa.select(AuditEvent).where(AuditEvent.action == "singles.read")
+        ).one()
+    assert (event.role, event.object_type, event.object_id) == ("sdv", "run", str(run.id))
+    assert json.loads(event.details or "{}") == {"period": "2026-11", "addresses": 1}
+
+
+def test_only_sdv_and_the_coordinator_may_read_it(world: World) -> None:
+    assert _singles(world, "coordinator")["total"] == 1
+    for who in ("noord", "budgetcoach", "admin", "Huur BV"):
+        assert world.get(who, "/api/v1/singles").status_code == 403, who
+    with world.server.client() as anonymous:
+        assert anonymous.get("/api/v1/singles").status_code == 401
+
+
+def test_a_period_by_name_pages_and_a_period_without_a_run(world: World) -> None:
+    october = _singles(world, period="2026-10")  # rent at number 3 alone: a case
+    assert (october["period"], october["total"], october["items"]) == ("2026-10", 0, [])
+    missing = world.get("sdv", "/api/v1/singles", period="2026-09")
+    assert missing.status_code == 404
+    assert "2026-09" in missing.json()["detail"]
+    assert world.get("sdv", "/api/v1/singles", period="2026-13").status_code == 422
+    past_the_end = _singles(world, page=2, page_size=1)
+    assert (past_the_end["total"], past_the_end["items"]) == (1, [])
+
+
+def _on_postgres(ctx: Context) -> bool:
+    return ctx.engine.dialect.name == "postgresql"
+
+
+def _during_the_run(ctx: Context, deliver: Callable[[], None]) -> RunReport:
+    """November's first run, with ``deliver`` called in another thread while it matches (after
+    its reads, before its writes). On PostgreSQL the delivery is stored then, for November: an
+    SFTP file written before the deadline, and November has no run yet. On SQLite it waits for
+    the run's write lock, and then November has had its run: it goes to December."""
+    stored = threading.Thread(target=deliver)
+
+    def progress(message: str) -> None:
+        if message.startswith("matching"):
+            stored.start()
+            if _on_postgres(ctx):
+                stored.join()
+
+    report = run_period(ctx, progress=progress)
+    stored.join()
+    return report
+
+
+def _singles_of(ctx: Context) -> tuple[list[str], int]:
+    """The house numbers on November's list, and the deliveries since its run."""
+    with ctx.sessions() as session:
+        page = singles_page(session, ctx, "2026-11", page=1, page_size=50)
+    numbers = sorted(item["address"]["huisnummer"] for item in page.items)
+    assert page.total == len(numbers)
+    return numbers, page.deliveries_since_run
+
+
+def test_a_delivery_stored_during_the_run_waits_for_the_rerun(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """November: cases at 1 (health and energy) and 5 (rent); single at 2, 3 and 9. A water
+    signal at 2 stored while the run matches was not judged by it: 2 stays single, and the
+    delivery is counted as since the run, until the rerun makes a case of 2."""
+    november(ctx, clock)
+    report = _during_the_run(ctx, lambda: _late(ctx, "Water NV", row("W2", nummer="2")))
+    assert report.figures["singles"] == 3
+    numbers, since = _singles_of(ctx)
+    assert numbers == ["2", "3", "9"]
+    with ctx.sessions() as session:
+        water = session.scalars(
+            sa.select(Delivery.period).join(Partner).where(Partner.name == "Water NV")
+        ).one()
+    if water == "2026-12":  # SQLite: the delivery waited for the run, then went to December
+        assert not _on_postgres(ctx)
+        assert since == 0
+        return
+    assert (water, since) == ("2026-11", 1)
+    rerun = run_period(ctx, period="2026-11", rerun=True)
+    assert rerun.figures["singles"] == 2
+    assert _singles_of(ctx) == (["3", "9"], 0)
+
+
+def test_a_delivery_replaced_during_the_run_drops_out(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """The energy partner replaces its file while the run matches, without number 9: those
+    arrears are withdrawn from the list; the new file waits for the rerun."""
+    november(ctx, clock)
+    _during_the_run(ctx, lambda: _late(ctx, "Energie NV", row("E1", nummer="1")))
+    expected = (["2", "3"], 1) if _on_postgres(ctx) else (["2", "3", "9"], 0)
+    assert _singles_of(ctx) == expected
+
+
+def test_each_run_records_the_deliveries_it_read_and_0024_fills_earlier_runs(
+    ctx: Context, clock: Clock, partners: None, database_url: str
+) -> None:
+    """The run keeps the ids of the deliveries it read; runs made before migration 0024 get
+    those current when they started (down to 0023, the column goes, and up again)."""
+    november(ctx, clock)
+    report = run_period(ctx)
+    with ctx.sessions() as session:
+        current = session.execute(
+            sa.text("SELECT id FROM deliveries WHERE period = '2026-11' AND status = 'accepted'")
+        ).scalars()
+        # Text of 32 hex digits on SQLite.
+        expected = sorted(str(uuid.UUID(str(d))) for d in current)
+    assert len(expected) == 3
+    assert json.loads(report.run.delivery_ids or "[]") == expected
+    ctx.engine.dispose()
+    migrate.downgrade(database_url, "0023")
+    migrate.upgrade(database_url)
+    with ctx.sessions() as session:
+        filled = session.scalars(sa.select(Run.delivery_ids)).one()
+    assert json.loads(filled or "[]") == expected
