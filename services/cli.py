@@ -1034,7 +1034,7 @@ def export_singles(
 ) -> None:
     """Write the addresses with a single signal, owed an offer of help by letter, as a CSV
     file for a mail merge (one line per address, ';', UTF-8): GET /api/v1/singles in one go."""
-    from services.routing.singles import each_single, judged, write_csv
+    from services.routing.singles import count_addresses, each_single, judged, write_csv
     from shared.db import unit_of_work
     from shared.errors import NotFound
     from shared.files import private_file
@@ -1047,30 +1047,33 @@ def export_singles(
         raise typer.Exit(2) from None
     ctx = _context()
     try:
-        with unit_of_work(ctx.sessions) as session, private_file(out) as handle:
+        with unit_of_work(ctx.sessions) as session:
             found = judged(session, wanted)
-            count = write_csv(each_single(session, ctx, found), handle)
-            details = {"period": found.run.period, "addresses": count}
-            _audit(session, ctx, "export.singles", "run", found.run.id, details)
-            # The event commits before the file is put in place: an export is never on disk
-            # without its event (a failed rename leaves an event for a file that is not there).
+            period_, run_id = found.run.period, found.run.id
+            details = {"period": period_, "addresses": count_addresses(session, found)}
+            # The event commits before a byte is written, as the DDAS export's: no export, nor
+            # a half-written one left by a crash, is on disk without its event (a failed write
+            # leaves an event for a file that is not there).
+            _audit(session, ctx, "export.singles", "run", run_id, details)
             session.commit()
+            with private_file(out) as handle:
+                count = write_csv(each_single(session, ctx, found), handle)
     except NotFound as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     data = {
         "file": str(out),
-        "period": found.run.period,
-        "run_id": str(found.run.id),
+        "period": period_,
+        "run_id": str(run_id),
         "addresses": count,
         "deliveries_since_run": found.deliveries_since_run,
     }
 
     def human() -> None:
-        typer.echo(f"wrote {out}: {count} addresses with a single signal in {found.run.period}")
+        typer.echo(f"wrote {out}: {count} addresses with a single signal in {period_}")
         if found.deliveries_since_run:
             typer.echo(
-                f"note: {found.deliveries_since_run} delivery(ies) of {found.run.period} came "
+                f"note: {found.deliveries_since_run} delivery(ies) of {period_} came "
                 "after its run and are not in the file: rerun the period to include them"
             )
 

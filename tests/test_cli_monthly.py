@@ -218,8 +218,18 @@ def test_the_crisis_command_reports_each_period_it_looked_at(cli_env: None) -> N
     assert bad.exit_code == 2
 
 
+@pytest.mark.parametrize(
+    ("export", "name"),
+    [
+        (
+            ["ddas", "--from", "2026-10-01", "--to", "2026-10-31", "--gemeentecode", "0392"],
+            "d.json",
+        ),
+        (["singles"], "brieven.csv"),
+    ],
+)
 def test_an_export_whose_audit_event_fails_writes_no_file(
-    october: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    october: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, export: list[str], name: str
 ) -> None:
     """The audit event commits before the file is written: no export is on disk without it."""
     import services.cli
@@ -230,12 +240,11 @@ def test_an_export_whose_audit_event_fails_writes_no_file(
         raise RuntimeError("the audit trail could not be written")
 
     monkeypatch.setattr(services.cli, "_audit", failing_audit)
-    out = tmp_path / "ddas.json"
-    arguments = ["--from", "2026-10-01", "--to", "2026-10-31", "--gemeentecode", "0392"]
-    result = runner.invoke(app, ["export", "ddas", *arguments, "--out", str(out)])
+    out = tmp_path / name
+    result = runner.invoke(app, ["export", *export, "--out", str(out)])
     assert result.exit_code != 0
     assert not out.exists()
-    assert list(tmp_path.glob(".ddas.json.*")) == []  # nor a half-written one
+    assert list(tmp_path.glob(f".{name}.*")) == []  # nor a half-written one
 
 
 def test_export_singles_writes_the_letter_file(october: None, tmp_path: Path) -> None:
@@ -290,15 +299,16 @@ def test_export_singles_writes_the_letter_file(october: None, tmp_path: Path) ->
 
 
 def test_a_letter_file_cell_a_spreadsheet_would_run_is_written_as_text() -> None:
-    """A value that starts as a formula would (a name "=HYPERLINK(...)", a phone "+31...")
-    gets a quote before it; several persons and signals at one address are joined."""
+    """A value that starts as a formula would (a name "=HYPERLINK(...)", a phone "+49...")
+    gets a quote before it (a Dutch number is written as dialled at home); several persons and
+    signals at one address are joined."""
     person = {"voorletters": "A.", "tussenvoegsel": "de", "achternaam": "=HYPERLINK(1)"}
     item = {
         "address": {"postcode": "2011AB", "huisnummer": "2", "huisnummer_suffix": "A"},
         "persons": [
-            person | {"telefoon": "+31612345678", "email": None},
+            person | {"telefoon": None, "email": None},
             {"voorletters": "B.", "tussenvoegsel": None, "achternaam": "Bos"}
-            | {"telefoon": None, "email": "@b.nl"},
+            | {"telefoon": "+4915112345678", "email": "@b.nl"},
         ],
         "signals": [
             {
@@ -312,7 +322,9 @@ def test_a_letter_file_cell_a_spreadsheet_would_run_is_written_as_text() -> None
     }
     cells = dict(zip(CSV_COLUMNS, csv_line(item), strict=True))
     assert cells["namen"] == "A. de =HYPERLINK(1) / B. Bos"
-    assert cells["telefoon"] == "'+31612345678"
+    assert cells["telefoon"] == "'+4915112345678"
+    dutch = item | {"persons": [person | {"telefoon": "+31612345678", "email": None}]}
+    assert dict(zip(CSV_COLUMNS, csv_line(dutch), strict=True))["telefoon"] == "0612345678"
     assert cells["email"] == "'@b.nl"
     assert (cells["partners"], cells["soorten"], cells["bedrag"]) == ("Zorg UA", "zorg", "11,04")
     assert cells["referenties"] == "'-1 / Z2"

@@ -310,11 +310,10 @@ def route_counts(session: Session, period: str) -> tuple[dict[str, int], int]:
     return {str(route): int(n) for route, n, _ in rows}, sum(int(o or 0) for *_, o in rows)
 
 
-def partners_without_delivery(session: Session, period: str) -> list[str]:
-    """Names of active partners with no current delivery for the period."""
-    delivered = select(Delivery.partner_id).where(
-        Delivery.period == period, Delivery.status == DeliveryStatus.accepted
-    )
+def partners_without_delivery(session: Session, deliveries: Ranges) -> list[str]:
+    """Names of active partners with none of these deliveries (the period's current ones, as
+    the run read them: :func:`current_deliveries`)."""
+    delivered = select(Delivery.partner_id).where(Delivery.id.in_([d[0] for d in deliveries]))
     return list(
         session.scalars(
             select(Partner.name)

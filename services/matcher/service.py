@@ -185,7 +185,7 @@ def run_period(
         result = finish(prepared, earlier, addresses.frame)
         figures = dict(result.figures)
         figures["recidive_periods"] = addresses.periods
-        missing = repository.partners_without_delivery(session, str(target))
+        missing = repository.partners_without_delivery(session, deliveries)
         figures["partners_without_delivery"] = missing
         run = _new_run(session, config, RunKind.monthly, run_date, now, rerun=done is not None)
         # What it judged: the list of single signals is read from these (services.routing.singles).

@@ -10,7 +10,9 @@ reach about 6 %, a phone call 59 %). This is their work list, one item per addre
 * **What counts**: the signals of the deliveries the period's latest monthly run read
   (``runs.delivery_ids``, migration 0024) that are still current and not purged, that the run
   did not set aside (stale, below the minimum, a repeat: ``signal_states.run_outcome``) and that
-  are in no case. Right after the run the number of addresses is the run's ``singles`` figure.
+  are in no case, at addresses without a case in the period. Right after the run the number of
+  addresses is the run's ``singles`` figure, less any address where a case stands that a rerun
+  kept for the work done on it though the rerun found the address single.
   A delivery the run did not read (stored while it was matching: a file over SFTP written
   before the deadline) is judged by a rerun; until then its signals are not listed, and
   ``deliveries_since_run`` says how many such deliveries the period has (once a period has had
@@ -44,11 +46,14 @@ from sqlalchemy import ColumnElement, Row, Select, and_, exists, false, func, or
 from sqlalchemy.orm import Session
 
 from services.matcher import repository as runs
+from services.matcher.rules import OUTCOME_MATCHED, OUTCOME_SINGLE
 from shared.bulk import is_postgres
 from shared.context import Context
 from shared.crypto import signal_aad
 from shared.errors import NotFound
+from shared.ids import owns_block
 from shared.models import (
+    Case,
     CaseSignal,
     Partner,
     Role,
@@ -108,7 +113,7 @@ def judged(session: Session, period: str | None) -> Judged:
     read = {uuid.UUID(i) for i in json.loads(run.delivery_ids or "[]")}
     current = runs.current_deliveries(session, run.period)
     kept = [(d, first, last) for d, first, last in current if d in read]
-    return Judged(run, _single_signal(kept), len(current) - len(kept))
+    return Judged(run, _single_signal(run, kept), len(current) - len(kept))
 
 
 def singles_page(
@@ -132,17 +137,20 @@ def singles_page(
         .offset((page - 1) * page_size)
         .limit(page_size)
     ).all()
-    if grouped:
-        total = int(grouped[0].total)
-    else:  # past the end: the groups counted alone
-        addresses = select(Signal.address_hash).where(found.single).distinct().subquery()
-        total = int(session.scalar(select(func.count()).select_from(addresses)) or 0)
+    # Past the end: the groups counted alone.
+    total = int(grouped[0].total) if grouped else count_addresses(session, found)
     wanted = [int(i) for g in grouped for i in _id_list(g.ids)]
     by_address: dict[str, list[Row[Any]]] = {g.address_hash: [] for g in grouped}
     for row in session.execute(_signals(Signal.id.in_(wanted))) if wanted else ():
         by_address[row.address_hash].append(row)
     items = [_item(ctx, signals) for signals in by_address.values()]
     return SinglesPage(found.run, total, found.deliveries_since_run, items)
+
+
+def count_addresses(session: Session, found: Judged) -> int:
+    """How many addresses the work list holds."""
+    addresses = select(Signal.address_hash).where(found.single).distinct().subquery()
+    return int(session.scalar(select(func.count()).select_from(addresses)) or 0)
 
 
 def _id_list(ids: Any) -> list[Any]:
@@ -171,6 +179,7 @@ def _signals(*conditions: ColumnElement[bool]) -> Select[*tuple[Any, ...]]:
             Signal.row_number,
             Signal.partner_id,
             Signal.address_hash,
+            Signal.person_hash,
             Signal.kind,
             Signal.bedrag_cent,
             Signal.achterstand_sinds,
@@ -187,27 +196,45 @@ def _signals(*conditions: ColumnElement[bool]) -> Select[*tuple[Any, ...]]:
     )
 
 
-def _single_signal(deliveries: runs.Ranges) -> ColumnElement[bool]:
-    """The condition on a signal of being single: of one of these deliveries (each in its range
-    of ids), not purged, not set aside by the run, in no case."""
+def _single_signal(run: Run, deliveries: runs.Ranges) -> ColumnElement[bool]:
+    """The condition on a signal of being single after ``run``: of one of these deliveries
+    (each in its range of ids; a range kept from before the blocks also by its delivery), not
+    purged, not set aside by the run, in no case, and at an address without a case in the
+    period (a case kept by a rerun for its work, whose address the rerun found single: that
+    household has its case)."""
     in_deliveries = or_(
         false(),
         *(
-            and_(Signal.id.between(first, last), Signal.delivery_id == delivery_id)
+            Signal.id.between(first, last)
+            if owns_block(int(first or 0), int(last or 0))
+            else and_(Signal.id.between(first, last), Signal.delivery_id == delivery_id)
             for delivery_id, first, last in deliveries
         ),
     )
+    # Set aside: stale, below the minimum, a repeat. (Runs before 2026-12-01 stored "matched"
+    # and "single" as well; those are no reason.)
     set_aside = exists().where(
-        SignalState.signal_id == Signal.id, SignalState.run_outcome.is_not(None)
+        SignalState.signal_id == Signal.id,
+        SignalState.run_outcome.is_not(None),
+        SignalState.run_outcome.not_in((OUTCOME_MATCHED, OUTCOME_SINGLE)),
     )
     in_case = exists().where(CaseSignal.signal_id == Signal.id)
-    return and_(in_deliveries, Signal.address_hash.is_not(None), ~set_aside, ~in_case)
+    address_has_case = exists().where(
+        Case.period == run.period, Case.address_hash == Signal.address_hash
+    )
+    return and_(
+        in_deliveries,
+        Signal.address_hash.is_not(None),
+        ~set_aside,
+        ~in_case,
+        ~address_has_case,
+    )
 
 
 def _item(ctx: Context, signals: list[Row[Any]]) -> dict[str, Any]:
     """One address: where, who, and its signals."""
     address: dict[str, Any] | None = None
-    persons: dict[tuple[Any, ...], dict[str, Any]] = {}
+    persons: dict[Any, dict[str, Any]] = {}
     listed = []
     for signal in signals:
         pii: dict[str, Any] = {}
@@ -217,8 +244,11 @@ def _item(ctx: Context, signals: list[Row[Any]]) -> dict[str, Any]:
         if address is None and pii:
             address = {k: pii.get(k) for k in ADDRESS_FIELDS}
         if pii:
+            # One person per keyed hash of name and birth date (two of one name at an address
+            # stay two), what one signal lacks taken from another; without that hash, as shown.
             person = {k: pii.get(k) for k in CONTACT_FIELDS}
-            persons.setdefault((person["achternaam"], person["voorletters"]), person)
+            known = persons.setdefault(signal.person_hash or tuple(person.values()), person)
+            known.update({k: v for k, v in person.items() if known[k] is None})
         listed.append(
             {
                 "id": signal.id,
@@ -275,7 +305,7 @@ def csv_line(item: dict[str, Any]) -> list[str]:
         address.get("straat"),
         address.get("woonplaats"),
         name,
-        joined(p["telefoon"] for p in persons),
+        joined(_national(p["telefoon"]) for p in persons),
         joined(p["email"] for p in persons),
         joined(s["partner"]["name"] for s in signals),
         joined(s["kind"] for s in signals),
@@ -283,6 +313,14 @@ def csv_line(item: dict[str, Any]) -> list[str]:
         joined(s["referentie"] for s in signals),
     ]
     return [_cell(c) for c in cells]
+
+
+def _national(phone: str | None) -> str | None:
+    """A Dutch number as dialled at home (``+31612345678`` → ``0612345678``): in the file it
+    would otherwise start with ``+`` and be written after a quote (:func:`_cell`)."""
+    if phone and phone.startswith("+31") and len(phone) == 12 and phone[1:].isdigit():
+        return "0" + phone[3:]
+    return phone
 
 
 def _cell(value: Any) -> str:

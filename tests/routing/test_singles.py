@@ -13,14 +13,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from services.ingest.service import ingest_with_retry
-from services.matcher.service import RunReport, run_period
+from services.matcher.service import RunReport, crisis_run, run_period
 from services.routing.singles import singles_page
 from shared import migrate
 from shared.context import Context
 from shared.models import AuditEvent, Delivery, Partner, Run
 from tests.conftest import AMSTERDAM, Clock
 from tests.helpers import csv_file, row
-from tests.matcher.test_run import november, partner_id, partners
+from tests.matcher.test_run import deliver, november, partner_id, partners
 from tests.routing.test_cases_api import World, world
 
 __all__ = ["partners", "world"]
@@ -187,21 +187,72 @@ def test_a_delivery_replaced_during_the_run_drops_out(
 def test_each_run_records_the_deliveries_it_read_and_0024_fills_earlier_runs(
     ctx: Context, clock: Clock, partners: None, database_url: str
 ) -> None:
-    """The run keeps the ids of the deliveries it read; runs made before migration 0024 get
-    those current when they started (down to 0023, the column goes, and up again)."""
+    """The monthly run keeps the ids of the deliveries it read: not the health insurer's file
+    that a second one replaced before the run. Runs made before migration 0024 get those
+    current when they started (down to 0023, the column goes, and up again); a crisis run
+    keeps none."""
     november(ctx, clock)
+    clock.set_local(2026, 11, 20, 9, 0)
+    deliver(ctx, "Zorg UA", row("Z1", nummer="1"))
+    deliver(ctx, "Water NV", row("W7", nummer="7", crisis="ja"))
+    clock.set_local(2026, 11, 25, 7, 0)
+    assert [r.figures["cases"] for r in crisis_run(ctx) if r.run is not None] == [1]
+    clock.set_local(2026, 11, 26, 2, 0)
     report = run_period(ctx)
     with ctx.sessions() as session:
-        current = session.execute(
-            sa.text("SELECT id FROM deliveries WHERE period = '2026-11' AND status = 'accepted'")
-        ).scalars()
-        # Text of 32 hex digits on SQLite.
-        expected = sorted(str(uuid.UUID(str(d))) for d in current)
-    assert len(expected) == 3
+        rows = session.execute(
+            sa.text("SELECT id, status FROM deliveries WHERE period = '2026-11'")
+        ).all()
+    # Text of 32 hex digits on SQLite.
+    expected = sorted(str(uuid.UUID(str(d))) for d, status in rows if status == "accepted")
+    assert (len(rows), len(expected)) == (5, 4)
     assert json.loads(report.run.delivery_ids or "[]") == expected
     ctx.engine.dispose()
     migrate.downgrade(database_url, "0023")
     migrate.upgrade(database_url)
     with ctx.sessions() as session:
-        filled = session.scalars(sa.select(Run.delivery_ids)).one()
-    assert json.loads(filled or "[]") == expected
+        filled = dict(session.execute(sa.select(Run.kind, Run.delivery_ids)).all())
+    assert filled.keys() == {"crisis", "monthly"}
+    assert filled["crisis"] is None
+    assert json.loads(filled["monthly"] or "[]") == expected
+
+
+def test_only_the_deliveries_the_run_read_count(ctx: Context, clock: Clock, partners: None) -> None:
+    """A current delivery that is not in the run's record (as one stored while it matched, on
+    PostgreSQL) is not listed, and counted as since the run: on either backend."""
+    november(ctx, clock)
+    report = run_period(ctx)
+    assert _singles_of(ctx) == (["2", "3", "9"], 0)
+    with ctx.sessions() as session, session.begin():
+        energy = session.scalars(
+            sa.select(Delivery.id).join(Partner).where(Partner.name == "Energie NV")
+        ).one()
+        read = [i for i in json.loads(report.run.delivery_ids or "[]") if i != str(energy)]
+        session.execute(
+            sa.update(Run).where(Run.id == report.run.id).values(delivery_ids=json.dumps(read))
+        )
+    assert _singles_of(ctx) == (["2", "3"], 1)
+
+
+def test_persons_at_one_address_are_told_apart_by_birth_date(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """At number 20 two signals of the same person are one person; two people of one name (a
+    father and a son) are two, each with his own phone number. Number 21 is a case."""
+    clock.set_local(2026, 11, 10, 9, 0)
+    deliver(
+        ctx,
+        "Zorg UA",
+        row("Z1", nummer="20"),
+        row("Z2", nummer="20", geboren="2005-02-03", telefoon="0687654321"),
+        row("Z4", nummer="20", bedrag="300,00"),
+        row("Z3", nummer="21"),
+    )
+    deliver(ctx, "Energie NV", row("E1", nummer="21"))
+    clock.set_local(2026, 11, 26, 2, 0)
+    assert run_period(ctx).figures["cases"] == 1  # number 21: two partners
+    with ctx.sessions() as session:
+        page = singles_page(session, ctx, None, page=1, page_size=50)
+    [item] = page.items
+    assert [p["telefoon"] for p in item["persons"]] == ["0612345678", "0687654321"]
+    assert [s["referentie"] for s in item["signals"]] == ["Z1", "Z2", "Z4"]
