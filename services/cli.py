@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -1045,12 +1046,16 @@ def export_singles(
     except AppError:
         typer.echo("error: --period is YYYY-MM", err=True)
         raise typer.Exit(2) from None
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        typer.echo(f"error: cannot write in {out.parent}", err=True)
+        raise typer.Exit(2)
     ctx = _context()
     try:
         with unit_of_work(ctx.sessions) as session:
             found = judged(session, wanted)
             period_, run_id = found.run.period, found.run.id
-            details = {"period": period_, "addresses": count_addresses(session, found)}
+            counted = count_addresses(session, found)
+            details = {"period": period_, "addresses": counted}
             # The event commits before a byte is written, as the DDAS export's: no export, nor
             # a half-written one left by a crash, is on disk without its event (a failed write
             # leaves an event for a file that is not there).
@@ -1066,11 +1071,18 @@ def export_singles(
         "period": period_,
         "run_id": str(run_id),
         "addresses": count,
+        "audited_addresses": counted,
         "deliveries_since_run": found.deliveries_since_run,
     }
 
     def human() -> None:
         typer.echo(f"wrote {out}: {count} addresses with a single signal in {period_}")
+        if count != counted:  # a rerun or a purge between the count and the file
+            typer.echo(
+                f"note: the audit event counted {counted} addresses; the list changed while it "
+                f"was written",
+                err=True,
+            )
         if found.deliveries_since_run:
             typer.echo(
                 f"note: {found.deliveries_since_run} delivery(ies) of {period_} came "

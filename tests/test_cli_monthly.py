@@ -242,9 +242,39 @@ def test_an_export_whose_audit_event_fails_writes_no_file(
     monkeypatch.setattr(services.cli, "_audit", failing_audit)
     out = tmp_path / name
     result = runner.invoke(app, ["export", *export, "--out", str(out)])
-    assert result.exit_code != 0
+    assert isinstance(result.exception, RuntimeError)
     assert not out.exists()
     assert list(tmp_path.glob(f".{name}.*")) == []  # nor a half-written one
+
+
+def test_a_letter_file_that_fails_to_be_written_leaves_its_event_and_no_file(
+    october: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event is in the trail before a byte is written: a file that then fails is gone,
+    half-written too, and its event stays. A folder that cannot be written is refused first."""
+    import services.routing.singles
+
+    invoke("run", "--period", "2026-10", "--as-of", "2026-10-26", "--json")
+
+    def failing_write(*args: object, **kwargs: object) -> int:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(services.routing.singles, "write_csv", failing_write)
+    out = tmp_path / "brieven.csv"
+    result = runner.invoke(app, ["export", "singles", "--out", str(out)])
+    assert isinstance(result.exception, OSError)
+    assert not out.exists()
+    assert list(tmp_path.glob(".brieven.csv.*")) == []
+    ctx = build_context(get_settings())
+    with ctx.sessions() as session:
+        events = session.scalars(
+            sa.select(AuditEvent.details).where(AuditEvent.action == "export.singles")
+        ).all()
+    ctx.engine.dispose()
+    assert [json.loads(e or "{}") for e in events] == [{"period": "2026-10", "addresses": 1}]
+    elsewhere = runner.invoke(app, ["export", "singles", "--out", str(tmp_path / "no" / "f.csv")])
+    assert elsewhere.exit_code == 2
+    assert "cannot write in" in elsewhere.stderr
 
 
 def test_export_singles_writes_the_letter_file(october: None, tmp_path: Path) -> None:
@@ -299,9 +329,9 @@ def test_export_singles_writes_the_letter_file(october: None, tmp_path: Path) ->
 
 
 def test_a_letter_file_cell_a_spreadsheet_would_run_is_written_as_text() -> None:
-    """A value that starts as a formula would (a name "=HYPERLINK(...)", a phone "+49...")
-    gets a quote before it (a Dutch number is written as dialled at home); several persons and
-    signals at one address are joined."""
+    """A value that starts as a formula would (an e-mail "@...", a reference "-1") gets a quote
+    before it; a phone number in international form is written as dialled from the Netherlands,
+    so it needs none; several persons and signals at one address are joined."""
     person = {"voorletters": "A.", "tussenvoegsel": "de", "achternaam": "=HYPERLINK(1)"}
     item = {
         "address": {"postcode": "2011AB", "huisnummer": "2", "huisnummer_suffix": "A"},
@@ -322,7 +352,7 @@ def test_a_letter_file_cell_a_spreadsheet_would_run_is_written_as_text() -> None
     }
     cells = dict(zip(CSV_COLUMNS, csv_line(item), strict=True))
     assert cells["namen"] == "A. de =HYPERLINK(1) / B. Bos"
-    assert cells["telefoon"] == "'+4915112345678"
+    assert cells["telefoon"] == "004915112345678"  # as dialled from the Netherlands
     dutch = item | {"persons": [person | {"telefoon": "+31612345678", "email": None}]}
     assert dict(zip(CSV_COLUMNS, csv_line(dutch), strict=True))["telefoon"] == "0612345678"
     assert cells["email"] == "'@b.nl"

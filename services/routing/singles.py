@@ -26,9 +26,9 @@ reach about 6 %, a phone call 59 %). This is their work list, one item per addre
 * **Who**: ``sdv`` (who makes the offer) and ``coordinator``. Each page read is an audit event
   (``singles.read``, with the period and the number of addresses): it opens the envelopes of
   households that have no case.
-* **A letter run**: ``vroegsignaal export singles`` writes the whole list in one pass
-  (:func:`each_single`) as a file for a mail merge (:func:`write_csv`), audited as
-  ``export.singles``.
+* **A letter run**: ``vroegsignaal export singles`` writes the whole list, read as one stream
+  (:func:`each_single`), as a file for a mail merge (:func:`write_csv`), audited as
+  ``export.singles`` (with the number of addresses counted before the file is written).
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def _single_signal(run: Run, deliveries: runs.Ranges) -> ColumnElement[bool]:
             for delivery_id, first, last in deliveries
         ),
     )
-    # Set aside: stale, below the minimum, a repeat. (Runs before 2026-12-01 stored "matched"
+    # Set aside: stale, below the minimum, a repeat. (Runs before 2026-11-23 stored "matched"
     # and "single" as well; those are no reason.)
     set_aside = exists().where(
         SignalState.signal_id == Signal.id,
@@ -244,10 +244,12 @@ def _item(ctx: Context, signals: list[Row[Any]]) -> dict[str, Any]:
         if address is None and pii:
             address = {k: pii.get(k) for k in ADDRESS_FIELDS}
         if pii:
-            # One person per keyed hash of name and birth date (two of one name at an address
-            # stay two), what one signal lacks taken from another; without that hash, as shown.
+            # One person per initials and keyed hash of surname and birth date (a father and a
+            # son of one name stay two, and so do twins), or per initials and surname where the
+            # birth date is not known; what one signal lacks is taken from another.
             person = {k: pii.get(k) for k in CONTACT_FIELDS}
-            known = persons.setdefault(signal.person_hash or tuple(person.values()), person)
+            who = (signal.person_hash or person["achternaam"], person["voorletters"])
+            known = persons.setdefault(who, person)
             known.update({k: v for k, v in person.items() if known[k] is None})
         listed.append(
             {
@@ -316,11 +318,13 @@ def csv_line(item: dict[str, Any]) -> list[str]:
 
 
 def _national(phone: str | None) -> str | None:
-    """A Dutch number as dialled at home (``+31612345678`` → ``0612345678``): in the file it
-    would otherwise start with ``+`` and be written after a quote (:func:`_cell`)."""
-    if phone and phone.startswith("+31") and len(phone) == 12 and phone[1:].isdigit():
-        return "0" + phone[3:]
-    return phone
+    """A number in international form as dialled from the Netherlands (``+31612345678`` →
+    ``0612345678``, ``+4915112345678`` → ``004915112345678``): in the file it would otherwise
+    start with ``+`` and be written after a quote (:func:`_cell`), which a letter would show."""
+    digits = phone[1:] if phone and phone.startswith("+") else ""
+    if not (digits.isascii() and digits.isdigit()):
+        return phone
+    return "0" + digits[2:] if digits.startswith("31") and len(digits) == 11 else "00" + digits
 
 
 def _cell(value: Any) -> str:

@@ -17,9 +17,9 @@ from services.matcher.service import RunReport, crisis_run, run_period
 from services.routing.singles import singles_page
 from shared import migrate
 from shared.context import Context
-from shared.models import AuditEvent, Delivery, Partner, Run
+from shared.models import ARRIVED, AuditEvent, Case, Delivery, Partner, Run, Signal, SignalState
 from tests.conftest import AMSTERDAM, Clock
-from tests.helpers import csv_file, row
+from tests.helpers import csv_file, row, signal_ids_by_reference
 from tests.matcher.test_run import deliver, november, partner_id, partners
 from tests.routing.test_cases_api import World, world
 
@@ -256,3 +256,42 @@ def test_persons_at_one_address_are_told_apart_by_birth_date(
     [item] = page.items
     assert [p["telefoon"] for p in item["persons"]] == ["0612345678", "0687654321"]
     assert [s["referentie"] for s in item["signals"]] == ["Z1", "Z2", "Z4"]
+
+
+def test_set_aside_signals_and_addresses_with_a_case_are_not_listed(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """After November's run (single at 2, 3 and 9): a signal the run set aside (here number 3's,
+    as stale) is not listed, while the outcomes runs before 2026-11-23 stored for every signal
+    ("single", "matched") are no reason (number 2's); an address where the period has a case
+    (number 9, as one a rerun kept for its work) is not listed."""
+    november(ctx, clock)
+    run_period(ctx)
+    refs = signal_ids_by_reference(ctx)
+    with ctx.sessions() as session, session.begin():
+        session.add_all(
+            [
+                SignalState(signal_id=refs["Z3"], status=ARRIVED, run_outcome="stale"),
+                SignalState(signal_id=refs["Z2"], status=ARRIVED, run_outcome="single"),
+            ]
+        )
+        nine = session.get_one(Signal, refs["E9"]).address_hash
+        one = session.get_one(Signal, refs["E1"]).address_hash
+        session.execute(sa.update(Case).where(Case.address_hash == one).values(address_hash=nine))
+    assert _singles_of(ctx) == (["2"], 0)
+
+
+def test_a_person_without_a_birth_date_is_one_person(
+    ctx: Context, clock: Clock, partners: None
+) -> None:
+    """Without a birth date (no keyed hash of the person) a person is told apart by initials
+    and surname: one person, with the phone number one of the signals gave."""
+    clock.set_local(2026, 11, 10, 9, 0)
+    deliver(ctx, "Zorg UA", row("Z1", nummer="30", geboren=""), row("Z2", nummer="30", geboren=""))
+    clock.set_local(2026, 11, 26, 2, 0)
+    run_period(ctx)
+    with ctx.sessions() as session:
+        [item] = singles_page(session, ctx, None, page=1, page_size=50).items
+        hashes = session.scalars(sa.select(Signal.person_hash)).all()
+    assert hashes == [None, None]
+    assert [(p["achternaam"], p["telefoon"]) for p in item["persons"]] == [("Jansen", "0612345678")]
