@@ -265,13 +265,7 @@ def test_a_letter_file_that_fails_to_be_written_leaves_its_event_and_no_file(
     assert isinstance(result.exception, OSError)
     assert not out.exists()
     assert list(tmp_path.glob(".brieven.csv.*")) == []
-    ctx = build_context(get_settings())
-    with ctx.sessions() as session:
-        events = session.scalars(
-            sa.select(AuditEvent.details).where(AuditEvent.action == "export.singles")
-        ).all()
-    ctx.engine.dispose()
-    assert [json.loads(e or "{}") for e in events] == [{"period": "2026-10", "addresses": 1}]
+    assert _letter_file_events() == [{"period": "2026-10", "addresses": 1}]
     elsewhere = runner.invoke(app, ["export", "singles", "--out", str(tmp_path / "no" / "f.csv")])
     assert elsewhere.exit_code == 2
     assert "cannot write in" in elsewhere.stderr
@@ -313,13 +307,7 @@ def test_export_singles_writes_the_letter_file(october: None, tmp_path: Path) ->
         "bedrag": "250,00",
         "referenties": "Z1",
     }
-    ctx = build_context(get_settings())
-    with ctx.sessions() as session:
-        details = session.scalars(
-            sa.select(AuditEvent.details).where(AuditEvent.action == "export.singles")
-        ).all()
-    ctx.engine.dispose()
-    assert [json.loads(d or "{}") for d in details] == [{"period": "2026-10", "addresses": 1}]
+    assert _letter_file_events() == [{"period": "2026-10", "addresses": 1}]
     assert (
         runner.invoke(
             app, ["export", "singles", "--period", "10-2026", "--out", str(out)]
@@ -359,3 +347,14 @@ def test_a_letter_file_cell_a_spreadsheet_would_run_is_written_as_text() -> None
     assert (cells["partners"], cells["soorten"], cells["bedrag"]) == ("Zorg UA", "zorg", "11,04")
     assert cells["referenties"] == "'-1 / Z2"
     assert (cells["straat"], cells["huisnummer_toevoeging"]) == ("", "A")
+
+
+def _letter_file_events() -> list[object]:
+    """The details of the trail's ``export.singles`` events."""
+    ctx = build_context(get_settings())
+    with ctx.sessions() as session:
+        details = session.scalars(
+            sa.select(AuditEvent.details).where(AuditEvent.action == "export.singles")
+        ).all()
+    ctx.engine.dispose()
+    return [json.loads(d or "{}") for d in details]
