@@ -120,6 +120,15 @@ def _audit(
 # --- cases ---------------------------------------------------------------------------------------
 
 
+def _page() -> Any:
+    """A list's page number (the case list's and the single signals')."""
+    return Field(1, ge=1, le=100_000)
+
+
+def _page_size() -> Any:
+    return Field(50, ge=1, le=500)
+
+
 class CaseQuery(BaseModel):
     """The case list's query parameters, validated as one model (once per request, not once per
     parameter)."""
@@ -129,8 +138,8 @@ class CaseQuery(BaseModel):
     team: str | None = Field(None, description="team name or id")
     overdue: bool | None = None
     period: str | None = Field(None, pattern=PERIOD_PATTERN)
-    page: int = Field(1, ge=1, le=100_000)
-    page_size: int = Field(50, ge=1, le=500)
+    page: int = _page()
+    page_size: int = _page_size()
 
 
 @router.get(
@@ -552,8 +561,8 @@ class SinglesQuery(BaseModel):
         pattern=PERIOD_PATTERN,
         description="the period (default: the latest with a completed run)",
     )
-    page: int = Field(1, ge=1, le=100_000)
-    page_size: int = Field(50, ge=1, le=500)
+    page: int = _page()
+    page_size: int = _page_size()
 
 
 @router.get(
